@@ -1,0 +1,1 @@
+//! # agentos-abi — the contract

@@ -1,0 +1,1 @@
+//! # agentos-kernel — the kernel

@@ -1,0 +1,3 @@
+//! # agentos-tests — cross-layer scenarios
+//!
+//! One integration-test crate, modules by area (see `tests/`).

@@ -1,0 +1,4 @@
+//! # xtask — agentos automation
+//!
+//! `cargo xtask ci | bench | tidy | demo`.
+fn main() {}
