@@ -1,1 +1,45 @@
-//! # agentos-abi — the contract
+//! # agentos-abi — the contract between programs, the kernel and drivers
+//!
+//! Everything a process, a driver or a peer node needs to agree on lives here: process ids and
+//! capability refs ([`ids`]), rights, resources and capabilities ([`cap`]), messages and the
+//! typed system messages ([`msg`]), exit reasons ([`exit`]), quotas, budgets and usage
+//! ([`quota`]), the syscall surface ([`sys`]), the driver ABI ([`driver`]), kernel events
+//! ([`event`]), errors ([`error`]) and [`ABI_VERSION`].
+//!
+//! **Invariant:** abi has no I/O and no runtime: no tokio, no sockets, no files, no clocks. It is
+//! plain data (every type derives serde so it can be journaled, snapshotted or sent over the
+//! wire with postcard) plus traits. A process written against [`sys::Syscalls`] runs on any
+//! kernel that implements it.
+//!
+//! **API boundary:** every other crate depends on abi; abi depends on no workspace crate.
+//! Changing a type here is an ABI change: bump [`ABI_VERSION`] when the serialized form changes.
+
+pub mod cap;
+pub mod driver;
+pub mod error;
+pub mod event;
+pub mod exit;
+pub mod ids;
+pub mod msg;
+pub mod quota;
+pub mod sys;
+pub mod value;
+
+pub use cap::{CapInfo, Caveat, Resource, Right, Rights};
+pub use driver::{Cost, Driver, DriverError, DriverHandle, Reply};
+pub use error::{CapError, SendError, SysError};
+pub use event::{Event, EventKind, Signal};
+pub use exit::ExitReason;
+pub use ids::{CapRef, NodeId, Pid};
+pub use msg::{Body, Message, SysMsg};
+pub use quota::{Budget, Meter, Quota, Usage};
+pub use sys::{
+    Attenuation, Cleanup, Image, LogLevel, ProcFuture, ProcResult, SchedOpts, SendOpts, SpawnOpts,
+    Spawned, Syscalls,
+};
+pub use value::Value;
+
+/// Version of the serialized ABI (snapshots, journal records, wire envelopes).
+///
+/// A snapshot or journal written under another version is rejected with a clear error.
+pub const ABI_VERSION: u32 = 1;

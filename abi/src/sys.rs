@@ -1,0 +1,252 @@
+//! The syscall surface: what a process can do, as a trait a kernel implements.
+//!
+//! Programs are written against [`Syscalls`], not against a kernel type, so userland (and any
+//! fork of it) keeps working on any kernel that implements this trait. Names follow the seed in
+//! snake_case. Blocking syscalls are `async`: they park the process and let others run.
+//!
+//! The context-memory syscalls (`remember`, `working_set`, `recall`, `forget`, `pin`) and the
+//! remote ones (`dial`, `spawn_remote`) join this trait with the issues that build them.
+
+use crate::cap::Rights;
+use crate::error::{SendError, SysError};
+use crate::exit::ExitReason;
+use crate::ids::{CapRef, Pid};
+use crate::msg::{Body, Message};
+use crate::quota::{Budget, Quota, Usage};
+use crate::value::Value;
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+/// What a process's main returns. `Err(reason)` ends it with that reason.
+pub type ProcResult = Result<(), ExitReason>;
+
+/// A process's main future, boxed so the kernel can hold processes of any image.
+pub type ProcFuture = Pin<Box<dyn Future<Output = ProcResult> + Send + 'static>>;
+
+impl From<SysError> for ExitReason {
+    fn from(e: SysError) -> Self {
+        match e {
+            SysError::Quota(m) => ExitReason::Quota { resource: m },
+            other => ExitReason::Fault {
+                error: other.to_string(),
+            },
+        }
+    }
+}
+
+impl From<SendError> for ExitReason {
+    fn from(e: SendError) -> Self {
+        SysError::from(e).into()
+    }
+}
+
+type MainFn<S> = dyn Fn(S, Value) -> ProcFuture + Send + Sync;
+
+/// A process image: a name plus an async main that receives its syscall handle and args.
+pub struct Image<S> {
+    name: Arc<str>,
+    main: Arc<MainFn<S>>,
+}
+
+impl<S> Clone for Image<S> {
+    fn clone(&self) -> Self {
+        Image {
+            name: self.name.clone(),
+            main: self.main.clone(),
+        }
+    }
+}
+
+impl<S> fmt::Debug for Image<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Image({})", self.name)
+    }
+}
+
+impl<S: 'static> Image<S> {
+    /// An image from an async function or closure.
+    pub fn new<F, Fut>(name: &str, main: F) -> Self
+    where
+        F: Fn(S, Value) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ProcResult> + Send + 'static,
+    {
+        Image {
+            name: Arc::from(name),
+            main: Arc::new(move |s, a| Box::pin(main(s, a))),
+        }
+    }
+    /// The image name (shown in `ps` and the event log).
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+    /// Start the main: build the future the kernel will poll.
+    pub fn start(&self, sys: S, args: Value) -> ProcFuture {
+        (self.main)(sys, args)
+    }
+}
+
+/// Options for `send`.
+#[derive(Debug, Default, Clone)]
+pub struct SendOpts {
+    /// Capabilities to transfer with the message (the caller must own them; ownership moves).
+    pub caps: Vec<CapRef>,
+    /// Correlation id.
+    pub corr: Option<u64>,
+    /// Advisory deadline (kernel-clock ms).
+    pub deadline: Option<u64>,
+}
+
+/// Options for `spawn`.
+#[derive(Debug, Default, Clone)]
+pub struct SpawnOpts {
+    /// Arguments handed to the child's main.
+    pub args: Value,
+    /// The child's account limits (a child account under the caller's).
+    pub quota: Quota,
+    /// Capabilities to transfer to the child.
+    pub caps: Vec<CapRef>,
+    /// Link parent and child: each gets a `down` message when the other dies.
+    pub link: bool,
+    /// Scheduling priority (higher runs first; 0 is normal).
+    pub priority: i32,
+    /// Relative deadline in ms: the child is terminated with `Deadline` if still alive then.
+    pub deadline_ms: Option<u64>,
+}
+
+/// What `spawn` returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spawned {
+    /// The child's pid.
+    pub pid: Pid,
+    /// A `send + monitor + kill` capability over the child, owned by the caller.
+    pub cap: CapRef,
+}
+
+/// Options for `sched`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SchedOpts {
+    /// New priority.
+    pub priority: Option<i32>,
+    /// New relative deadline in ms (re-arms the deadline).
+    pub deadline_ms: Option<u64>,
+}
+
+/// Options for `attenuate`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Attenuation {
+    /// The rights to keep (`None` keeps all of the parent's).
+    pub rights: Option<Rights>,
+    /// Add an expiry caveat this many ms from now on the kernel clock.
+    pub expires_in_ms: Option<u64>,
+}
+
+/// Log levels for the `log` syscall.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    /// Debugging detail.
+    Debug,
+    /// Normal operation.
+    Info,
+    /// Something unexpected.
+    Warn,
+    /// A failure.
+    Error,
+}
+
+/// A cleanup action run when the process terminates, however it terminates.
+pub type Cleanup = Box<dyn FnOnce() + Send>;
+
+/// The syscall surface, implemented by a kernel for each process (the handle closes over its
+/// pid). Every privileged call is gated by a capability the caller must own.
+pub trait Syscalls: Clone + Send + Sync + Sized + 'static {
+    /// This process's pid.
+    fn self_pid(&self) -> Pid;
+    /// Mint a `send + monitor` capability over this process (hand it out so others can reach you).
+    fn self_cap(&self) -> CapRef;
+    /// Register a service name for this process (first come; names vanish when it dies).
+    fn register(&self, name: &str) -> Result<(), SysError>;
+    /// Drop a name this process holds (no-op otherwise).
+    fn unregister(&self, name: &str);
+    /// Look a name up: a fresh `send` capability over its owner, or `None`.
+    fn lookup(&self, name: &str) -> impl Future<Output = Option<CapRef>> + Send;
+    /// Take the next message, parking until one arrives.
+    fn recv(&self) -> impl Future<Output = Message> + Send;
+    /// Send `body` to the process `to` designates (`send` right). Parks while the target's
+    /// bounded mailbox is full (backpressure). A failed send hands the body back.
+    fn send(
+        &self,
+        to: CapRef,
+        body: Body,
+        opts: SendOpts,
+    ) -> impl Future<Output = Result<(), SendError>> + Send;
+    /// Spawn a child (needs a held `spawn` capability; charges `children` up the account chain).
+    fn spawn(
+        &self,
+        image: Image<Self>,
+        opts: SpawnOpts,
+    ) -> impl Future<Output = Result<Spawned, SysError>> + Send;
+    /// End this process now with `reason`. Never returns.
+    fn exit(&self, reason: ExitReason) -> impl Future<Output = Infallible> + Send;
+    /// Derive a cap with a subset of the parent's rights (revoked with the parent).
+    fn derive(&self, cap: CapRef, rights: Rights) -> Result<CapRef, SysError>;
+    /// Derive a cap with fewer rights and/or added caveats (an expiry on the kernel clock).
+    fn attenuate(&self, cap: CapRef, how: Attenuation) -> Result<CapRef, SysError>;
+    /// Revoke a cap this process owns and, transitively, everything derived from it.
+    fn revoke(&self, cap: CapRef) -> Result<(), SysError>;
+    /// Open a device (`open` right on a device cap): returns a `read + write` handle cap.
+    fn open(&self, device: CapRef) -> impl Future<Output = Result<CapRef, SysError>> + Send;
+    /// One driver read; its cost is charged to this process's account chain.
+    fn read(
+        &self,
+        handle: CapRef,
+        req: Value,
+    ) -> impl Future<Output = Result<Value, SysError>> + Send;
+    /// Many driver reads run concurrently while the process is parked; results in order.
+    fn read_all(
+        &self,
+        handle: CapRef,
+        reqs: Vec<Value>,
+    ) -> impl Future<Output = Result<Vec<Value>, SysError>> + Send;
+    /// One driver write; its cost is charged.
+    fn write(
+        &self,
+        handle: CapRef,
+        data: Value,
+    ) -> impl Future<Output = Result<Value, SysError>> + Send;
+    /// Monitor a process (`monitor` right): a `down` message arrives when it dies, at once if
+    /// it is already dead.
+    fn monitor(&self, target: CapRef) -> impl Future<Output = Result<(), SysError>> + Send;
+    /// Wait for a process to exit (`monitor` right); works after its death too.
+    fn waitpid(&self, target: CapRef) -> impl Future<Output = Result<ExitReason, SysError>> + Send;
+    /// Force-terminate a process (`kill` right); default reason `Killed { by: self }`.
+    fn signal(
+        &self,
+        target: CapRef,
+        reason: Option<ExitReason>,
+    ) -> impl Future<Output = Result<(), SysError>> + Send;
+    /// SIGSTOP (`kill` right): the target is never dispatched until resumed.
+    fn suspend(&self, target: CapRef) -> impl Future<Output = Result<(), SysError>> + Send;
+    /// SIGCONT (`kill` right).
+    fn resume(&self, target: CapRef) -> impl Future<Output = Result<(), SysError>> + Send;
+    /// SIGTERM (`kill` right): a catchable `Term` message in the target's mailbox.
+    fn term(&self, target: CapRef) -> impl Future<Output = Result<(), SysError>> + Send;
+    /// Sleep on the kernel clock.
+    fn sleep(&self, ms: u64) -> impl Future<Output = ()> + Send;
+    /// Give up the CPU and re-enter the ready set.
+    fn yield_now(&self) -> impl Future<Output = ()> + Send;
+    /// Change this process's priority and/or deadline.
+    fn sched(&self, opts: SchedOpts);
+    /// What this process's account has left.
+    fn budget(&self) -> Budget;
+    /// What this process's account subtree has spent.
+    fn usage(&self) -> Usage;
+    /// The kernel clock in ms (virtual in deterministic mode).
+    fn now(&self) -> u64;
+    /// Emit a diagnostic line.
+    fn log(&self, level: LogLevel, msg: &str);
+    /// Run `f` when this process terminates, however it terminates (LIFO order).
+    fn on_cleanup(&self, f: Cleanup);
+}

@@ -1,0 +1,244 @@
+//! The bounded event log: the kernel's audit trail, running stats and trace hash.
+//!
+//! Emitting is a push into a fixed-capacity ring plus a few counter bumps; it never allocates
+//! for the hot events (send, recv, sched). The running statistics cover the whole history,
+//! not just what the ring still holds. The trace hash folds every event (kind, pids, reason,
+//! timestamp) into a 64-bit FNV-1a digest, so two runs can be compared for determinism without
+//! keeping their traces.
+
+use agentos_abi::{Event, EventKind, ExitReason, Meter, Pid};
+use rustc_hash::FxHashMap;
+use std::collections::VecDeque;
+
+const KINDS: usize = 10;
+
+fn kind_index(k: &EventKind) -> usize {
+    match k {
+        EventKind::Boot => 0,
+        EventKind::Spawn { .. } => 1,
+        EventKind::Exit { .. } => 2,
+        EventKind::Send { .. } => 3,
+        EventKind::Recv { .. } => 4,
+        EventKind::Sched { .. } => 5,
+        EventKind::Signal { .. } => 6,
+        EventKind::Charge { .. } => 7,
+        EventKind::Fault { .. } => 8,
+        EventKind::Shutdown { .. } => 9,
+    }
+}
+
+const KIND_NAMES: [&str; KINDS] = [
+    "boot", "spawn", "exit", "send", "recv", "sched", "signal", "charge", "fault", "shutdown",
+];
+
+/// Running aggregates over the whole event history.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LogStats {
+    /// Events by type name.
+    pub by_type: Vec<(&'static str, u64)>,
+    /// Exits by reason kind.
+    pub exits_by_reason: Vec<(String, u64)>,
+    /// Charged totals by meter.
+    pub charged: Vec<(Meter, u64)>,
+}
+
+/// The bounded event log.
+pub struct EventLog {
+    cap: usize,
+    buf: VecDeque<Event>,
+    seq: u64,
+    by_type: [u64; KINDS],
+    exits: FxHashMap<String, u64>,
+    charged: [u64; 7],
+    hash: u64,
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+#[inline]
+fn mix(h: u64, v: u64) -> u64 {
+    let mut h = h;
+    for b in v.to_le_bytes() {
+        h = (h ^ b as u64).wrapping_mul(FNV_PRIME);
+    }
+    h
+}
+
+fn mix_str(h: u64, s: &str) -> u64 {
+    s.bytes().fold(mix(h, s.len() as u64), |h, b| {
+        (h ^ b as u64).wrapping_mul(FNV_PRIME)
+    })
+}
+
+fn meter_index(m: Meter) -> usize {
+    m as usize
+}
+
+fn mix_reason(h: u64, r: &ExitReason) -> u64 {
+    let h = mix_str(h, r.kind());
+    match r {
+        ExitReason::Killed { by } => mix(h, by.0),
+        ExitReason::Linked { pid } => mix(h, pid.0),
+        ExitReason::Fault { error } => mix_str(h, error),
+        ExitReason::Quota { resource } => mix(h, meter_index(*resource) as u64),
+        _ => h,
+    }
+}
+
+impl EventLog {
+    /// A log that keeps the last `cap` events.
+    pub fn new(cap: usize) -> Self {
+        EventLog {
+            cap: cap.max(1),
+            buf: VecDeque::with_capacity(cap.clamp(1, 1 << 16)),
+            seq: 0,
+            by_type: [0; KINDS],
+            exits: FxHashMap::default(),
+            charged: [0; 7],
+            hash: FNV_OFFSET,
+        }
+    }
+
+    /// Record an event at kernel time `ts`.
+    #[inline]
+    pub fn emit(&mut self, ts: u64, kind: EventKind) {
+        self.by_type[kind_index(&kind)] += 1;
+        let mut h = mix(mix(self.hash, ts), kind_index(&kind) as u64);
+        match &kind {
+            EventKind::Spawn { pid, parent, name } => {
+                h = mix_str(mix(mix(h, pid.0), parent.map_or(0, |p| p.0 + 1)), name)
+            }
+            EventKind::Exit { pid, reason } => {
+                *self.exits.entry(reason.kind().to_owned()).or_default() += 1;
+                h = mix_reason(mix(h, pid.0), reason);
+            }
+            EventKind::Send { from, to } => h = mix(mix(h, from.0), to.0),
+            EventKind::Recv { pid } | EventKind::Sched { pid } => h = mix(h, pid.0),
+            EventKind::Signal { pid, sig } => h = mix(mix(h, pid.0), *sig as u64),
+            EventKind::Charge { pid, meter, n } => {
+                self.charged[meter_index(*meter)] += n;
+                h = mix(mix(mix(h, pid.0), meter_index(*meter) as u64), *n);
+            }
+            EventKind::Fault { pid, error } => h = mix_str(mix(h, pid.0), error),
+            EventKind::Shutdown { reason } => h = mix_reason(h, reason),
+            EventKind::Boot => {}
+        }
+        self.hash = h;
+        if self.buf.len() == self.cap {
+            self.buf.pop_front();
+        }
+        self.buf.push_back(Event {
+            seq: self.seq,
+            ts,
+            kind,
+        });
+        self.seq += 1;
+    }
+
+    /// The last `n` events, oldest first.
+    pub fn tail(&self, n: usize) -> Vec<Event> {
+        let skip = self.buf.len().saturating_sub(n);
+        self.buf.iter().skip(skip).cloned().collect()
+    }
+
+    /// Total events ever emitted.
+    pub fn count(&self) -> u64 {
+        self.seq
+    }
+
+    /// Count of events of one type name (`"send"`, `"fault"`, ...).
+    pub fn count_of(&self, name: &str) -> u64 {
+        KIND_NAMES
+            .iter()
+            .position(|n| *n == name)
+            .map_or(0, |i| self.by_type[i])
+    }
+
+    /// The running digest of every event so far.
+    pub fn trace_hash(&self) -> u64 {
+        self.hash
+    }
+
+    /// Aggregates over the whole history.
+    pub fn stats(&self) -> LogStats {
+        let mut exits: Vec<_> = self.exits.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        exits.sort();
+        let meters = [
+            Meter::Tokens,
+            Meter::ToolCalls,
+            Meter::Usd,
+            Meter::Children,
+            Meter::WallMs,
+            Meter::Mem,
+            Meter::Mailbox,
+        ];
+        LogStats {
+            by_type: KIND_NAMES.iter().copied().zip(self.by_type).collect(),
+            exits_by_reason: exits,
+            charged: meters
+                .into_iter()
+                .filter(|m| self.charged[meter_index(*m)] > 0)
+                .map(|m| (m, self.charged[meter_index(m)]))
+                .collect(),
+        }
+    }
+}
+
+/// Convenience for tests: a pid's events of one kind in a trace.
+pub fn events_for(trace: &[Event], pid: Pid) -> impl Iterator<Item = &Event> {
+    trace.iter().filter(move |e| match &e.kind {
+        EventKind::Spawn { pid: p, .. }
+        | EventKind::Exit { pid: p, .. }
+        | EventKind::Recv { pid: p }
+        | EventKind::Sched { pid: p }
+        | EventKind::Signal { pid: p, .. }
+        | EventKind::Charge { pid: p, .. }
+        | EventKind::Fault { pid: p, .. } => *p == pid,
+        EventKind::Send { from, to } => *from == pid || *to == pid,
+        _ => false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_is_bounded_and_stats_cover_history() {
+        let mut l = EventLog::new(3);
+        for i in 0..10 {
+            l.emit(i, EventKind::Recv { pid: Pid(i) });
+        }
+        l.emit(
+            10,
+            EventKind::Exit {
+                pid: Pid(1),
+                reason: ExitReason::Normal,
+            },
+        );
+        assert_eq!(l.tail(100).len(), 3);
+        assert_eq!(l.tail(1)[0].seq, 10);
+        assert_eq!(l.count(), 11);
+        assert_eq!(l.count_of("recv"), 10);
+        assert_eq!(l.stats().exits_by_reason, vec![("normal".to_owned(), 1)]);
+    }
+
+    #[test]
+    fn trace_hash_depends_on_content_and_order() {
+        let run = |a: u64, b: u64| {
+            let mut l = EventLog::new(8);
+            l.emit(
+                0,
+                EventKind::Send {
+                    from: Pid(a),
+                    to: Pid(b),
+                },
+            );
+            l.emit(1, EventKind::Recv { pid: Pid(b) });
+            l.trace_hash()
+        };
+        assert_eq!(run(1, 2), run(1, 2));
+        assert_ne!(run(1, 2), run(2, 1));
+    }
+}

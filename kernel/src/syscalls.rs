@@ -1,0 +1,864 @@
+//! [`Sys`]: the per-process syscall handle, the kernel's implementation of
+//! [`agentos_abi::Syscalls`].
+//!
+//! Each syscall takes the kernel lock once for its decision (plus once more around driver I/O,
+//! which runs unlocked), charges reductions with `tick`, and yields if the quantum is spent.
+//! A syscall made by a process that has already been terminated (killed by another thread
+//! mid-poll) parks forever: its future is dropped by the scheduler, never resumed.
+
+use crate::kernel::{arm_wall, Shared};
+use crate::state::{Pcb, State};
+use agentos_abi::driver::{BoxFuture, DriverHandle};
+use agentos_abi::sys::{Attenuation, Cleanup, LogLevel};
+use agentos_abi::{
+    Body, Budget, CapError, CapRef, Caveat, DriverError, EventKind, ExitReason, Image, Message,
+    Pid, Reply, Resource, Right, Rights, SchedOpts, SendError, SendOpts, Signal, SpawnOpts,
+    Spawned, SysError, SysMsg, Syscalls, Usage, Value,
+};
+use std::convert::Infallible;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+/// The syscall handle a process receives. Cloning it is one reference-count bump.
+#[derive(Clone)]
+pub struct Sys {
+    shared: Arc<Shared>,
+    pid: Pid,
+}
+
+/// Returns `Pending` once, then `Ready`: the second half of a quantum-spent yield (the
+/// re-enqueue was arranged under the lock by `tick`).
+struct YieldOnce(bool);
+
+impl Future for YieldOnce {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 {
+            Poll::Ready(())
+        } else {
+            self.0 = true;
+            Poll::Pending
+        }
+    }
+}
+
+#[inline]
+async fn maybe_yield(y: bool) {
+    if y {
+        YieldOnce(false).await
+    }
+}
+
+fn cap_err(op: &'static str) -> impl Fn(CapError) -> SysError {
+    move |err| SysError::Cap { op, err }
+}
+
+/// Resolve a cap to a local process pid, for the process-targeting syscalls.
+fn target_pid(
+    st: &State,
+    holder: Pid,
+    cap: CapRef,
+    right: Right,
+    op: &'static str,
+) -> Result<Pid, SysError> {
+    match st
+        .caps
+        .require(holder, cap, right, st.now())
+        .map_err(cap_err(op))?
+    {
+        Resource::Process(p) => Ok(*p),
+        Resource::Remote { .. } => Err(SysError::Unsupported(format!(
+            "{op}: remote processes need a connected net layer"
+        ))),
+        _ => Err(SysError::Cap {
+            op,
+            err: CapError::WrongKind("process"),
+        }),
+    }
+}
+
+/// Poll a set of driver futures concurrently; results in order.
+struct JoinAll {
+    futs: Vec<Option<BoxFuture<'static, Result<Reply, DriverError>>>>,
+    out: Vec<Option<Result<Reply, DriverError>>>,
+}
+
+impl Future for JoinAll {
+    type Output = Vec<Result<Reply, DriverError>>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let mut pending = false;
+        for (f, o) in this.futs.iter_mut().zip(this.out.iter_mut()) {
+            if let Some(fut) = f {
+                match fut.as_mut().poll(cx) {
+                    Poll::Ready(r) => {
+                        *o = Some(r);
+                        *f = None;
+                    }
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            return Poll::Pending;
+        }
+        Poll::Ready(
+            this.out
+                .iter_mut()
+                .map(|o| {
+                    o.take()
+                        .unwrap_or(Err(DriverError::Failed("lost result".into())))
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Sys {
+    pub(crate) fn new(shared: Arc<Shared>, pid: Pid) -> Self {
+        Sys { shared, pid }
+    }
+
+    /// The next value of the kernel's seeded RNG (deterministic in deterministic mode).
+    pub fn random(&self) -> u64 {
+        self.shared.with(|st| st.random())
+    }
+
+    /// Park forever: the process is dead and will never be polled again.
+    async fn dead<T>(&self) -> T {
+        std::future::pending().await
+    }
+
+    fn handle(
+        &self,
+        st: &mut State,
+        handle: CapRef,
+        right: Right,
+        op: &'static str,
+    ) -> Result<Arc<dyn DriverHandle>, SysError> {
+        let now = st.now();
+        match st
+            .caps
+            .require(self.pid, handle, right, now)
+            .map_err(cap_err(op))?
+        {
+            Resource::Device(_) => {}
+            _ => {
+                return Err(SysError::Cap {
+                    op,
+                    err: CapError::WrongKind("device handle"),
+                })
+            }
+        }
+        let p = st.procs.get(&self.pid).ok_or(SysError::NoSuchProcess)?;
+        p.handles
+            .iter()
+            .find(|(c, _)| *c == handle)
+            .map(|(_, h)| h.clone())
+            .ok_or(SysError::Handle(
+                "open (this cap is a device, not an open handle)",
+            ))
+    }
+
+    /// After driver I/O: leave the in-flight count, charge the cost, tick. `None` means the
+    /// process died meanwhile (killed, or terminated by a quota on this very charge).
+    fn settle(&self, costs: &[agentos_abi::Cost]) -> Option<bool> {
+        self.shared.with(|st| {
+            st.io_inflight = st.io_inflight.saturating_sub(1);
+            if !st.procs.contains_key(&self.pid) {
+                return None;
+            }
+            let mut red = 0u32;
+            for c in costs {
+                st.charge(self.pid, c).ok()?;
+                red = red.saturating_add(c.reductions.max(1));
+            }
+            Some(st.tick(self.pid, red.max(1)))
+        })
+    }
+
+    fn begin_io(
+        &self,
+        handle: CapRef,
+        op: &'static str,
+    ) -> Result<Arc<dyn DriverHandle>, SysError> {
+        let right = if op == "write" {
+            Right::Write
+        } else {
+            Right::Read
+        };
+        self.shared.with(|st| {
+            let h = self.handle(st, handle, right, op)?;
+            st.io_inflight += 1;
+            Ok(h)
+        })
+    }
+
+    async fn simple(
+        &self,
+        target: CapRef,
+        op: &'static str,
+        f: impl FnOnce(&mut State, Pid, Pid),
+    ) -> Result<(), SysError> {
+        let me = self.pid;
+        let r = self.shared.with(|st| {
+            if !st.procs.contains_key(&me) {
+                return None;
+            }
+            Some(target_pid(st, me, target, Right::Kill, op).map(|t| {
+                f(st, me, t);
+                st.tick(me, 1)
+            }))
+        });
+        match r {
+            None => self.dead().await,
+            Some(Ok(y)) => {
+                maybe_yield(y).await;
+                Ok(())
+            }
+            Some(Err(e)) => Err(e),
+        }
+    }
+}
+
+impl Syscalls for Sys {
+    fn self_pid(&self) -> Pid {
+        self.pid
+    }
+
+    fn self_cap(&self) -> CapRef {
+        self.shared.with(|st| {
+            st.caps
+                .mint(self.pid, Resource::Process(self.pid), Rights::SEND_MONITOR)
+        })
+    }
+
+    fn register(&self, name: &str) -> Result<(), SysError> {
+        self.shared.with(|st| {
+            if !st.procs.contains_key(&self.pid) {
+                return Err(SysError::NoSuchProcess);
+            }
+            if let Some(cur) = st.registry.get(name) {
+                if *cur != self.pid && st.procs.contains_key(cur) {
+                    return Err(SysError::NameTaken(name.to_owned()));
+                }
+            }
+            let key: Arc<str> = Arc::from(name);
+            st.registry.insert(key.clone(), self.pid);
+            if let Some(p) = st.procs.get_mut(&self.pid) {
+                if !p.names.iter().any(|n| **n == *name) {
+                    p.names.push(key);
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn unregister(&self, name: &str) {
+        self.shared.with(|st| {
+            if st.registry.get(name) == Some(&self.pid) {
+                st.registry.remove(name);
+            }
+            if let Some(p) = st.procs.get_mut(&self.pid) {
+                p.names.retain(|n| **n != *name);
+            }
+        })
+    }
+
+    async fn lookup(&self, name: &str) -> Option<CapRef> {
+        let (r, y) = self.shared.with(|st| {
+            let found = match st.registry.get(name).copied() {
+                Some(owner) if st.procs.contains_key(&owner) => Some(st.caps.mint(
+                    self.pid,
+                    Resource::Process(owner),
+                    Right::Send.into(),
+                )),
+                Some(_) => {
+                    st.registry.remove(name);
+                    None
+                }
+                None => None,
+            };
+            (found, st.tick(self.pid, 1))
+        });
+        maybe_yield(y).await;
+        r
+    }
+
+    async fn recv(&self) -> Message {
+        let me = self.pid;
+        let (msg, y) = poll_fn(|_| {
+            self.shared.with(|st| {
+                let Some(p) = st.procs.get_mut(&me) else {
+                    return Poll::Pending;
+                };
+                let Some(m) = p.mailbox.pop_front() else {
+                    return Poll::Pending;
+                };
+                let waiter = p.send_waiters.pop_front();
+                if let Some(w) = waiter {
+                    if let Some(wp) = st.procs.get_mut(&w) {
+                        wp.blocked_on = None;
+                    }
+                    st.wake(w);
+                }
+                st.emit(EventKind::Recv { pid: me });
+                Poll::Ready((m, st.tick(me, 1)))
+            })
+        })
+        .await;
+        maybe_yield(y).await;
+        msg
+    }
+
+    async fn send(&self, to: CapRef, body: Body, opts: SendOpts) -> Result<(), SendError> {
+        let me = self.pid;
+        let mut slot = Some((body, opts));
+        let r = poll_fn(|_| {
+            self.shared.with(|st| {
+                if !st.procs.contains_key(&me) {
+                    return Poll::Ready(None);
+                }
+                let Some((body, opts)) = slot.take() else {
+                    return Poll::Ready(None);
+                };
+                let tpid = match target_pid(st, me, to, Right::Send, "send") {
+                    Ok(t) => t,
+                    Err(e) => return Poll::Ready(Some(Err(SendError::Refused(body, e)))),
+                };
+                let now = st.now();
+                for c in &opts.caps {
+                    if st.caps.lookup(*c, now).is_none_or(|v| v.owner != me) {
+                        let e = SysError::Cap {
+                            op: "send",
+                            err: CapError::NotHeld,
+                        };
+                        return Poll::Ready(Some(Err(SendError::Refused(body, e))));
+                    }
+                }
+                let Some(t) = st.procs.get_mut(&tpid) else {
+                    return Poll::Ready(Some(Err(SendError::Closed(body))));
+                };
+                if t.max_mailbox.is_some_and(|l| t.mailbox.len() >= l as usize) && tpid != me {
+                    // Backpressure: park until the receiver takes a message or dies.
+                    let registered = st.procs.get(&me).and_then(|p| p.blocked_on) == Some(tpid);
+                    if !registered {
+                        if let Some(t) = st.procs.get_mut(&tpid) {
+                            t.send_waiters.push_back(me);
+                        }
+                        if let Some(p) = st.procs.get_mut(&me) {
+                            p.blocked_on = Some(tpid);
+                        }
+                    }
+                    slot = Some((body, opts));
+                    return Poll::Pending;
+                }
+                let msg = Message {
+                    from: me,
+                    body,
+                    caps: opts.caps,
+                    corr: opts.corr,
+                    deadline: opts.deadline,
+                };
+                st.deliver(tpid, msg);
+                Poll::Ready(Some(Ok(st.tick(me, 1))))
+            })
+        })
+        .await;
+        match r {
+            None => self.dead().await,
+            Some(Ok(y)) => {
+                maybe_yield(y).await;
+                Ok(())
+            }
+            Some(Err(e)) => Err(e),
+        }
+    }
+
+    async fn spawn(&self, image: Image<Self>, opts: SpawnOpts) -> Result<Spawned, SysError> {
+        let me = self.pid;
+        let cpid = Pid(self.shared.next_pid.fetch_add(1, Ordering::Relaxed));
+        // Build the child's future outside the lock: an image constructor is program code.
+        let mut opts = opts;
+        let fut = image.start(
+            Sys::new(self.shared.clone(), cpid),
+            std::mem::take(&mut opts.args),
+        );
+        let r = self.shared.with(|st| {
+            let now = st.now();
+            let Some(parent) = st.procs.get(&me) else {
+                return None;
+            };
+            let (acct, hint) = (parent.account, parent.spawn_hint);
+            let ok = |st: &State, c: CapRef| {
+                st.caps
+                    .require(me, c, Right::Spawn, now)
+                    .is_ok_and(|r| matches!(r, Resource::Spawn))
+            };
+            if !hint.is_some_and(|h| ok(st, h)) {
+                let found = st
+                    .caps
+                    .find_owned(me, |r| matches!(r, Resource::Spawn), now)
+                    .filter(|c| ok(st, *c));
+                match found {
+                    Some(c) => {
+                        if let Some(p) = st.procs.get_mut(&me) {
+                            p.spawn_hint = Some(c);
+                        }
+                    }
+                    None => {
+                        return Some(Err(SysError::Cap {
+                            op: "spawn",
+                            err: CapError::NoSpawn,
+                        }))
+                    }
+                }
+            }
+            for c in &opts.caps {
+                if st.caps.lookup(*c, now).is_none_or(|v| v.owner != me) {
+                    return Some(Err(SysError::Cap {
+                        op: "spawn",
+                        err: CapError::NotHeld,
+                    }));
+                }
+            }
+            let cacct = match st.accounts.child(acct, &opts.quota, now) {
+                Ok(a) => a,
+                Err(m) => {
+                    st.emit(EventKind::Fault {
+                        pid: me,
+                        error: format!("spawn refused: quota exceeded: {}", m.name()),
+                    });
+                    return Some(Err(SysError::Quota(m)));
+                }
+            };
+            let mut pcb = Pcb::new(image.name().clone(), Some(me), cacct);
+            pcb.max_mailbox = opts.quota.max_mailbox;
+            pcb.priority = opts.priority;
+            if opts.link {
+                pcb.links.push(me);
+            }
+            st.procs.insert(cpid, pcb);
+            if opts.link {
+                if let Some(p) = st.procs.get_mut(&me) {
+                    p.links.push(cpid);
+                }
+            }
+            for c in &opts.caps {
+                st.caps.transfer(*c, cpid);
+            }
+            let cap = st.caps.mint(me, Resource::Process(cpid), Rights::CHILD);
+            if let Some(ms) = opts.deadline_ms {
+                st.arm_deadline(cpid, ms);
+            }
+            arm_wall(st, cpid, cacct);
+            st.emit(EventKind::Spawn {
+                pid: cpid,
+                parent: Some(me),
+                name: image.name().clone(),
+            });
+            // The child's future goes in last so a refused spawn drops it outside the lock.
+            Some(Ok((cap, st.tick(me, 5))))
+        });
+        match r {
+            None => {
+                drop(fut);
+                self.dead().await
+            }
+            Some(Err(e)) => {
+                drop(fut);
+                Err(e)
+            }
+            Some(Ok((cap, y))) => {
+                self.shared.with(|st| {
+                    if let Some(p) = st.procs.get_mut(&cpid) {
+                        p.fut = Some(fut);
+                        st.wake(cpid);
+                        None
+                    } else {
+                        Some(fut) // killed before it ever ran
+                    }
+                });
+                maybe_yield(y).await;
+                Ok(Spawned { pid: cpid, cap })
+            }
+        }
+    }
+
+    async fn exit(&self, reason: ExitReason) -> Infallible {
+        self.shared.with(|st| st.terminate(self.pid, reason));
+        self.dead().await
+    }
+
+    fn derive(&self, cap: CapRef, rights: Rights) -> Result<CapRef, SysError> {
+        self.shared.with(|st| {
+            let now = st.now();
+            st.caps
+                .derive(self.pid, cap, rights, now)
+                .map_err(cap_err("derive"))
+        })
+    }
+
+    fn attenuate(&self, cap: CapRef, how: Attenuation) -> Result<CapRef, SysError> {
+        self.shared.with(|st| {
+            let now = st.now();
+            let caveats: Vec<Caveat> = how
+                .expires_in_ms
+                .map(|ms| Caveat::Expires {
+                    at: now.saturating_add(ms),
+                })
+                .into_iter()
+                .collect();
+            st.caps
+                .attenuate(self.pid, cap, how.rights, &caveats, now)
+                .map_err(cap_err("attenuate"))
+        })
+    }
+
+    fn revoke(&self, cap: CapRef) -> Result<(), SysError> {
+        self.shared.with(|st| {
+            let now = st.now();
+            match st.caps.lookup(cap, now) {
+                None => Err(SysError::Cap {
+                    op: "revoke",
+                    err: CapError::Invalid,
+                }),
+                Some(c) if c.owner != self.pid => Err(SysError::Cap {
+                    op: "revoke",
+                    err: CapError::NotHeld,
+                }),
+                Some(_) => {
+                    st.caps.revoke(cap);
+                    Ok(())
+                }
+            }
+        })
+    }
+
+    async fn open(&self, device: CapRef) -> Result<CapRef, SysError> {
+        let me = self.pid;
+        let (driver, name) = self.shared.with(|st| {
+            let now = st.now();
+            match st
+                .caps
+                .require(me, device, Right::Open, now)
+                .map_err(cap_err("open"))?
+            {
+                Resource::Device(name) => {
+                    let name = name.clone();
+                    let d = st
+                        .drivers
+                        .get(&name)
+                        .cloned()
+                        .ok_or_else(|| SysError::NoDriver(name.to_string()))?;
+                    Ok((d, name))
+                }
+                _ => Err(SysError::Cap {
+                    op: "open",
+                    err: CapError::WrongKind("device"),
+                }),
+            }
+        })?;
+        let handle = driver
+            .open(me)
+            .await
+            .map_err(|e| SysError::Driver(e.to_string()))?;
+        let r = self.shared.with(|st| {
+            if !st.procs.contains_key(&me) {
+                st.deferred.push(crate::state::Deferred::Close(handle));
+                return None;
+            }
+            let hcap = st.caps.mint(me, Resource::Device(name), Rights::READ_WRITE);
+            if let Some(p) = st.procs.get_mut(&me) {
+                p.handles.push((hcap, handle));
+            }
+            Some((hcap, st.tick(me, 2)))
+        });
+        match r {
+            None => self.dead().await,
+            Some((c, y)) => {
+                maybe_yield(y).await;
+                Ok(c)
+            }
+        }
+    }
+
+    async fn read(&self, handle: CapRef, req: Value) -> Result<Value, SysError> {
+        let h = self.begin_io(handle, "read")?;
+        let res = h.read(req).await;
+        let cost = res.as_ref().map(|r| r.cost).unwrap_or_default();
+        match self.settle(&[cost]) {
+            None => self.dead().await,
+            Some(y) => {
+                maybe_yield(y).await;
+                res.map(|r| r.value)
+                    .map_err(|e| SysError::Driver(e.to_string()))
+            }
+        }
+    }
+
+    async fn read_all(&self, handle: CapRef, reqs: Vec<Value>) -> Result<Vec<Value>, SysError> {
+        let h = self.begin_io(handle, "read_all")?;
+        let n = reqs.len();
+        let futs = reqs.into_iter().map(|r| Some(h.read(r))).collect();
+        let results = JoinAll {
+            futs,
+            out: (0..n).map(|_| None).collect(),
+        }
+        .await;
+        let costs: Vec<_> = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok().map(|r| r.cost))
+            .collect();
+        match self.settle(&costs) {
+            None => self.dead().await,
+            Some(y) => {
+                maybe_yield(y).await;
+                results
+                    .into_iter()
+                    .map(|r| {
+                        r.map(|r| r.value)
+                            .map_err(|e| SysError::Driver(e.to_string()))
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    async fn write(&self, handle: CapRef, data: Value) -> Result<Value, SysError> {
+        let h = self.begin_io(handle, "write")?;
+        let res = h.write(data).await;
+        let cost = res.as_ref().map(|r| r.cost).unwrap_or_default();
+        match self.settle(&[cost]) {
+            None => self.dead().await,
+            Some(y) => {
+                maybe_yield(y).await;
+                res.map(|r| r.value)
+                    .map_err(|e| SysError::Driver(e.to_string()))
+            }
+        }
+    }
+
+    async fn monitor(&self, target: CapRef) -> Result<(), SysError> {
+        let me = self.pid;
+        let y = self.shared.with(|st| {
+            let t = target_pid(st, me, target, Right::Monitor, "monitor")?;
+            match st.procs.get_mut(&t) {
+                Some(tp) => {
+                    if !tp.monitors.contains(&me) {
+                        tp.monitors.push(me);
+                    }
+                }
+                None => {
+                    // Already dead: the down arrives at once.
+                    let reason = st.reaped_reason(t);
+                    st.deliver(
+                        me,
+                        Message::new(t, Body::Sys(SysMsg::Down { pid: t, reason })),
+                    );
+                }
+            }
+            Ok::<_, SysError>(st.tick(me, 1))
+        })?;
+        maybe_yield(y).await;
+        Ok(())
+    }
+
+    async fn waitpid(&self, target: CapRef) -> Result<ExitReason, SysError> {
+        let me = self.pid;
+        let t = self
+            .shared
+            .with(|st| target_pid(st, me, target, Right::Monitor, "waitpid"))?;
+        let mut registered = false;
+        let (reason, y) = poll_fn(|_| {
+            self.shared.with(|st| {
+                let Some(p) = st.procs.get_mut(&me) else {
+                    return Poll::Pending;
+                };
+                if let Some(i) = p.wait_results.iter().position(|(pid, _)| *pid == t) {
+                    let (_, r) = p.wait_results.swap_remove(i);
+                    return Poll::Ready((r, st.tick(me, 1)));
+                }
+                if !registered {
+                    match st.procs.get_mut(&t) {
+                        Some(tp) => {
+                            tp.exit_waiters.push(me);
+                            registered = true;
+                        }
+                        None => {
+                            let r = st.reaped_reason(t);
+                            return Poll::Ready((r, st.tick(me, 1)));
+                        }
+                    }
+                }
+                Poll::Pending
+            })
+        })
+        .await;
+        maybe_yield(y).await;
+        Ok(reason)
+    }
+
+    async fn signal(&self, target: CapRef, reason: Option<ExitReason>) -> Result<(), SysError> {
+        let reason = reason.unwrap_or(ExitReason::Killed { by: self.pid });
+        self.simple(target, "signal", move |st, _me, t| {
+            if st.procs.contains_key(&t) {
+                st.emit(EventKind::Signal {
+                    pid: t,
+                    sig: Signal::Kill,
+                });
+                st.terminate(t, reason);
+            }
+        })
+        .await?;
+        // Killing yourself ends you here.
+        if !self.shared.with(|st| st.procs.contains_key(&self.pid)) {
+            return self.dead().await;
+        }
+        Ok(())
+    }
+
+    async fn suspend(&self, target: CapRef) -> Result<(), SysError> {
+        self.simple(target, "suspend", |st, _me, t| {
+            if let Some(p) = st.procs.get_mut(&t) {
+                if !p.stopped {
+                    p.stopped = true;
+                    st.emit(EventKind::Signal {
+                        pid: t,
+                        sig: Signal::Stop,
+                    });
+                }
+            }
+        })
+        .await
+    }
+
+    async fn resume(&self, target: CapRef) -> Result<(), SysError> {
+        self.simple(target, "resume", |st, _me, t| {
+            let Some(p) = st.procs.get_mut(&t) else {
+                return;
+            };
+            if !p.stopped {
+                return;
+            }
+            p.stopped = false;
+            let runnable = p.status == crate::state::Status::Runnable;
+            st.emit(EventKind::Signal {
+                pid: t,
+                sig: Signal::Cont,
+            });
+            if runnable {
+                st.wake(t);
+            }
+        })
+        .await
+    }
+
+    async fn term(&self, target: CapRef) -> Result<(), SysError> {
+        self.simple(target, "term", |st, me, t| {
+            if st.procs.contains_key(&t) {
+                st.emit(EventKind::Signal {
+                    pid: t,
+                    sig: Signal::Term,
+                });
+                st.deliver(t, Message::new(me, Body::Sys(SysMsg::Term { from: me })));
+            }
+        })
+        .await
+    }
+
+    async fn sleep(&self, ms: u64) {
+        let me = self.pid;
+        let until = self.shared.with(|st| st.now().saturating_add(ms));
+        let mut armed = false;
+        let y = poll_fn(|_| {
+            self.shared.with(|st| {
+                if !st.procs.contains_key(&me) {
+                    return Poll::Pending;
+                }
+                if st.now() >= until {
+                    return Poll::Ready(st.tick(me, 1));
+                }
+                if !armed {
+                    st.arm_wake(me, until);
+                    armed = true;
+                }
+                Poll::Pending
+            })
+        })
+        .await;
+        maybe_yield(y).await;
+    }
+
+    async fn yield_now(&self) {
+        self.shared.with(|st| {
+            if let Some(p) = st.procs.get_mut(&self.pid) {
+                p.notified = true;
+            }
+        });
+        YieldOnce(false).await
+    }
+
+    fn sched(&self, opts: SchedOpts) {
+        self.shared.with(|st| {
+            if let Some(p) = st.procs.get_mut(&self.pid) {
+                if let Some(pr) = opts.priority {
+                    p.priority = pr;
+                }
+            }
+            if let Some(ms) = opts.deadline_ms {
+                st.arm_deadline(self.pid, ms);
+            }
+        })
+    }
+
+    fn budget(&self) -> Budget {
+        self.shared.with(|st| {
+            let now = st.now();
+            st.procs
+                .get(&self.pid)
+                .map(|p| st.accounts.remaining(p.account, now))
+                .unwrap_or_default()
+        })
+    }
+
+    fn usage(&self) -> Usage {
+        self.shared.with(|st| {
+            st.procs
+                .get(&self.pid)
+                .map(|p| st.accounts.usage(p.account))
+                .unwrap_or_default()
+        })
+    }
+
+    fn now(&self) -> u64 {
+        self.shared.with(|st| st.now())
+    }
+
+    fn log(&self, level: LogLevel, msg: &str) {
+        let pid = self.pid.0;
+        match level {
+            LogLevel::Debug => tracing::debug!(pid, "{msg}"),
+            LogLevel::Info => tracing::info!(pid, "{msg}"),
+            LogLevel::Warn => tracing::warn!(pid, "{msg}"),
+            LogLevel::Error => tracing::error!(pid, "{msg}"),
+        }
+    }
+
+    fn on_cleanup(&self, f: Cleanup) {
+        let rejected = self.shared.with(|st| match st.procs.get_mut(&self.pid) {
+            Some(p) => {
+                p.cleanups.push(f);
+                None
+            }
+            None => Some(f),
+        });
+        // Registered by a process already dead: run it now rather than lose it.
+        if let Some(f) = rejected {
+            f();
+        }
+    }
+}

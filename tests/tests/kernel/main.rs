@@ -1,0 +1,3 @@
+//! Kernel runtime scenarios: processes, scheduling, IPC, capabilities, accounts.
+
+mod smoke;
