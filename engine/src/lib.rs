@@ -1,8 +1,35 @@
 //! # agentos-engine — the plurnk turn loop on kernel processes
 //!
-//! Owns the plurnk language layer (grammar, AST, GBNF, rails) and, later, the turn loop,
-//! schemes, sessions DB, daemon and CLI.
+//! The engine runs the plurnk-style agent loop: a model emits heredoc statements
+//! (`<<READ(src/lib.rs)<1,40>::READ`) against URI schemes, the engine dispatches them,
+//! records every action as a log row, and keeps the loop on its rails (strikes, cycles,
+//! command caps, budget). This crate owns the plurnk language layer today and will later
+//! also hold the turn loop, the schemes, the sessions DB, the daemon and the CLI.
+//!
+//! ## What is here
+//!
+//! - [`grammar`] — the E2 heredoc grammar: the statement parser (items, errors in
+//!   protocol vocabulary, recovery, `unparsedTail`), the typed AST with plurnk's JSON
+//!   shape, the canonical renderer, the turn-sandwich checker and the GBNF generator. It
+//!   is self-contained: a downstream user can take this module alone.
+//! - [`rails`] — the runLoop rails as pure functions: per-op and turn fingerprints,
+//!   `detect_cycle`, the strike verdict, streak → abandon, max-commands truncation.
+//! - the `agentos` binary — `agentos parse [--turn]` and `agentos gbnf`.
+//!
+//! ## Design rules
+//!
+//! The parser is pure: it decides *shape* only. What a status means, how a path
+//! resolves, how a line range applies — all of that belongs to the engine and the
+//! schemes, never to the grammar. Rails are pure functions over plain data so the loop can
+//! be tested turn by turn without a model.
 //!
 //! **Invariant:** parsing never panics and runs in linear time on any input.
 //!
-//! **API boundary:** may depend on every other workspace crate.
+//! **Invariant:** the model never sees rail state (strike counts, cycle detection,
+//! thresholds) — only the failures that actually happened.
+//!
+//! **API boundary:** may depend on every other workspace crate. The JSON produced for
+//! statements and parse results is a wire contract (plurnk's statement shape).
+
+pub mod grammar;
+pub mod rails;

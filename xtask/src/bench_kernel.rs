@@ -1,7 +1,443 @@
-//! Kernel workloads of BENCHMARKS.md (placeholder: none registered yet; the lead replaces
-//! this file with the real spawn/pingpong/... workloads).
+//! The kernel workloads of `shared/BENCHMARKS.md`: spawn, spawn_burst, pingpong, fanin, ring,
+//! caps and idle_mem.
+//!
+//! Each runs the kernel in its default multi-threaded mode (one scheduler thread per core) and
+//! times only the measured phase, from inside the process that drives it (after boot, before
+//! shutdown). The process programs are ordinary syscall-surface code: every message really
+//! goes through `send`/`recv` with capability checks, accounts and the event log on.
 
-/// The registered kernel workloads as (BENCHMARKS.md key, runner taking `quick`).
+use agentos_abi::{
+    Body, ExitReason, Image, Message, Pid, Quota, Resource, Right, Rights, SendOpts, SpawnOpts,
+    SysError, SysMsg, Syscalls, Value,
+};
+use agentos_kernel::captable::CapTable;
+use agentos_kernel::{BootOpts, KImage, Kernel, KernelConfig, Mode, Sys};
+use anyhow::{anyhow, Context as _, Result};
+use serde_json::{json, Value as Json};
+use std::hint::black_box;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The kernel workloads, by BENCHMARKS.md key.
 pub fn workloads() -> Vec<(&'static str, fn(bool) -> anyhow::Result<serde_json::Value>)> {
-    Vec::new()
+    vec![
+        ("spawn", spawn as fn(bool) -> Result<Json>),
+        ("spawn_burst", spawn_burst),
+        ("pingpong", pingpong),
+        ("fanin", fanin),
+        ("ring", ring),
+        ("caps", caps),
+        ("idle_mem", idle_mem),
+    ]
 }
+
+fn scale(n: u64, quick: bool) -> u64 {
+    if quick {
+        (n / 10).max(1)
+    } else {
+        n
+    }
+}
+
+fn kernel() -> (Kernel, String) {
+    let cfg = KernelConfig::default();
+    let mode = match cfg.mode {
+        Mode::Threads(n) => format!("threads({n})"),
+        Mode::Deterministic { seed } => format!("deterministic({seed})"),
+    };
+    (Kernel::new(cfg), mode)
+}
+
+/// Shared slot the driving process writes its measurements into.
+type Slot<T> = Arc<Mutex<Option<T>>>;
+
+fn slot<T>() -> Slot<T> {
+    Arc::new(Mutex::new(None))
+}
+
+fn take<T>(s: &Slot<T>) -> Result<T> {
+    s.lock().map_err(|_| anyhow!("poisoned"))?.take().ok_or_else(|| anyhow!("the workload's driver process did not report"))
+}
+
+/// Boot `init`, wait for it, and insist it exited normally.
+fn run_init(k: &Kernel, init: KImage, quota: Quota) -> Result<()> {
+    let pid = k.boot(init, BootOpts { quota, ..BootOpts::default() })?;
+    match k.wait_exit(pid)? {
+        ExitReason::Normal => Ok(()),
+        other => Err(anyhow!("driver process exited with {other}")),
+    }
+}
+
+fn rate(n: u64, d: Duration) -> (f64, f64) {
+    let s = d.as_secs_f64().max(1e-9);
+    (n as f64 / s, d.as_nanos() as f64 / n.max(1) as f64)
+}
+
+async fn boot_msg(sys: &Sys) {
+    let _ = sys.recv().await;
+}
+
+fn noop_child() -> KImage {
+    Image::new("child", |_sys: Sys, _| async { Ok(()) })
+}
+
+fn spawn(quick: bool) -> Result<Json> {
+    let n = scale(100_000, quick);
+    let (k, mode) = kernel();
+    let out: Slot<Duration> = slot();
+    let o = out.clone();
+    let init = Image::new("init", move |sys: Sys, _| {
+        let o = o.clone();
+        async move {
+            boot_msg(&sys).await;
+            let child = noop_child();
+            let t = Instant::now();
+            for _ in 0..n {
+                let c = sys.spawn(child.clone(), SpawnOpts::default()).await?;
+                let r = sys.waitpid(c.cap).await?;
+                if r != ExitReason::Normal {
+                    return Err(ExitReason::fault(format!("child exited {r}")));
+                }
+            }
+            *o.lock().unwrap() = Some(t.elapsed());
+            Ok(())
+        }
+    });
+    run_init(&k, init, Quota::default())?;
+    let d = take(&out)?;
+    let (per_s, ns) = rate(n, d);
+    Ok(json!({"n": n, "per_s": per_s, "ns_per_op": ns, "mode": mode}))
+}
+
+fn spawn_burst(quick: bool) -> Result<Json> {
+    let n = scale(100_000, quick);
+    let (k, mode) = kernel();
+    let out: Slot<Duration> = slot();
+    let o = out.clone();
+    let init = Image::new("init", move |sys: Sys, _| {
+        let o = o.clone();
+        async move {
+            boot_msg(&sys).await;
+            let child = noop_child();
+            let t = Instant::now();
+            for _ in 0..n {
+                let c = sys.spawn(child.clone(), SpawnOpts::default()).await?;
+                sys.monitor(c.cap).await?;
+            }
+            let mut downs = 0;
+            while downs < n {
+                if let Some(SysMsg::Down { .. }) = sys.recv().await.sys() {
+                    downs += 1;
+                }
+            }
+            *o.lock().unwrap() = Some(t.elapsed());
+            Ok(())
+        }
+    });
+    run_init(&k, init, Quota::default())?;
+    let d = take(&out)?;
+    let (per_s, ns) = rate(n, d);
+    Ok(json!({"n": n, "per_s": per_s, "ns_per_op": ns, "mode": mode}))
+}
+
+fn u64_of(m: &Message) -> Option<u64> {
+    match &m.body {
+        Body::Value(Value::U64(v)) => Some(*v),
+        _ => None,
+    }
+}
+
+fn pingpong(quick: bool) -> Result<Json> {
+    let n = scale(1_000_000, quick);
+    let (k, mode) = kernel();
+    let out: Slot<Duration> = slot();
+    let o = out.clone();
+    let init = Image::new("ping", move |sys: Sys, _| {
+        let o = o.clone();
+        async move {
+            boot_msg(&sys).await;
+            let pong = Image::new("pong", |sys: Sys, _| async move {
+                let hello = sys.recv().await;
+                let back = *hello.caps.first().ok_or_else(|| ExitReason::fault("no reply cap"))?;
+                loop {
+                    let m = sys.recv().await;
+                    let v = u64_of(&m).unwrap_or(0);
+                    sys.send(back, m.body, SendOpts::default()).await?;
+                    if v == 0 {
+                        return Ok(());
+                    }
+                }
+            });
+            let c = sys.spawn(pong, SpawnOpts::default()).await?;
+            let me = sys.self_cap();
+            sys.send(c.cap, Body::Empty, SendOpts { caps: vec![me], ..SendOpts::default() }).await?;
+            let t = Instant::now();
+            for i in (0..n).rev() {
+                sys.send(c.cap, Body::Value(Value::U64(i)), SendOpts::default()).await?;
+                let m = sys.recv().await;
+                if u64_of(&m) != Some(i) {
+                    return Err(ExitReason::fault("pong answered out of order"));
+                }
+            }
+            *o.lock().unwrap() = Some(t.elapsed());
+            sys.waitpid(c.cap).await?;
+            Ok(())
+        }
+    });
+    run_init(&k, init, Quota::default())?;
+    let d = take(&out)?;
+    let (msgs_per_s, _) = rate(2 * n, d);
+    Ok(json!({"round_trips": n, "msgs_per_s": msgs_per_s, "rtt_ns": d.as_nanos() as f64 / n as f64, "mode": mode}))
+}
+
+fn fanin(quick: bool) -> Result<Json> {
+    let p = 100u64;
+    let m = scale(10_000, quick);
+    let total = p * m;
+    let (k, mode) = kernel();
+    let out: Slot<Duration> = slot();
+    let o = out.clone();
+    let init = Image::new("init", move |sys: Sys, _| {
+        let o = o.clone();
+        async move {
+            boot_msg(&sys).await;
+            let sink = Image::new("sink", move |sys: Sys, _| async move {
+                let mut got = 0u64;
+                let mut sum = 0u64;
+                while got < total {
+                    let msg = sys.recv().await;
+                    sum = sum.wrapping_add(u64_of(&msg).unwrap_or(0));
+                    got += 1;
+                }
+                black_box(sum);
+                Ok(())
+            });
+            let quota = Quota { max_mailbox: Some(1024), ..Quota::default() };
+            let s = sys.spawn(sink, SpawnOpts { quota, ..SpawnOpts::default() }).await?;
+            // Each producer gets a send-only cap to the sink.
+            let producer = Image::new("producer", move |sys: Sys, _| async move {
+                let to = *sys.recv().await.caps.first().ok_or_else(|| ExitReason::fault("no sink cap"))?;
+                for i in 0..m {
+                    sys.send(to, Body::Value(Value::U64(i)), SendOpts::default()).await?;
+                }
+                Ok(())
+            });
+            let mut producers = Vec::new();
+            for _ in 0..p {
+                producers.push(sys.spawn(producer.clone(), SpawnOpts::default()).await?);
+            }
+            let t = Instant::now();
+            for c in &producers {
+                let to = sys.derive(s.cap, Right::Send.into())?;
+                sys.send(c.cap, Body::Empty, SendOpts { caps: vec![to], ..SendOpts::default() }).await?;
+            }
+            sys.waitpid(s.cap).await?;
+            *o.lock().unwrap() = Some(t.elapsed());
+            Ok(())
+        }
+    });
+    run_init(&k, init, Quota::default())?;
+    let d = take(&out)?;
+    let (msgs_per_s, _) = rate(total, d);
+    Ok(json!({"producers": p, "per_producer": m, "max_mailbox": 1024, "msgs_per_s": msgs_per_s, "mode": mode}))
+}
+
+fn ring(quick: bool) -> Result<Json> {
+    let p = scale(10_000, quick);
+    let laps = 100u64;
+    let hops = p * laps;
+    let (k, mode) = kernel();
+    let out: Slot<(Duration, Duration)> = slot();
+    let o = out.clone();
+    let init = Image::new("init", move |sys: Sys, _| {
+        let o = o.clone();
+        async move {
+            boot_msg(&sys).await;
+            // A ring member: first message carries the next member's cap (and, for the last
+            // member, nothing more); then forward the token, counting down hops.
+            let member = Image::new("ring", |sys: Sys, _| async move {
+                let wiring = sys.recv().await;
+                let next = *wiring.caps.first().ok_or_else(|| ExitReason::fault("unwired"))?;
+                let done = wiring.caps.get(1).copied();
+                loop {
+                    let m = sys.recv().await;
+                    match u64_of(&m) {
+                        Some(0) => {
+                            if let Some(d) = done {
+                                sys.send(d, Body::Empty, SendOpts::default()).await?;
+                            }
+                        }
+                        Some(left) => {
+                            let to = if left == 1 { done.unwrap_or(next) } else { next };
+                            sys.send(to, Body::Value(Value::U64(left - 1)), SendOpts::default()).await?;
+                        }
+                        None => return Ok(()),
+                    }
+                }
+            });
+            let setup = Instant::now();
+            let mut members = Vec::with_capacity(p as usize);
+            for _ in 0..p {
+                members.push(sys.spawn(member.clone(), SpawnOpts::default()).await?);
+            }
+            let me = sys.self_cap();
+            for i in 0..p as usize {
+                let next = sys.derive(members[(i + 1) % p as usize].cap, Right::Send.into())?;
+                let mut caps = vec![next];
+                // Every member may report completion to init (whoever holds the last hop).
+                caps.push(sys.derive(me, Right::Send.into())?);
+                sys.send(members[i].cap, Body::Empty, SendOpts { caps, ..SendOpts::default() }).await?;
+            }
+            let setup = setup.elapsed();
+            let t = Instant::now();
+            sys.send(members[0].cap, Body::Value(Value::U64(hops)), SendOpts::default()).await?;
+            loop {
+                let m = sys.recv().await;
+                if matches!(m.body, Body::Value(Value::U64(0))) {
+                    break;
+                }
+            }
+            let laps_t = t.elapsed();
+            *o.lock().unwrap() = Some((setup, laps_t));
+            for c in &members {
+                sys.send(c.cap, Body::Empty, SendOpts::default()).await.map_err(SysError::from)?;
+            }
+            Ok(())
+        }
+    });
+    run_init(&k, init, Quota::default())?;
+    let (setup, d) = take(&out)?;
+    let (hops_per_s, ns) = rate(hops, d);
+    Ok(json!({
+        "processes": p, "laps": laps, "hops_per_s": hops_per_s, "ns_per_hop": ns,
+        "setup_ns_per_proc": setup.as_nanos() as f64 / p as f64, "mode": mode
+    }))
+}
+
+fn caps(quick: bool) -> Result<Json> {
+    let n = scale(100_000, quick) as usize;
+    let checks = scale(1_000_000, quick) as usize;
+    let owner = Pid(1);
+    let mut t = CapTable::new();
+    let root = t.mint(owner, Resource::Process(Pid(2)), Rights::CHILD);
+    let mut all = Vec::with_capacity(n + 1);
+    all.push(root);
+    // Breadth-first tree with fan-out 10: cap i's children are 10i+1 ..= 10i+10.
+    let start = Instant::now();
+    let mut parent = 0;
+    while all.len() < n + 1 {
+        let p = all[parent];
+        for _ in 0..10 {
+            if all.len() == n + 1 {
+                break;
+            }
+            let c = t.derive(owner, p, Rights::SEND_MONITOR, 0).map_err(|e| anyhow!("derive: {e}"))?;
+            all.push(c);
+        }
+        parent += 1;
+    }
+    let derive_t = start.elapsed();
+    // Random live refs from a seeded splitmix64, drawn before the timed loop.
+    let mut s = 0x5eed_u64;
+    let idx: Vec<u32> = (0..checks)
+        .map(|_| {
+            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = s;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            ((z ^ (z >> 31)) % all.len() as u64) as u32
+        })
+        .collect();
+    let start = Instant::now();
+    let mut ok = 0u64;
+    for &i in &idx {
+        if t.require(owner, all[i as usize], Right::Send, 0).is_ok() {
+            ok += 1;
+        }
+    }
+    let require_t = start.elapsed();
+    if ok != checks as u64 {
+        return Err(anyhow!("only {ok} of {checks} require checks passed"));
+    }
+    let start = Instant::now();
+    let revoked = t.revoke(root);
+    let revoke_t = start.elapsed();
+    if revoked != n + 1 || !t.is_empty() {
+        return Err(anyhow!("revoke killed {revoked} caps, expected {}", n + 1));
+    }
+    Ok(json!({
+        "caps": n, "checks": checks,
+        "derive_per_s": n as f64 / derive_t.as_secs_f64(),
+        "require_ns": require_t.as_nanos() as f64 / checks as f64,
+        "revoke_per_s": revoked as f64 / revoke_t.as_secs_f64(),
+        "mode": "captable (single-threaded data structure)"
+    }))
+}
+
+fn rss_bytes() -> Result<u64> {
+    let s = std::fs::read_to_string("/proc/self/statm").context("reading /proc/self/statm")?;
+    let pages: u64 = s.split_whitespace().nth(1).context("statm has no rss field")?.parse()?;
+    Ok(pages * 4096)
+}
+
+fn idle_mem(quick: bool) -> Result<Json> {
+    let n = scale(100_000, quick);
+    let (k, mode) = kernel();
+    let parked: Slot<u64> = slot();
+    let (go_tx, go_rx) = std::sync::mpsc::sync_channel::<()>(1);
+    let go_tx = Arc::new(Mutex::new(Some(go_tx)));
+    let p2 = parked.clone();
+    let init = Image::new("init", move |sys: Sys, _| {
+        let go = go_tx.clone();
+        let p2 = p2.clone();
+        async move {
+            boot_msg(&sys).await;
+            // Tell the host we are booted, then wait for its "measure now" mark.
+            if let Some(tx) = go.lock().unwrap().take() {
+                let _ = tx.send(());
+            }
+            sys.recv().await;
+            let child = Image::new("idle", |sys: Sys, _| async move {
+                sys.recv().await;
+                Ok(())
+            });
+            let mut kids = Vec::with_capacity(n as usize);
+            for _ in 0..n {
+                kids.push(sys.spawn(child.clone(), SpawnOpts::default()).await?.cap);
+            }
+            // Let every child run to its recv (FIFO: they are all ahead of us).
+            sys.yield_now().await;
+            sys.sleep(100).await;
+            *p2.lock().unwrap() = Some(n);
+            sys.recv().await; // parked until the host has measured
+            for c in kids {
+                let _ = sys.send(c, Body::Empty, SendOpts::default()).await;
+            }
+            Ok(())
+        }
+    });
+    let pid = k.boot(init, BootOpts::default())?;
+    go_rx.recv_timeout(Duration::from_secs(30)).context("init never booted")?;
+    let before = rss_bytes()?;
+    k.deliver_external(pid, Body::Empty).map_err(|_| anyhow!("init gone"))?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while parked.lock().unwrap().is_none() {
+        if Instant::now() > deadline {
+            return Err(anyhow!("children never parked"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let after = rss_bytes()?;
+    let waiting = k.ps().iter().filter(|p| p.status == "waiting" && &*p.name == "idle").count();
+    k.deliver_external(pid, Body::Empty).map_err(|_| anyhow!("init gone"))?;
+    match k.wait_exit(pid)? {
+        ExitReason::Normal => {}
+        other => return Err(anyhow!("init exited {other}")),
+    }
+    Ok(json!({
+        "processes": n, "parked_in_recv": waiting,
+        "rss_before": before, "rss_after": after,
+        "bytes_per_proc": (after.saturating_sub(before)) as f64 / n as f64, "mode": mode
+    }))
+}
+
