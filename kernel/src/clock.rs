@@ -34,33 +34,54 @@ pub struct Timer {
     pub kind: TimerKind,
 }
 
-/// The clock source.
+/// The clock source. Reading it is cheap but the kernel still caches it: `now` is read once
+/// per dispatch (and by the `now`/`sleep` syscalls), because a `clock_gettime` per event was
+/// the single largest cost on the message path.
 #[derive(Debug)]
-pub enum Clock {
-    /// Time moves only when the scheduler advances it.
-    Virtual {
-        /// Current time in ms.
-        now: u64,
-    },
-    /// Wall time since the kernel started.
-    Real {
-        /// The kernel's start instant.
-        start: Instant,
-    },
+pub struct Clock {
+    /// `None` for a virtual clock.
+    start: Option<Instant>,
+    /// The current (virtual) or last-read (real) time in ms.
+    now: u64,
 }
 
 impl Clock {
-    /// Current kernel time in ms.
+    /// A virtual clock at 0 ms.
+    pub fn virtual_clock() -> Self {
+        Clock {
+            start: None,
+            now: 0,
+        }
+    }
+    /// A real clock starting now at 0 ms.
+    pub fn real() -> Self {
+        Clock {
+            start: Some(Instant::now()),
+            now: 0,
+        }
+    }
+    /// The cached kernel time in ms.
     #[inline]
     pub fn now(&self) -> u64 {
-        match self {
-            Clock::Virtual { now } => *now,
-            Clock::Real { start } => start.elapsed().as_millis() as u64,
+        self.now
+    }
+    /// Re-read a real clock (no-op for a virtual one); returns the time.
+    #[inline]
+    pub fn refresh(&mut self) -> u64 {
+        if let Some(s) = self.start {
+            self.now = self.now.max(s.elapsed().as_millis() as u64);
+        }
+        self.now
+    }
+    /// Move a virtual clock forward to `t` (never backward; no-op for a real clock).
+    pub fn advance_to(&mut self, t: u64) {
+        if self.start.is_none() {
+            self.now = self.now.max(t);
         }
     }
     /// Whether this is a virtual clock.
     pub fn is_virtual(&self) -> bool {
-        matches!(self, Clock::Virtual { .. })
+        self.start.is_none()
     }
 }
 

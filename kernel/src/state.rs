@@ -43,6 +43,23 @@ pub(crate) enum Status {
     Waiting,
 }
 
+/// The parts of a PCB most processes never touch: links, monitors, waiters, handles,
+/// cleanups, names.
+#[derive(Default)]
+pub(crate) struct PcbExt {
+    /// Senders parked on this process's full mailbox, FIFO.
+    pub send_waiters: VecDeque<Pid>,
+    pub links: Vec<Pid>,
+    pub monitors: Vec<Pid>,
+    /// Processes parked in `waitpid` on this one.
+    pub exit_waiters: Vec<Pid>,
+    /// Exit reasons delivered to this process's pending `waitpid`s.
+    pub wait_results: Vec<(Pid, ExitReason)>,
+    pub handles: Vec<(CapRef, Arc<dyn DriverHandle>)>,
+    pub cleanups: Vec<Cleanup>,
+    pub names: Vec<Arc<str>>,
+}
+
 /// A process control block.
 pub(crate) struct Pcb {
     pub name: Arc<str>,
@@ -62,19 +79,10 @@ pub(crate) struct Pcb {
     pub reductions: i32,
     pub mailbox: VecDeque<Message>,
     pub max_mailbox: Option<u32>,
-    /// Senders parked on this process's full mailbox, FIFO.
-    pub send_waiters: VecDeque<Pid>,
     /// The target whose mailbox this process is parked on (dedups registration).
     pub blocked_on: Option<Pid>,
-    pub links: Vec<Pid>,
-    pub monitors: Vec<Pid>,
-    /// Processes parked in `waitpid` on this one.
-    pub exit_waiters: Vec<Pid>,
-    /// Exit reasons delivered to this process's pending `waitpid`s.
-    pub wait_results: Vec<(Pid, ExitReason)>,
-    pub handles: Vec<(CapRef, Arc<dyn DriverHandle>)>,
-    pub cleanups: Vec<Cleanup>,
-    pub names: Vec<Arc<str>>,
+    /// Rarely used state, allocated on first use so an idle process stays small.
+    pub x: Option<Box<PcbExt>>,
     pub spawn_hint: Option<CapRef>,
 }
 
@@ -98,17 +106,15 @@ impl Pcb {
             reductions: QUANTUM,
             mailbox: VecDeque::new(),
             max_mailbox: None,
-            send_waiters: VecDeque::new(),
             blocked_on: None,
-            links: Vec::new(),
-            monitors: Vec::new(),
-            exit_waiters: Vec::new(),
-            wait_results: Vec::new(),
-            handles: Vec::new(),
-            cleanups: Vec::new(),
-            names: Vec::new(),
+            x: None,
             spawn_hint: None,
         }
+    }
+
+    /// The extension, allocated on first use.
+    pub fn ext(&mut self) -> &mut PcbExt {
+        self.x.get_or_insert_with(Box::default)
     }
 
     #[inline]
@@ -127,7 +133,7 @@ pub(crate) enum Deferred {
 
 /// The kernel state behind the lock.
 pub(crate) struct State {
-    pub procs: FxHashMap<Pid, Pcb>,
+    pub procs: FxHashMap<Pid, Box<Pcb>>,
     pub caps: CapTable,
     pub accounts: Accounts,
     pub clock: Clock,
@@ -385,18 +391,19 @@ impl State {
         let Some(mut p) = self.procs.remove(&pid) else {
             return;
         };
+        let mut x = p.x.take().map(|b| *b).unwrap_or_default();
         if p.queued && p.special() {
             self.special = self.special.saturating_sub(1);
         }
         self.accounts.release(p.account);
-        while let Some(c) = p.cleanups.pop() {
+        while let Some(c) = x.cleanups.pop() {
             self.deferred.push(Deferred::Cleanup(c));
         }
-        for (_, h) in p.handles.drain(..) {
+        for (_, h) in x.handles.drain(..) {
             self.deferred.push(Deferred::Close(h));
         }
         self.caps.revoke_owned_by(pid);
-        for name in p.names.drain(..) {
+        for name in x.names.drain(..) {
             if self.registry.get(&name) == Some(&pid) {
                 self.registry.remove(&name);
             }
@@ -412,9 +419,9 @@ impl State {
             });
         }
         // Links and monitors each get one down (a process both linked and monitoring gets one).
-        let mut watchers = std::mem::take(&mut p.links);
+        let mut watchers = std::mem::take(&mut x.links);
         let linked = watchers.len();
-        for m in p.monitors.drain(..) {
+        for m in x.monitors.drain(..) {
             if !watchers.contains(&m) {
                 watchers.push(m);
             }
@@ -422,7 +429,9 @@ impl State {
         for (i, w) in watchers.into_iter().enumerate() {
             if i < linked {
                 if let Some(wp) = self.procs.get_mut(&w) {
-                    wp.links.retain(|l| *l != pid);
+                    if let Some(wx) = wp.x.as_mut() {
+                        wx.links.retain(|l| *l != pid);
+                    }
                 }
             }
             if self.procs.contains_key(&w) {
@@ -433,15 +442,15 @@ impl State {
                 self.deliver(w, Message::new(pid, Body::Sys(down)));
             }
         }
-        for w in p.send_waiters.drain(..) {
+        for w in x.send_waiters.drain(..) {
             if let Some(wp) = self.procs.get_mut(&w) {
                 wp.blocked_on = None;
             }
             self.wake(w);
         }
-        for w in p.exit_waiters.drain(..) {
+        for w in x.exit_waiters.drain(..) {
             if let Some(wp) = self.procs.get_mut(&w) {
-                wp.wait_results.push((pid, reason.clone()));
+                wp.ext().wait_results.push((pid, reason.clone()));
             }
             self.wake(w);
         }

@@ -154,9 +154,8 @@ impl Sys {
             }
         }
         let p = st.procs.get(&self.pid).ok_or(SysError::NoSuchProcess)?;
-        p.handles
-            .iter()
-            .find(|(c, _)| *c == handle)
+        p.x.as_ref()
+            .and_then(|x| x.handles.iter().find(|(c, _)| *c == handle))
             .map(|(_, h)| h.clone())
             .ok_or(SysError::Handle(
                 "open (this cap is a device, not an open handle)",
@@ -249,8 +248,9 @@ impl Syscalls for Sys {
             let key: Arc<str> = Arc::from(name);
             st.registry.insert(key.clone(), self.pid);
             if let Some(p) = st.procs.get_mut(&self.pid) {
-                if !p.names.iter().any(|n| **n == *name) {
-                    p.names.push(key);
+                let x = p.ext();
+                if !x.names.iter().any(|n| **n == *name) {
+                    x.names.push(key);
                 }
             }
             Ok(())
@@ -263,7 +263,9 @@ impl Syscalls for Sys {
                 st.registry.remove(name);
             }
             if let Some(p) = st.procs.get_mut(&self.pid) {
-                p.names.retain(|n| **n != *name);
+                if let Some(x) = p.x.as_mut() {
+                    x.names.retain(|n| **n != *name);
+                }
             }
         })
     }
@@ -298,7 +300,7 @@ impl Syscalls for Sys {
                 let Some(m) = p.mailbox.pop_front() else {
                     return Poll::Pending;
                 };
-                let waiter = p.send_waiters.pop_front();
+                let waiter = p.x.as_mut().and_then(|x| x.send_waiters.pop_front());
                 if let Some(w) = waiter {
                     if let Some(wp) = st.procs.get_mut(&w) {
                         wp.blocked_on = None;
@@ -347,7 +349,7 @@ impl Syscalls for Sys {
                     let registered = st.procs.get(&me).and_then(|p| p.blocked_on) == Some(tpid);
                     if !registered {
                         if let Some(t) = st.procs.get_mut(&tpid) {
-                            t.send_waiters.push_back(me);
+                            t.ext().send_waiters.push_back(me);
                         }
                         if let Some(p) = st.procs.get_mut(&me) {
                             p.blocked_on = Some(tpid);
@@ -439,12 +441,12 @@ impl Syscalls for Sys {
             pcb.max_mailbox = opts.quota.max_mailbox;
             pcb.priority = opts.priority;
             if opts.link {
-                pcb.links.push(me);
+                pcb.ext().links.push(me);
             }
-            st.procs.insert(cpid, pcb);
+            st.procs.insert(cpid, Box::new(pcb));
             if opts.link {
                 if let Some(p) = st.procs.get_mut(&me) {
-                    p.links.push(cpid);
+                    p.ext().links.push(cpid);
                 }
             }
             for c in &opts.caps {
@@ -573,7 +575,7 @@ impl Syscalls for Sys {
             }
             let hcap = st.caps.mint(me, Resource::Device(name), Rights::READ_WRITE);
             if let Some(p) = st.procs.get_mut(&me) {
-                p.handles.push((hcap, handle));
+                p.ext().handles.push((hcap, handle));
             }
             Some((hcap, st.tick(me, 2)))
         });
@@ -648,8 +650,9 @@ impl Syscalls for Sys {
             let t = target_pid(st, me, target, Right::Monitor, "monitor")?;
             match st.procs.get_mut(&t) {
                 Some(tp) => {
-                    if !tp.monitors.contains(&me) {
-                        tp.monitors.push(me);
+                    let x = tp.ext();
+                    if !x.monitors.contains(&me) {
+                        x.monitors.push(me);
                     }
                 }
                 None => {
@@ -678,14 +681,17 @@ impl Syscalls for Sys {
                 let Some(p) = st.procs.get_mut(&me) else {
                     return Poll::Pending;
                 };
-                if let Some(i) = p.wait_results.iter().position(|(pid, _)| *pid == t) {
-                    let (_, r) = p.wait_results.swap_remove(i);
+                let found = p.x.as_mut().and_then(|x| {
+                    let i = x.wait_results.iter().position(|(pid, _)| *pid == t)?;
+                    Some(x.wait_results.swap_remove(i).1)
+                });
+                if let Some(r) = found {
                     return Poll::Ready((r, st.tick(me, 1)));
                 }
                 if !registered {
                     match st.procs.get_mut(&t) {
                         Some(tp) => {
-                            tp.exit_waiters.push(me);
+                            tp.ext().exit_waiters.push(me);
                             registered = true;
                         }
                         None => {
@@ -772,14 +778,14 @@ impl Syscalls for Sys {
 
     async fn sleep(&self, ms: u64) {
         let me = self.pid;
-        let until = self.shared.with(|st| st.now().saturating_add(ms));
+        let until = self.shared.with(|st| st.clock.refresh().saturating_add(ms));
         let mut armed = false;
         let y = poll_fn(|_| {
             self.shared.with(|st| {
                 if !st.procs.contains_key(&me) {
                     return Poll::Pending;
                 }
-                if st.now() >= until {
+                if st.clock.refresh() >= until {
                     return Poll::Ready(st.tick(me, 1));
                 }
                 if !armed {
@@ -835,7 +841,7 @@ impl Syscalls for Sys {
     }
 
     fn now(&self) -> u64 {
-        self.shared.with(|st| st.now())
+        self.shared.with(|st| st.clock.refresh())
     }
 
     fn log(&self, level: LogLevel, msg: &str) {
@@ -851,7 +857,7 @@ impl Syscalls for Sys {
     fn on_cleanup(&self, f: Cleanup) {
         let rejected = self.shared.with(|st| match st.procs.get_mut(&self.pid) {
             Some(p) => {
-                p.cleanups.push(f);
+                p.ext().cleanups.push(f);
                 None
             }
             None => Some(f),

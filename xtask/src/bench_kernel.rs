@@ -56,12 +56,21 @@ fn slot<T>() -> Slot<T> {
 }
 
 fn take<T>(s: &Slot<T>) -> Result<T> {
-    s.lock().map_err(|_| anyhow!("poisoned"))?.take().ok_or_else(|| anyhow!("the workload's driver process did not report"))
+    s.lock()
+        .map_err(|_| anyhow!("poisoned"))?
+        .take()
+        .ok_or_else(|| anyhow!("the workload's driver process did not report"))
 }
 
 /// Boot `init`, wait for it, and insist it exited normally.
 fn run_init(k: &Kernel, init: KImage, quota: Quota) -> Result<()> {
-    let pid = k.boot(init, BootOpts { quota, ..BootOpts::default() })?;
+    let pid = k.boot(
+        init,
+        BootOpts {
+            quota,
+            ..BootOpts::default()
+        },
+    )?;
     match k.wait_exit(pid)? {
         ExitReason::Normal => Ok(()),
         other => Err(anyhow!("driver process exited with {other}")),
@@ -158,7 +167,10 @@ fn pingpong(quick: bool) -> Result<Json> {
             boot_msg(&sys).await;
             let pong = Image::new("pong", |sys: Sys, _| async move {
                 let hello = sys.recv().await;
-                let back = *hello.caps.first().ok_or_else(|| ExitReason::fault("no reply cap"))?;
+                let back = *hello
+                    .caps
+                    .first()
+                    .ok_or_else(|| ExitReason::fault("no reply cap"))?;
                 loop {
                     let m = sys.recv().await;
                     let v = u64_of(&m).unwrap_or(0);
@@ -170,10 +182,19 @@ fn pingpong(quick: bool) -> Result<Json> {
             });
             let c = sys.spawn(pong, SpawnOpts::default()).await?;
             let me = sys.self_cap();
-            sys.send(c.cap, Body::Empty, SendOpts { caps: vec![me], ..SendOpts::default() }).await?;
+            sys.send(
+                c.cap,
+                Body::Empty,
+                SendOpts {
+                    caps: vec![me],
+                    ..SendOpts::default()
+                },
+            )
+            .await?;
             let t = Instant::now();
             for i in (0..n).rev() {
-                sys.send(c.cap, Body::Value(Value::U64(i)), SendOpts::default()).await?;
+                sys.send(c.cap, Body::Value(Value::U64(i)), SendOpts::default())
+                    .await?;
                 let m = sys.recv().await;
                 if u64_of(&m) != Some(i) {
                     return Err(ExitReason::fault("pong answered out of order"));
@@ -187,7 +208,9 @@ fn pingpong(quick: bool) -> Result<Json> {
     run_init(&k, init, Quota::default())?;
     let d = take(&out)?;
     let (msgs_per_s, _) = rate(2 * n, d);
-    Ok(json!({"round_trips": n, "msgs_per_s": msgs_per_s, "rtt_ns": d.as_nanos() as f64 / n as f64, "mode": mode}))
+    Ok(
+        json!({"round_trips": n, "msgs_per_s": msgs_per_s, "rtt_ns": d.as_nanos() as f64 / n as f64, "mode": mode}),
+    )
 }
 
 fn fanin(quick: bool) -> Result<Json> {
@@ -212,13 +235,30 @@ fn fanin(quick: bool) -> Result<Json> {
                 black_box(sum);
                 Ok(())
             });
-            let quota = Quota { max_mailbox: Some(1024), ..Quota::default() };
-            let s = sys.spawn(sink, SpawnOpts { quota, ..SpawnOpts::default() }).await?;
+            let quota = Quota {
+                max_mailbox: Some(1024),
+                ..Quota::default()
+            };
+            let s = sys
+                .spawn(
+                    sink,
+                    SpawnOpts {
+                        quota,
+                        ..SpawnOpts::default()
+                    },
+                )
+                .await?;
             // Each producer gets a send-only cap to the sink.
             let producer = Image::new("producer", move |sys: Sys, _| async move {
-                let to = *sys.recv().await.caps.first().ok_or_else(|| ExitReason::fault("no sink cap"))?;
+                let to = *sys
+                    .recv()
+                    .await
+                    .caps
+                    .first()
+                    .ok_or_else(|| ExitReason::fault("no sink cap"))?;
                 for i in 0..m {
-                    sys.send(to, Body::Value(Value::U64(i)), SendOpts::default()).await?;
+                    sys.send(to, Body::Value(Value::U64(i)), SendOpts::default())
+                        .await?;
                 }
                 Ok(())
             });
@@ -229,7 +269,15 @@ fn fanin(quick: bool) -> Result<Json> {
             let t = Instant::now();
             for c in &producers {
                 let to = sys.derive(s.cap, Right::Send.into())?;
-                sys.send(c.cap, Body::Empty, SendOpts { caps: vec![to], ..SendOpts::default() }).await?;
+                sys.send(
+                    c.cap,
+                    Body::Empty,
+                    SendOpts {
+                        caps: vec![to],
+                        ..SendOpts::default()
+                    },
+                )
+                .await?;
             }
             sys.waitpid(s.cap).await?;
             *o.lock().unwrap() = Some(t.elapsed());
@@ -239,7 +287,9 @@ fn fanin(quick: bool) -> Result<Json> {
     run_init(&k, init, Quota::default())?;
     let d = take(&out)?;
     let (msgs_per_s, _) = rate(total, d);
-    Ok(json!({"producers": p, "per_producer": m, "max_mailbox": 1024, "msgs_per_s": msgs_per_s, "mode": mode}))
+    Ok(
+        json!({"producers": p, "per_producer": m, "max_mailbox": 1024, "msgs_per_s": msgs_per_s, "mode": mode}),
+    )
 }
 
 fn ring(quick: bool) -> Result<Json> {
@@ -257,7 +307,10 @@ fn ring(quick: bool) -> Result<Json> {
             // member, nothing more); then forward the token, counting down hops.
             let member = Image::new("ring", |sys: Sys, _| async move {
                 let wiring = sys.recv().await;
-                let next = *wiring.caps.first().ok_or_else(|| ExitReason::fault("unwired"))?;
+                let next = *wiring
+                    .caps
+                    .first()
+                    .ok_or_else(|| ExitReason::fault("unwired"))?;
                 let done = wiring.caps.get(1).copied();
                 loop {
                     let m = sys.recv().await;
@@ -268,8 +321,13 @@ fn ring(quick: bool) -> Result<Json> {
                             }
                         }
                         Some(left) => {
-                            let to = if left == 1 { done.unwrap_or(next) } else { next };
-                            sys.send(to, Body::Value(Value::U64(left - 1)), SendOpts::default()).await?;
+                            let to = if left == 1 {
+                                done.unwrap_or(next)
+                            } else {
+                                next
+                            };
+                            sys.send(to, Body::Value(Value::U64(left - 1)), SendOpts::default())
+                                .await?;
                         }
                         None => return Ok(()),
                     }
@@ -286,11 +344,24 @@ fn ring(quick: bool) -> Result<Json> {
                 let mut caps = vec![next];
                 // Every member may report completion to init (whoever holds the last hop).
                 caps.push(sys.derive(me, Right::Send.into())?);
-                sys.send(members[i].cap, Body::Empty, SendOpts { caps, ..SendOpts::default() }).await?;
+                sys.send(
+                    members[i].cap,
+                    Body::Empty,
+                    SendOpts {
+                        caps,
+                        ..SendOpts::default()
+                    },
+                )
+                .await?;
             }
             let setup = setup.elapsed();
             let t = Instant::now();
-            sys.send(members[0].cap, Body::Value(Value::U64(hops)), SendOpts::default()).await?;
+            sys.send(
+                members[0].cap,
+                Body::Value(Value::U64(hops)),
+                SendOpts::default(),
+            )
+            .await?;
             loop {
                 let m = sys.recv().await;
                 if matches!(m.body, Body::Value(Value::U64(0))) {
@@ -300,7 +371,9 @@ fn ring(quick: bool) -> Result<Json> {
             let laps_t = t.elapsed();
             *o.lock().unwrap() = Some((setup, laps_t));
             for c in &members {
-                sys.send(c.cap, Body::Empty, SendOpts::default()).await.map_err(SysError::from)?;
+                sys.send(c.cap, Body::Empty, SendOpts::default())
+                    .await
+                    .map_err(SysError::from)?;
             }
             Ok(())
         }
@@ -331,7 +404,9 @@ fn caps(quick: bool) -> Result<Json> {
             if all.len() == n + 1 {
                 break;
             }
-            let c = t.derive(owner, p, Rights::SEND_MONITOR, 0).map_err(|e| anyhow!("derive: {e}"))?;
+            let c = t
+                .derive(owner, p, Rights::SEND_MONITOR, 0)
+                .map_err(|e| anyhow!("derive: {e}"))?;
             all.push(c);
         }
         parent += 1;
@@ -376,7 +451,11 @@ fn caps(quick: bool) -> Result<Json> {
 
 fn rss_bytes() -> Result<u64> {
     let s = std::fs::read_to_string("/proc/self/statm").context("reading /proc/self/statm")?;
-    let pages: u64 = s.split_whitespace().nth(1).context("statm has no rss field")?.parse()?;
+    let pages: u64 = s
+        .split_whitespace()
+        .nth(1)
+        .context("statm has no rss field")?
+        .parse()?;
     Ok(pages * 4096)
 }
 
@@ -417,9 +496,12 @@ fn idle_mem(quick: bool) -> Result<Json> {
         }
     });
     let pid = k.boot(init, BootOpts::default())?;
-    go_rx.recv_timeout(Duration::from_secs(30)).context("init never booted")?;
+    go_rx
+        .recv_timeout(Duration::from_secs(30))
+        .context("init never booted")?;
     let before = rss_bytes()?;
-    k.deliver_external(pid, Body::Empty).map_err(|_| anyhow!("init gone"))?;
+    k.deliver_external(pid, Body::Empty)
+        .map_err(|_| anyhow!("init gone"))?;
     let deadline = Instant::now() + Duration::from_secs(120);
     while parked.lock().unwrap().is_none() {
         if Instant::now() > deadline {
@@ -428,8 +510,13 @@ fn idle_mem(quick: bool) -> Result<Json> {
         std::thread::sleep(Duration::from_millis(20));
     }
     let after = rss_bytes()?;
-    let waiting = k.ps().iter().filter(|p| p.status == "waiting" && &*p.name == "idle").count();
-    k.deliver_external(pid, Body::Empty).map_err(|_| anyhow!("init gone"))?;
+    let waiting = k
+        .ps()
+        .iter()
+        .filter(|p| p.status == "waiting" && &*p.name == "idle")
+        .count();
+    k.deliver_external(pid, Body::Empty)
+        .map_err(|_| anyhow!("init gone"))?;
     match k.wait_exit(pid)? {
         ExitReason::Normal => {}
         other => return Err(anyhow!("init exited {other}")),
@@ -440,4 +527,3 @@ fn idle_mem(quick: bool) -> Result<Json> {
         "bytes_per_proc": (after.saturating_sub(before)) as f64 / n as f64, "mode": mode
     }))
 }
-
