@@ -259,6 +259,7 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 #[derive(Debug, PartialEq, Eq)]
 enum Stop {
     Idle,
+    Horizon,
     Target,
     Shutdown,
 }
@@ -395,7 +396,7 @@ impl Kernel {
             let h = std::thread::Builder::new()
                 .name(format!("agentos-sched-{i}"))
                 .spawn(move || {
-                    schedule(&shared, None);
+                    schedule(&shared, None, None);
                 })
                 .expect("spawn scheduler thread");
             threads.push(h);
@@ -408,7 +409,7 @@ impl Kernel {
     pub fn run(&self) {
         match self.shared.mode {
             Mode::Deterministic { .. } => {
-                schedule(&self.shared, None);
+                schedule(&self.shared, None, None);
             }
             Mode::Threads(_) => {
                 let mut st = self.shared.state.lock();
@@ -419,13 +420,30 @@ impl Kernel {
         }
     }
 
+    /// Advance the kernel by `ms` of kernel time. Deterministic mode: run the scheduler on this
+    /// thread until every timer due by then has fired and nothing is runnable, leaving the
+    /// virtual clock at exactly now + `ms` (the way to observe a system that never goes idle,
+    /// e.g. one with periodic sleepers). Multi-threaded mode: sleep that long.
+    pub fn run_for(&self, ms: u64) {
+        match self.shared.mode {
+            Mode::Deterministic { .. } => {
+                let horizon = self.shared.with(|st| st.now().saturating_add(ms));
+                schedule(&self.shared, None, Some(horizon));
+            }
+            Mode::Threads(_) => std::thread::sleep(Duration::from_millis(ms)),
+        }
+    }
+
     /// Wait for `pid` to exit and return its reason. In deterministic mode this runs the
     /// scheduler on the calling thread; if the system goes idle with `pid` still alive that is
     /// an error rather than a hang.
     pub fn wait_exit(&self, pid: Pid) -> Result<ExitReason, KernelError> {
+        if pid.0 == 0 || pid.0 >= self.shared.next_pid.load(Ordering::Relaxed) {
+            return Err(KernelError::NoSuchProcess(pid));
+        }
         match self.shared.mode {
             Mode::Deterministic { .. } => {
-                let stop = schedule(&self.shared, Some(pid));
+                let stop = schedule(&self.shared, Some(pid), None);
                 self.shared.with(|st| {
                     if st.procs.contains_key(&pid) {
                         Err(if stop == Stop::Shutdown {
@@ -688,7 +706,7 @@ pub(crate) fn arm_wall(st: &mut State, pid: Pid, acct: AccountId) {
 
 /// The scheduler loop. Returns when (deterministic) the system is idle or `until` has died,
 /// or (threads) at shutdown.
-fn schedule(shared: &Arc<Shared>, until: Option<Pid>) -> Stop {
+fn schedule(shared: &Arc<Shared>, until: Option<Pid>, horizon: Option<u64>) -> Stop {
     let deterministic = matches!(shared.mode, Mode::Deterministic { .. });
     let was = IN_SCHEDULER.replace(true);
     let mut st = shared.state.lock();
@@ -719,13 +737,27 @@ fn schedule(shared: &Arc<Shared>, until: Option<Pid>) -> Stop {
         let Some(pid) = st.pick() else {
             if deterministic && st.io_inflight == 0 {
                 // Time advances only when nothing is runnable.
+                match st.timers.next_fire() {
+                    Some(at) if horizon.is_some_and(|h| at > h) => {
+                        if let Some(h) = horizon {
+                            st.clock.advance_to(h);
+                        }
+                        break Stop::Horizon;
+                    }
+                    _ => {}
+                }
                 match st.timers.pop_next() {
                     Some(t) => {
                         st.clock.advance_to(t.fire);
                         st.fire(t.kind, t.token);
                         continue;
                     }
-                    None => break Stop::Idle,
+                    None => {
+                        if let Some(h) = horizon {
+                            st.clock.advance_to(h);
+                        }
+                        break Stop::Idle;
+                    }
                 }
             }
             st.idle_threads += 1;

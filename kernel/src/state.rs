@@ -392,6 +392,13 @@ impl State {
             return;
         };
         let mut x = p.x.take().map(|b| *b).unwrap_or_default();
+        // A sender parked on someone's full mailbox leaves that queue, or the wake-up meant for
+        // the next live sender would be spent on a dead one.
+        if let Some(t) = p.blocked_on.take() {
+            if let Some(tx) = self.procs.get_mut(&t).and_then(|tp| tp.x.as_mut()) {
+                tx.send_waiters.retain(|w| *w != pid);
+            }
+        }
         if p.queued && p.special() {
             self.special = self.special.saturating_sub(1);
         }

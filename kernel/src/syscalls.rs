@@ -391,9 +391,7 @@ impl Syscalls for Sys {
         );
         let r = self.shared.with(|st| {
             let now = st.now();
-            let Some(parent) = st.procs.get(&me) else {
-                return None;
-            };
+            let parent = st.procs.get(&me)?;
             let (acct, hint) = (parent.account, parent.spawn_hint);
             let ok = |st: &State, c: CapRef| {
                 st.caps

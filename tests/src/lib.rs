@@ -1,3 +1,6 @@
 //! # agentos-tests — cross-layer scenarios
 //!
-//! One integration-test crate, modules by area (see `tests/`).
+//! The one integration-test crate of the workspace. Its tests live under `tests/tests/`, one
+//! binary per area (`kernel/` today), with modules by topic inside; unit tests stay beside the
+//! code they test. Every test is deterministic: a virtual clock, seeded randomness, no sleeps,
+//! no outside network.
