@@ -196,6 +196,20 @@ impl Sys {
         })
     }
 
+    /// The tail of one driver read or write: settle (charge + tick), yield if due, and turn the
+    /// driver's answer into the syscall's.
+    async fn finish_io(&self, res: Result<Reply, DriverError>) -> Result<Value, SysError> {
+        let cost = res.as_ref().map(|r| r.cost).unwrap_or_default();
+        match self.settle(&[cost]) {
+            None => self.dead().await,
+            Some(y) => {
+                maybe_yield(y).await;
+                res.map(|r| r.value)
+                    .map_err(|e| SysError::Driver(e.to_string()))
+            }
+        }
+    }
+
     async fn simple(
         &self,
         target: CapRef,
@@ -589,15 +603,7 @@ impl Syscalls for Sys {
     async fn read(&self, handle: CapRef, req: Value) -> Result<Value, SysError> {
         let h = self.begin_io(handle, "read")?;
         let res = h.read(req).await;
-        let cost = res.as_ref().map(|r| r.cost).unwrap_or_default();
-        match self.settle(&[cost]) {
-            None => self.dead().await,
-            Some(y) => {
-                maybe_yield(y).await;
-                res.map(|r| r.value)
-                    .map_err(|e| SysError::Driver(e.to_string()))
-            }
-        }
+        self.finish_io(res).await
     }
 
     async fn read_all(&self, handle: CapRef, reqs: Vec<Value>) -> Result<Vec<Value>, SysError> {
@@ -631,15 +637,7 @@ impl Syscalls for Sys {
     async fn write(&self, handle: CapRef, data: Value) -> Result<Value, SysError> {
         let h = self.begin_io(handle, "write")?;
         let res = h.write(data).await;
-        let cost = res.as_ref().map(|r| r.cost).unwrap_or_default();
-        match self.settle(&[cost]) {
-            None => self.dead().await,
-            Some(y) => {
-                maybe_yield(y).await;
-                res.map(|r| r.value)
-                    .map_err(|e| SysError::Driver(e.to_string()))
-            }
-        }
+        self.finish_io(res).await
     }
 
     async fn monitor(&self, target: CapRef) -> Result<(), SysError> {

@@ -8,7 +8,7 @@
 
 use agentos_abi::{
     Body, ExitReason, Image, Message, Pid, Quota, Resource, Right, Rights, SendOpts, SpawnOpts,
-    SysError, SysMsg, Syscalls, Value,
+    SysMsg, Syscalls, Value,
 };
 use agentos_kernel::captable::CapTable;
 use agentos_kernel::{BootOpts, KImage, Kernel, KernelConfig, Mode, Sys};
@@ -77,6 +77,30 @@ fn run_init(k: &Kernel, init: KImage, quota: Quota) -> Result<()> {
     }
 }
 
+/// Boot an init that takes its boot grant, runs `f` (the workload's driver) and hands back
+/// what `f` measured. The kernel must end with init exiting normally.
+fn drive<T, F, Fut>(k: &Kernel, f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: Fn(Sys) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<T, ExitReason>> + Send + 'static,
+{
+    let out: Slot<T> = slot();
+    let o = out.clone();
+    let f = Arc::new(f);
+    let init = Image::new("init", move |sys: Sys, _| {
+        let (o, f) = (o.clone(), f.clone());
+        async move {
+            boot_msg(&sys).await;
+            let v = f(sys).await?;
+            *o.lock().map_err(|_| ExitReason::fault("poisoned"))? = Some(v);
+            Ok(())
+        }
+    });
+    run_init(k, init, Quota::default())?;
+    take(&out)
+}
+
 fn rate(n: u64, d: Duration) -> (f64, f64) {
     let s = d.as_secs_f64().max(1e-9);
     (n as f64 / s, d.as_nanos() as f64 / n.max(1) as f64)
@@ -93,27 +117,18 @@ fn noop_child() -> KImage {
 fn spawn(quick: bool) -> Result<Json> {
     let n = scale(100_000, quick);
     let (k, mode) = kernel();
-    let out: Slot<Duration> = slot();
-    let o = out.clone();
-    let init = Image::new("init", move |sys: Sys, _| {
-        let o = o.clone();
-        async move {
-            boot_msg(&sys).await;
-            let child = noop_child();
-            let t = Instant::now();
-            for _ in 0..n {
-                let c = sys.spawn(child.clone(), SpawnOpts::default()).await?;
-                let r = sys.waitpid(c.cap).await?;
-                if r != ExitReason::Normal {
-                    return Err(ExitReason::fault(format!("child exited {r}")));
-                }
+    let d = drive(&k, move |sys| async move {
+        let child = noop_child();
+        let t = Instant::now();
+        for _ in 0..n {
+            let c = sys.spawn(child.clone(), SpawnOpts::default()).await?;
+            let r = sys.waitpid(c.cap).await?;
+            if r != ExitReason::Normal {
+                return Err(ExitReason::fault(format!("child exited {r}")));
             }
-            *o.lock().unwrap() = Some(t.elapsed());
-            Ok(())
         }
-    });
-    run_init(&k, init, Quota::default())?;
-    let d = take(&out)?;
+        Ok(t.elapsed())
+    })?;
     let (per_s, ns) = rate(n, d);
     Ok(json!({"n": n, "per_s": per_s, "ns_per_op": ns, "mode": mode}))
 }
@@ -121,30 +136,21 @@ fn spawn(quick: bool) -> Result<Json> {
 fn spawn_burst(quick: bool) -> Result<Json> {
     let n = scale(100_000, quick);
     let (k, mode) = kernel();
-    let out: Slot<Duration> = slot();
-    let o = out.clone();
-    let init = Image::new("init", move |sys: Sys, _| {
-        let o = o.clone();
-        async move {
-            boot_msg(&sys).await;
-            let child = noop_child();
-            let t = Instant::now();
-            for _ in 0..n {
-                let c = sys.spawn(child.clone(), SpawnOpts::default()).await?;
-                sys.monitor(c.cap).await?;
-            }
-            let mut downs = 0;
-            while downs < n {
-                if let Some(SysMsg::Down { .. }) = sys.recv().await.sys() {
-                    downs += 1;
-                }
-            }
-            *o.lock().unwrap() = Some(t.elapsed());
-            Ok(())
+    let d = drive(&k, move |sys| async move {
+        let child = noop_child();
+        let t = Instant::now();
+        for _ in 0..n {
+            let c = sys.spawn(child.clone(), SpawnOpts::default()).await?;
+            sys.monitor(c.cap).await?;
         }
-    });
-    run_init(&k, init, Quota::default())?;
-    let d = take(&out)?;
+        let mut downs = 0;
+        while downs < n {
+            if let Some(SysMsg::Down { .. }) = sys.recv().await.sys() {
+                downs += 1;
+            }
+        }
+        Ok(t.elapsed())
+    })?;
     let (per_s, ns) = rate(n, d);
     Ok(json!({"n": n, "per_s": per_s, "ns_per_op": ns, "mode": mode}))
 }
@@ -159,58 +165,47 @@ fn u64_of(m: &Message) -> Option<u64> {
 fn pingpong(quick: bool) -> Result<Json> {
     let n = scale(1_000_000, quick);
     let (k, mode) = kernel();
-    let out: Slot<Duration> = slot();
-    let o = out.clone();
-    let init = Image::new("ping", move |sys: Sys, _| {
-        let o = o.clone();
-        async move {
-            boot_msg(&sys).await;
-            let pong = Image::new("pong", |sys: Sys, _| async move {
-                let hello = sys.recv().await;
-                let back = *hello
-                    .caps
-                    .first()
-                    .ok_or_else(|| ExitReason::fault("no reply cap"))?;
-                loop {
-                    let m = sys.recv().await;
-                    let v = u64_of(&m).unwrap_or(0);
-                    sys.send(back, m.body, SendOpts::default()).await?;
-                    if v == 0 {
-                        return Ok(());
-                    }
-                }
-            });
-            let c = sys.spawn(pong, SpawnOpts::default()).await?;
-            let me = sys.self_cap();
-            sys.send(
-                c.cap,
-                Body::Empty,
-                SendOpts {
-                    caps: vec![me],
-                    ..SendOpts::default()
-                },
-            )
-            .await?;
-            let t = Instant::now();
-            for i in (0..n).rev() {
-                sys.send(c.cap, Body::Value(Value::U64(i)), SendOpts::default())
-                    .await?;
+    let d = drive(&k, move |sys| async move {
+        let pong = Image::new("pong", |sys: Sys, _| async move {
+            let hello = sys.recv().await;
+            let back = *hello
+                .caps
+                .first()
+                .ok_or_else(|| ExitReason::fault("no reply cap"))?;
+            loop {
                 let m = sys.recv().await;
-                if u64_of(&m) != Some(i) {
-                    return Err(ExitReason::fault("pong answered out of order"));
+                let v = u64_of(&m).unwrap_or(0);
+                sys.send(back, m.body, SendOpts::default()).await?;
+                if v == 0 {
+                    return Ok(());
                 }
             }
-            *o.lock().unwrap() = Some(t.elapsed());
-            sys.waitpid(c.cap).await?;
-            Ok(())
+        });
+        let c = sys.spawn(pong, SpawnOpts::default()).await?;
+        let me = sys.self_cap();
+        let hello = SendOpts {
+            caps: vec![me],
+            ..SendOpts::default()
+        };
+        sys.send(c.cap, Body::Empty, hello).await?;
+        let t = Instant::now();
+        for i in (0..n).rev() {
+            sys.send(c.cap, Body::Value(Value::U64(i)), SendOpts::default())
+                .await?;
+            let m = sys.recv().await;
+            if u64_of(&m) != Some(i) {
+                return Err(ExitReason::fault("pong answered out of order"));
+            }
         }
-    });
-    run_init(&k, init, Quota::default())?;
-    let d = take(&out)?;
+        let d = t.elapsed();
+        sys.waitpid(c.cap).await?;
+        Ok(d)
+    })?;
     let (msgs_per_s, _) = rate(2 * n, d);
-    Ok(
-        json!({"round_trips": n, "msgs_per_s": msgs_per_s, "rtt_ns": d.as_nanos() as f64 / n as f64, "mode": mode}),
-    )
+    Ok(json!({
+        "round_trips": n, "msgs_per_s": msgs_per_s,
+        "rtt_ns": d.as_nanos() as f64 / n as f64, "mode": mode
+    }))
 }
 
 fn fanin(quick: bool) -> Result<Json> {
@@ -218,78 +213,91 @@ fn fanin(quick: bool) -> Result<Json> {
     let m = scale(10_000, quick);
     let total = p * m;
     let (k, mode) = kernel();
-    let out: Slot<Duration> = slot();
-    let o = out.clone();
-    let init = Image::new("init", move |sys: Sys, _| {
-        let o = o.clone();
-        async move {
-            boot_msg(&sys).await;
-            let sink = Image::new("sink", move |sys: Sys, _| async move {
-                let mut got = 0u64;
-                let mut sum = 0u64;
-                while got < total {
-                    let msg = sys.recv().await;
-                    sum = sum.wrapping_add(u64_of(&msg).unwrap_or(0));
-                    got += 1;
-                }
-                black_box(sum);
-                Ok(())
-            });
-            let quota = Quota {
-                max_mailbox: Some(1024),
-                ..Quota::default()
+    let d = drive(&k, move |sys| async move {
+        let sink = Image::new("sink", move |sys: Sys, _| async move {
+            let mut sum = 0u64;
+            for _ in 0..total {
+                let msg = sys.recv().await;
+                sum = sum.wrapping_add(u64_of(&msg).unwrap_or(0));
+            }
+            black_box(sum);
+            Ok(())
+        });
+        let quota = Quota {
+            max_mailbox: Some(1024),
+            ..Quota::default()
+        };
+        let s = sys
+            .spawn(
+                sink,
+                SpawnOpts {
+                    quota,
+                    ..SpawnOpts::default()
+                },
+            )
+            .await?;
+        // Each producer gets a send-only cap to the sink with its first message.
+        let producer = Image::new("producer", move |sys: Sys, _| async move {
+            let first = sys.recv().await;
+            let to = *first
+                .caps
+                .first()
+                .ok_or_else(|| ExitReason::fault("no sink cap"))?;
+            for i in 0..m {
+                sys.send(to, Body::Value(Value::U64(i)), SendOpts::default())
+                    .await?;
+            }
+            Ok(())
+        });
+        let mut producers = Vec::new();
+        for _ in 0..p {
+            producers.push(sys.spawn(producer.clone(), SpawnOpts::default()).await?);
+        }
+        let t = Instant::now();
+        for c in &producers {
+            let to = sys.derive(s.cap, Right::Send.into())?;
+            let opts = SendOpts {
+                caps: vec![to],
+                ..SendOpts::default()
             };
-            let s = sys
-                .spawn(
-                    sink,
-                    SpawnOpts {
-                        quota,
-                        ..SpawnOpts::default()
-                    },
-                )
-                .await?;
-            // Each producer gets a send-only cap to the sink.
-            let producer = Image::new("producer", move |sys: Sys, _| async move {
-                let to = *sys
-                    .recv()
-                    .await
-                    .caps
-                    .first()
-                    .ok_or_else(|| ExitReason::fault("no sink cap"))?;
-                for i in 0..m {
-                    sys.send(to, Body::Value(Value::U64(i)), SendOpts::default())
+            sys.send(c.cap, Body::Empty, opts).await?;
+        }
+        sys.waitpid(s.cap).await?;
+        Ok(t.elapsed())
+    })?;
+    let (msgs_per_s, _) = rate(total, d);
+    Ok(json!({
+        "producers": p, "per_producer": m, "max_mailbox": 1024,
+        "msgs_per_s": msgs_per_s, "mode": mode
+    }))
+}
+
+/// A ring member: its first message carries the next member's cap and a cap back to init;
+/// then it forwards the token, counting down hops, until an empty message stops it.
+fn ring_member() -> KImage {
+    Image::new("ring", |sys: Sys, _| async move {
+        let wiring = sys.recv().await;
+        let next = *wiring
+            .caps
+            .first()
+            .ok_or_else(|| ExitReason::fault("unwired"))?;
+        let done = *wiring
+            .caps
+            .get(1)
+            .ok_or_else(|| ExitReason::fault("no init cap"))?;
+        loop {
+            let m = sys.recv().await;
+            match u64_of(&m) {
+                Some(left) if left > 0 => {
+                    let to = if left == 1 { done } else { next };
+                    sys.send(to, Body::Value(Value::U64(left - 1)), SendOpts::default())
                         .await?;
                 }
-                Ok(())
-            });
-            let mut producers = Vec::new();
-            for _ in 0..p {
-                producers.push(sys.spawn(producer.clone(), SpawnOpts::default()).await?);
+                Some(_) => {}
+                None => return Ok(()),
             }
-            let t = Instant::now();
-            for c in &producers {
-                let to = sys.derive(s.cap, Right::Send.into())?;
-                sys.send(
-                    c.cap,
-                    Body::Empty,
-                    SendOpts {
-                        caps: vec![to],
-                        ..SendOpts::default()
-                    },
-                )
-                .await?;
-            }
-            sys.waitpid(s.cap).await?;
-            *o.lock().unwrap() = Some(t.elapsed());
-            Ok(())
         }
-    });
-    run_init(&k, init, Quota::default())?;
-    let d = take(&out)?;
-    let (msgs_per_s, _) = rate(total, d);
-    Ok(
-        json!({"producers": p, "per_producer": m, "max_mailbox": 1024, "msgs_per_s": msgs_per_s, "mode": mode}),
-    )
+    })
 }
 
 fn ring(quick: bool) -> Result<Json> {
@@ -297,89 +305,38 @@ fn ring(quick: bool) -> Result<Json> {
     let laps = 100u64;
     let hops = p * laps;
     let (k, mode) = kernel();
-    let out: Slot<(Duration, Duration)> = slot();
-    let o = out.clone();
-    let init = Image::new("init", move |sys: Sys, _| {
-        let o = o.clone();
-        async move {
-            boot_msg(&sys).await;
-            // A ring member: first message carries the next member's cap (and, for the last
-            // member, nothing more); then forward the token, counting down hops.
-            let member = Image::new("ring", |sys: Sys, _| async move {
-                let wiring = sys.recv().await;
-                let next = *wiring
-                    .caps
-                    .first()
-                    .ok_or_else(|| ExitReason::fault("unwired"))?;
-                let done = wiring.caps.get(1).copied();
-                loop {
-                    let m = sys.recv().await;
-                    match u64_of(&m) {
-                        Some(0) => {
-                            if let Some(d) = done {
-                                sys.send(d, Body::Empty, SendOpts::default()).await?;
-                            }
-                        }
-                        Some(left) => {
-                            let to = if left == 1 {
-                                done.unwrap_or(next)
-                            } else {
-                                next
-                            };
-                            sys.send(to, Body::Value(Value::U64(left - 1)), SendOpts::default())
-                                .await?;
-                        }
-                        None => return Ok(()),
-                    }
-                }
-            });
-            let setup = Instant::now();
-            let mut members = Vec::with_capacity(p as usize);
-            for _ in 0..p {
-                members.push(sys.spawn(member.clone(), SpawnOpts::default()).await?);
-            }
-            let me = sys.self_cap();
-            for i in 0..p as usize {
-                let next = sys.derive(members[(i + 1) % p as usize].cap, Right::Send.into())?;
-                let mut caps = vec![next];
-                // Every member may report completion to init (whoever holds the last hop).
-                caps.push(sys.derive(me, Right::Send.into())?);
-                sys.send(
-                    members[i].cap,
-                    Body::Empty,
-                    SendOpts {
-                        caps,
-                        ..SendOpts::default()
-                    },
-                )
-                .await?;
-            }
-            let setup = setup.elapsed();
-            let t = Instant::now();
-            sys.send(
-                members[0].cap,
-                Body::Value(Value::U64(hops)),
-                SendOpts::default(),
-            )
-            .await?;
-            loop {
-                let m = sys.recv().await;
-                if matches!(m.body, Body::Value(Value::U64(0))) {
-                    break;
-                }
-            }
-            let laps_t = t.elapsed();
-            *o.lock().unwrap() = Some((setup, laps_t));
-            for c in &members {
-                sys.send(c.cap, Body::Empty, SendOpts::default())
-                    .await
-                    .map_err(SysError::from)?;
-            }
-            Ok(())
+    let (setup, d) = drive(&k, move |sys| async move {
+        let member = ring_member();
+        let setup = Instant::now();
+        let mut members = Vec::with_capacity(p as usize);
+        for _ in 0..p {
+            members.push(sys.spawn(member.clone(), SpawnOpts::default()).await?);
         }
-    });
-    run_init(&k, init, Quota::default())?;
-    let (setup, d) = take(&out)?;
+        let me = sys.self_cap();
+        for i in 0..p as usize {
+            let next = sys.derive(members[(i + 1) % p as usize].cap, Right::Send.into())?;
+            let caps = vec![next, sys.derive(me, Right::Send.into())?];
+            let opts = SendOpts {
+                caps,
+                ..SendOpts::default()
+            };
+            sys.send(members[i].cap, Body::Empty, opts).await?;
+        }
+        let setup = setup.elapsed();
+        let t = Instant::now();
+        sys.send(
+            members[0].cap,
+            Body::Value(Value::U64(hops)),
+            SendOpts::default(),
+        )
+        .await?;
+        while u64_of(&sys.recv().await) != Some(0) {}
+        let laps_t = t.elapsed();
+        for c in &members {
+            sys.send(c.cap, Body::Empty, SendOpts::default()).await?;
+        }
+        Ok((setup, laps_t))
+    })?;
     let (hops_per_s, ns) = rate(hops, d);
     Ok(json!({
         "processes": p, "laps": laps, "hops_per_s": hops_per_s, "ns_per_hop": ns,
