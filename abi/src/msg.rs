@@ -58,12 +58,13 @@ pub enum Body {
     Value(Value),
     /// Opaque bytes.
     Bytes(Bytes),
-    /// A typed Rust value moved between local processes without serialization. It cannot cross
-    /// the wire or enter a snapshot; trying to serialize it is an error.
-    #[serde(skip)]
-    Local(Box<dyn Any + Send>),
     /// A kernel-generated system message.
     Sys(SysMsg),
+    /// A typed Rust value moved between local processes without serialization. It cannot cross
+    /// the wire or enter a snapshot; trying to serialize it is an error. (It must stay the last
+    /// variant: serde numbers the variants after a skipped one differently on the way back in.)
+    #[serde(skip)]
+    Local(Box<dyn Any + Send>),
 }
 
 impl Body {
@@ -151,5 +152,51 @@ impl SysMsg {
             }
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quota::Meter;
+
+    #[test]
+    fn messages_round_trip_through_postcard() {
+        let msg = Message {
+            from: Pid(7),
+            body: Body::Sys(SysMsg::Down {
+                pid: Pid(9),
+                reason: ExitReason::Quota {
+                    resource: Meter::Tokens,
+                },
+            }),
+            caps: vec![CapRef(3)],
+            corr: Some(11),
+            deadline: None,
+        };
+        let bytes = postcard::to_allocvec(&msg).unwrap();
+        let back: Message = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back.from, Pid(7));
+        assert_eq!(back.sys(), msg.sys());
+        assert_eq!(back.caps, vec![CapRef(3)]);
+        assert_eq!(back.corr, Some(11));
+    }
+
+    #[test]
+    fn a_local_body_refuses_to_serialize_instead_of_losing_data() {
+        let body = Body::local(vec![1u8, 2, 3]);
+        assert!(!body.is_serializable());
+        assert!(postcard::to_allocvec(&body).is_err());
+        assert_eq!(body.downcast::<Vec<u8>>().unwrap(), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn boot_grant_finds_devices_by_name() {
+        let boot = SysMsg::Boot {
+            spawn: CapRef(1),
+            devices: vec![(Arc::from("llm"), CapRef(2))],
+        };
+        assert_eq!(boot.device("llm"), Some(CapRef(2)));
+        assert_eq!(boot.device("kv"), None);
     }
 }
