@@ -20,6 +20,7 @@ pub mod error;
 pub mod event;
 pub mod exit;
 pub mod ids;
+pub mod memory;
 pub mod msg;
 pub mod quota;
 pub mod sys;
@@ -31,6 +32,7 @@ pub use error::{CapError, SendError, SysError};
 pub use event::{Event, EventKind, Signal};
 pub use exit::ExitReason;
 pub use ids::{CapRef, NodeId, Pid};
+pub use memory::{MemStats, RememberOpts, SegId, Segment, SegmentDump};
 pub use msg::{Body, Message, SysMsg};
 pub use quota::{Budget, Meter, Quota, Usage};
 pub use sys::{
