@@ -63,6 +63,12 @@ pub enum SysError {
     /// The operation is not available in this kernel configuration.
     #[error("{0}")]
     Unsupported(String),
+    /// Replay found no journal entry for this operation (the run diverged from the recording).
+    #[error("replay: {0}")]
+    Replay(String),
+    /// The process's context memory cannot hold its pinned segments.
+    #[error("context memory: {0}")]
+    Memory(String),
     /// The kernel is shutting down.
     #[error("kernel is shutting down")]
     Shutdown,

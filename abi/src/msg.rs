@@ -89,6 +89,17 @@ impl Body {
             _ => None,
         }
     }
+    /// A copy of the body, if it is not a [`Body::Local`] (typed local values are moved, never
+    /// copied).
+    pub fn try_clone(&self) -> Option<Body> {
+        match self {
+            Body::Empty => Some(Body::Empty),
+            Body::Value(v) => Some(Body::Value(v.clone())),
+            Body::Bytes(b) => Some(Body::Bytes(b.clone())),
+            Body::Sys(s) => Some(Body::Sys(s.clone())),
+            Body::Local(_) => None,
+        }
+    }
     /// Whether the body can be serialized (everything but [`Body::Local`]).
     pub fn is_serializable(&self) -> bool {
         !matches!(self, Body::Local(_))
