@@ -30,6 +30,7 @@
 pub mod account;
 pub mod captable;
 pub mod clock;
+pub mod journal;
 pub mod kernel;
 pub mod log;
 mod state;
