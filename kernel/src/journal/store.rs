@@ -163,10 +163,7 @@ fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> St
 fn scan(bytes: &[u8]) -> (Vec<Record>, u64) {
     let mut recs = Vec::new();
     let mut at = HEADER as usize;
-    loop {
-        let Some(head) = bytes.get(at..at + 8) else {
-            break;
-        };
+    while let Some(head) = bytes.get(at..at + 8) {
         let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
         let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
         if len > MAX_FRAME {
