@@ -66,6 +66,9 @@ pub enum SysError {
     /// Replay found no journal entry for this operation (the run diverged from the recording).
     #[error("replay: {0}")]
     Replay(String),
+    /// The journal store failed to record a driver result (the op itself ran).
+    #[error("journal: {0}")]
+    Journal(String),
     /// The process's context memory cannot hold its pinned segments.
     #[error("context memory: {0}")]
     Memory(String),

@@ -4,13 +4,13 @@
 //! fork of it) keeps working on any kernel that implements this trait. Names follow the seed in
 //! snake_case. Blocking syscalls are `async`: they park the process and let others run.
 //!
-//! The context-memory syscalls (`remember`, `working_set`, `recall`, `forget`, `pin`) and the
-//! remote ones (`dial`, `spawn_remote`) join this trait with the issues that build them.
+//! The remote syscalls (`dial`, `spawn_remote`) join this trait with the net issue.
 
 use crate::cap::Rights;
 use crate::error::{SendError, SysError};
 use crate::exit::ExitReason;
 use crate::ids::{CapRef, Pid};
+use crate::memory::{RememberOpts, SegId, Segment};
 use crate::msg::{Body, Message};
 use crate::quota::{Budget, Quota, Usage};
 use crate::value::Value;
@@ -249,4 +249,25 @@ pub trait Syscalls: Clone + Send + Sync + Sized + 'static {
     fn log(&self, level: LogLevel, msg: &str);
     /// Run `f` when this process terminates, however it terminates (LIFO order).
     fn on_cleanup(&self, f: Cleanup);
+    /// Add a segment to this process's context memory. Past 80% of the account's `mem`
+    /// ceiling the coldest unpinned segments page out (down to 60%, with a summary segment);
+    /// if pinned segments alone exceed the ceiling the process ends with a `mem` quota exit.
+    fn remember(
+        &self,
+        body: Value,
+        opts: RememberOpts,
+    ) -> impl Future<Output = Result<SegId, SysError>> + Send;
+    /// The resident segments, coldest first.
+    fn working_set(&self) -> Vec<Segment>;
+    /// Bring the best `k` paged-out matches for `query` back into the working set (then page
+    /// again if needed); returns them, best first.
+    fn recall(
+        &self,
+        query: &str,
+        k: usize,
+    ) -> impl Future<Output = Result<Vec<Segment>, SysError>> + Send;
+    /// Drop a segment, resident or paged out; false if there is none.
+    fn forget(&self, id: SegId) -> bool;
+    /// Pin (never page out) or unpin a resident segment; false if it is not resident.
+    fn pin(&self, id: SegId, on: bool) -> bool;
 }

@@ -55,6 +55,8 @@ pub struct KernelConfig {
     pub reaped_cap: usize,
     /// Reductions per quantum.
     pub quantum: i32,
+    /// Context memory: recaller, pager and token counter.
+    pub memory: crate::memory::MemoryConfig,
 }
 
 impl Default for KernelConfig {
@@ -65,6 +67,7 @@ impl Default for KernelConfig {
             log_cap: 4096,
             reaped_cap: 1024,
             quantum: crate::state::QUANTUM,
+            memory: crate::memory::MemoryConfig::default(),
         }
     }
 }
@@ -104,6 +107,9 @@ pub enum KernelError {
     /// No such process.
     #[error("no such process {0}")]
     NoSuchProcess(Pid),
+    /// The journal store could not be loaded or flushed.
+    #[error("journal: {0}")]
+    Journal(String),
 }
 
 /// Options for [`Kernel::boot`].
@@ -142,6 +148,8 @@ pub struct ProcInfo {
     pub usage: Usage,
     /// Caps it owns.
     pub caps: usize,
+    /// Its context memory's paging statistics (all zero until it first remembers).
+    pub mem: agentos_abi::MemStats,
 }
 
 /// Running counters over the kernel's life.
@@ -181,6 +189,17 @@ pub(crate) struct Shared {
     pub next_pid: AtomicU64,
     pub mode: Mode,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Context-memory policy (recaller factory, pager, token counter).
+    pub memory: crate::memory::MemoryConfig,
+    /// Segment ids, kernel-wide, never reused.
+    pub next_seg: AtomicU64,
+    /// What driver I/O does with the journal.
+    pub jmode: crate::journal::JournalMode,
+    /// The recorded run (replay and recover).
+    pub journal: Option<Arc<crate::journal::Journal>>,
+    /// Where results are appended (record and recover). Its own lock: appends never hold
+    /// the kernel lock.
+    pub store: Mutex<Option<Box<dyn crate::journal::Store>>>,
 }
 
 impl Shared {
@@ -218,7 +237,7 @@ impl Wake for ProcWaker {
 #[derive(Clone)]
 pub struct Kernel {
     _owner: Arc<Owner>,
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 /// The host's ownership of a kernel. Scheduler threads and process futures hold `Shared`, not
@@ -267,6 +286,15 @@ enum Stop {
 impl Kernel {
     /// A new kernel. In multi-threaded mode the scheduler threads start at the first `boot`.
     pub fn new(cfg: KernelConfig) -> Self {
+        Kernel::build(cfg, crate::journal::JournalMode::Live, None, None)
+    }
+
+    pub(crate) fn build(
+        cfg: KernelConfig,
+        jmode: crate::journal::JournalMode,
+        journal: Option<Arc<crate::journal::Journal>>,
+        store: Option<Box<dyn crate::journal::Store>>,
+    ) -> Self {
         let (clock, seed) = match cfg.mode {
             Mode::Deterministic { seed } => (Clock::virtual_clock(), seed),
             Mode::Threads(_) => (Clock::real(), 0x5eed),
@@ -302,6 +330,11 @@ impl Kernel {
             next_pid: AtomicU64::new(1),
             mode: cfg.mode,
             threads: Mutex::new(Vec::new()),
+            memory: cfg.memory,
+            next_seg: AtomicU64::new(1),
+            jmode,
+            journal,
+            store: Mutex::new(store),
         });
         Kernel {
             _owner: Arc::new(Owner {
@@ -351,6 +384,9 @@ impl Kernel {
             let mut pcb = Pcb::new(image.name().clone(), None, acct);
             pcb.fut = Some(fut);
             pcb.max_mailbox = opts.quota.max_mailbox;
+            if opts.args != Value::Unit {
+                pcb.ext().args = opts.args.clone();
+            }
             st.procs.insert(pid, Box::new(pcb));
             let spawn = st.caps.mint(pid, Resource::Spawn, Right::Spawn.into());
             let mut devices = Vec::new();
@@ -383,7 +419,7 @@ impl Kernel {
         r
     }
 
-    fn start_threads(&self) {
+    pub(crate) fn start_threads(&self) {
         let Mode::Threads(n) = self.shared.mode else {
             return;
         };
@@ -523,6 +559,12 @@ impl Kernel {
                     budget: st.accounts.remaining(p.account, now),
                     usage: st.accounts.usage(p.account),
                     caps: st.caps.owned_count(*pid),
+                    mem: p
+                        .x
+                        .as_ref()
+                        .and_then(|x| x.ctx.as_ref())
+                        .map(|c| c.lock().stats())
+                        .unwrap_or_default(),
                 })
                 .collect();
             rows.sort_by_key(|r| r.pid);

@@ -10,7 +10,10 @@
 //! Modules, in the order a newcomer should read them: [`kernel`] (boot, the scheduler loop,
 //! introspection, shutdown), [`syscalls`] (the per-process [`Sys`] handle), `state` (the
 //! process table and the shared operations: deliver, terminate, wake, pick), [`captable`],
-//! [`account`], [`clock`], [`log`].
+//! [`account`], [`clock`], [`log`]; then durability and memory: [`memory`] (paged context
+//! and recallers, behind the `remember`/`recall` syscalls in `memsys`), [`journal`] (record,
+//! replay, recover and the stores), [`durable`] (the host API for journal modes, `inspect`,
+//! snapshot/restore) and [`snapshot`].
 //!
 //! **Invariants:**
 //! - the kernel never calls program or driver code while holding its lock (futures, cleanups,
@@ -23,20 +26,26 @@
 //! - in deterministic mode the same program, seed and inputs give the same event trace hash.
 //!
 //! **API boundary:** depends on `agentos-abi` only (plus libraries). Programs see the kernel
-//! only through [`agentos_abi::Syscalls`], implemented by [`Sys`]; hosts use [`Kernel`]. Context
-//! memory, the journal, snapshots and the network join through the same state and syscall
-//! seams in later issues.
+//! only through [`agentos_abi::Syscalls`], implemented by [`Sys`]; hosts use [`Kernel`]. The
+//! network joins through the same state and syscall seams in a later issue.
 
 pub mod account;
 pub mod captable;
 pub mod clock;
+pub mod durable;
 pub mod journal;
 pub mod kernel;
 pub mod log;
+pub mod memory;
+mod memsys;
+pub mod snapshot;
 mod state;
 pub mod syscalls;
 
+pub use durable::RestoreOpts;
+pub use journal::JournalMode;
 pub use kernel::{BootOpts, Kernel, KernelConfig, KernelError, Metrics, Mode, ProcInfo};
+pub use memory::MemoryConfig;
 pub use state::QUANTUM;
 pub use syscalls::Sys;
 

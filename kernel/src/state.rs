@@ -43,6 +43,16 @@ pub(crate) enum Status {
     Waiting,
 }
 
+/// An open device handle as a process holds it.
+#[derive(Clone)]
+pub(crate) enum IoHandle {
+    /// Opened: I/O goes to the driver.
+    Open(Arc<dyn DriverHandle>),
+    /// Replay and recover: the driver is opened only when an op must run live (replay never
+    /// opens it at all).
+    Lazy(Arc<dyn Driver>),
+}
+
 /// The parts of a PCB most processes never touch: links, monitors, waiters, handles,
 /// cleanups, names.
 #[derive(Default)]
@@ -55,9 +65,17 @@ pub(crate) struct PcbExt {
     pub exit_waiters: Vec<Pid>,
     /// Exit reasons delivered to this process's pending `waitpid`s.
     pub wait_results: Vec<(Pid, ExitReason)>,
-    pub handles: Vec<(CapRef, Arc<dyn DriverHandle>)>,
+    pub handles: Vec<(CapRef, IoHandle)>,
     pub cleanups: Vec<Cleanup>,
     pub names: Vec<Arc<str>>,
+    /// Context memory, created on first `remember` (its own lock: paging awaits the pager).
+    pub ctx: Option<Arc<parking_lot::Mutex<crate::memory::Context>>>,
+    /// The args main was started with, kept (when not `Unit`) for snapshots.
+    pub args: agentos_abi::Value,
+    /// The journal's per-process driver-op counter.
+    pub io_op: u64,
+    /// Recover mode: this process has run past the recorded prefix and is live now.
+    pub recovered: bool,
 }
 
 /// A process control block.
@@ -407,7 +425,9 @@ impl State {
             self.deferred.push(Deferred::Cleanup(c));
         }
         for (_, h) in x.handles.drain(..) {
-            self.deferred.push(Deferred::Close(h));
+            if let IoHandle::Open(h) = h {
+                self.deferred.push(Deferred::Close(h));
+            }
         }
         self.caps.revoke_owned_by(pid);
         for name in x.names.drain(..) {

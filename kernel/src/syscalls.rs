@@ -6,14 +6,15 @@
 //! A syscall made by a process that has already been terminated (killed by another thread
 //! mid-poll) parks forever: its future is dropped by the scheduler, never resumed.
 
+use crate::journal::{IoResult, JournalMode, Record};
 use crate::kernel::{arm_wall, Shared};
-use crate::state::{Pcb, State};
+use crate::state::{IoHandle, Pcb, State};
 use agentos_abi::driver::{BoxFuture, DriverHandle};
 use agentos_abi::sys::{Attenuation, Cleanup, LogLevel};
 use agentos_abi::{
-    Body, Budget, CapError, CapRef, Caveat, DriverError, EventKind, ExitReason, Image, Message,
-    Pid, Reply, Resource, Right, Rights, SchedOpts, SendError, SendOpts, Signal, SpawnOpts,
-    Spawned, SysError, SysMsg, Syscalls, Usage, Value,
+    Body, Budget, CapError, CapRef, Caveat, Cost, DriverError, EventKind, ExitReason, Image,
+    Message, Pid, RememberOpts, Reply, Resource, Right, Rights, SchedOpts, SegId, Segment,
+    SendError, SendOpts, Signal, SpawnOpts, Spawned, SysError, SysMsg, Syscalls, Usage, Value,
 };
 use std::convert::Infallible;
 use std::future::{poll_fn, Future};
@@ -25,8 +26,8 @@ use std::task::{Context, Poll};
 /// The syscall handle a process receives. Cloning it is one reference-count bump.
 #[derive(Clone)]
 pub struct Sys {
-    shared: Arc<Shared>,
-    pid: Pid,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) pid: Pid,
 }
 
 /// Returns `Pending` once, then `Ready`: the second half of a quantum-spent yield (the
@@ -46,7 +47,7 @@ impl Future for YieldOnce {
 }
 
 #[inline]
-async fn maybe_yield(y: bool) {
+pub(crate) async fn maybe_yield(y: bool) {
     if y {
         YieldOnce(false).await
     }
@@ -117,6 +118,24 @@ impl Future for JoinAll {
     }
 }
 
+/// What `begin_io` hands the I/O path.
+struct IoStart {
+    slot: IoHandle,
+    first_op: u64,
+    recovered: bool,
+}
+
+/// One op's answer, from the driver or the journal.
+type IoOutcome = Result<Reply, SysError>;
+
+/// A reply's cost and value (errors cost nothing).
+fn split(r: IoOutcome) -> (Cost, Result<Value, SysError>) {
+    match r {
+        Ok(r) => (r.cost, Ok(r.value)),
+        Err(e) => (Cost::FREE, Err(e)),
+    }
+}
+
 impl Sys {
     pub(crate) fn new(shared: Arc<Shared>, pid: Pid) -> Self {
         Sys { shared, pid }
@@ -128,7 +147,7 @@ impl Sys {
     }
 
     /// Park forever: the process is dead and will never be polled again.
-    async fn dead<T>(&self) -> T {
+    pub(crate) async fn dead<T>(&self) -> T {
         std::future::pending().await
     }
 
@@ -138,7 +157,7 @@ impl Sys {
         handle: CapRef,
         right: Right,
         op: &'static str,
-    ) -> Result<Arc<dyn DriverHandle>, SysError> {
+    ) -> Result<IoHandle, SysError> {
         let now = st.now();
         match st
             .caps
@@ -179,33 +198,160 @@ impl Sys {
         })
     }
 
-    fn begin_io(
-        &self,
-        handle: CapRef,
-        op: &'static str,
-    ) -> Result<Arc<dyn DriverHandle>, SysError> {
+    /// Check the handle, reserve `n` journal op numbers, and enter the in-flight count.
+    fn begin_io(&self, handle: CapRef, op: &'static str, n: u64) -> Result<IoStart, SysError> {
         let right = if op == "write" {
             Right::Write
         } else {
             Right::Read
         };
+        let journaled = self.shared.jmode != JournalMode::Live;
         self.shared.with(|st| {
-            let h = self.handle(st, handle, right, op)?;
+            let slot = self.handle(st, handle, right, op)?;
+            let (first_op, recovered) = match st.procs.get_mut(&self.pid) {
+                Some(p) if journaled => {
+                    let x = p.ext();
+                    let first = x.io_op;
+                    x.io_op += n;
+                    (first, x.recovered)
+                }
+                _ => (0, false),
+            };
             st.io_inflight += 1;
-            Ok(h)
+            Ok(IoStart {
+                slot,
+                first_op,
+                recovered,
+            })
         })
     }
 
-    /// The tail of one driver read or write: settle (charge + tick), yield if due, and turn the
-    /// driver's answer into the syscall's.
-    async fn finish_io(&self, res: Result<Reply, DriverError>) -> Result<Value, SysError> {
-        let cost = res.as_ref().map(|r| r.cost).unwrap_or_default();
+    /// The journal's answer for op `op`, if the mode takes answers from it: `Ok(Some(r))`
+    /// answered, `Ok(None)` run it live, `Err` a replay that ran past the recording. In
+    /// recover mode the first miss flips the process to live for good.
+    fn journaled(&self, op: u64, recovered: &mut bool) -> Result<Option<IoOutcome>, SysError> {
+        let mode = self.shared.jmode;
+        if matches!(mode, JournalMode::Live | JournalMode::Record)
+            || (mode == JournalMode::Recover && *recovered)
+        {
+            return Ok(None);
+        }
+        let hit = self
+            .shared
+            .journal
+            .as_ref()
+            .and_then(|j| j.get(self.pid.0, op));
+        match (hit, mode) {
+            (Some(IoResult::Ok(r)), _) => Ok(Some(Ok(r.clone()))),
+            (Some(IoResult::Err(e)), _) => Ok(Some(Err(SysError::Driver(e.clone())))),
+            (None, JournalMode::Replay) => Err(SysError::Replay(format!(
+                "no journal entry for {}:{op}",
+                self.pid
+            ))),
+            (None, _) => {
+                *recovered = true;
+                self.shared.with(|st| {
+                    if let Some(p) = st.procs.get_mut(&self.pid) {
+                        p.ext().recovered = true;
+                    }
+                });
+                Ok(None)
+            }
+        }
+    }
+
+    /// The driver handle behind `slot`, opening a lazily opened one now.
+    async fn live_handle(
+        &self,
+        cap: CapRef,
+        slot: &IoHandle,
+    ) -> Result<Arc<dyn DriverHandle>, DriverError> {
+        match slot {
+            IoHandle::Open(h) => Ok(h.clone()),
+            IoHandle::Lazy(d) => {
+                let h = d.open(self.pid).await?;
+                self.shared.with(|st| {
+                    let alive = st.procs.get_mut(&self.pid).and_then(|p| {
+                        let x = p.x.as_mut()?;
+                        let e = x.handles.iter_mut().find(|(c, _)| *c == cap)?;
+                        e.1 = IoHandle::Open(h.clone());
+                        Some(())
+                    });
+                    if alive.is_none() {
+                        st.deferred.push(crate::state::Deferred::Close(h.clone()));
+                    }
+                });
+                Ok(h)
+            }
+        }
+    }
+
+    /// Append a live result to the store (record and recover modes).
+    fn journal_live(&self, op: u64, r: &Result<Reply, DriverError>) -> Result<(), SysError> {
+        if !matches!(
+            self.shared.jmode,
+            JournalMode::Record | JournalMode::Recover
+        ) {
+            return Ok(());
+        }
+        let result = match r {
+            Ok(rep) => IoResult::Ok(rep.clone()),
+            Err(e) => IoResult::Err(e.to_string()),
+        };
+        let rec = Record::Io {
+            pid: self.pid.0,
+            op,
+            result,
+        };
+        let err = match self.shared.store.lock().as_mut() {
+            Some(s) => s.append(&rec).err(),
+            None => None,
+        };
+        match err {
+            None => Ok(()),
+            Some(e) => {
+                let msg = format!("append {}:{op}: {e}", self.pid);
+                self.shared.with(|st| {
+                    st.emit(EventKind::Fault {
+                        pid: self.pid,
+                        error: format!("journal: {msg}"),
+                    })
+                });
+                Err(SysError::Journal(msg))
+            }
+        }
+    }
+
+    /// One journaled driver read or write.
+    async fn io_one(&self, handle: CapRef, req: Value, write: bool) -> Result<Value, SysError> {
+        let op = if write { "write" } else { "read" };
+        let io = self.begin_io(handle, op, 1)?;
+        let mut recovered = io.recovered;
+        let (cost, res) = match self.journaled(io.first_op, &mut recovered) {
+            Err(e) => (Cost::FREE, Err(e)),
+            Ok(Some(r)) => split(r),
+            Ok(None) => {
+                let r = match self.live_handle(handle, &io.slot).await {
+                    Ok(h) if write => h.write(req).await,
+                    Ok(h) => h.read(req).await,
+                    Err(e) => Err(e),
+                };
+                let j = self.journal_live(io.first_op, &r);
+                let (cost, res) = split(r.map_err(|e| SysError::Driver(e.to_string())));
+                (cost, j.and(res))
+            }
+        };
+        self.finish_io(cost, res).await
+    }
+
+    /// The tail of one driver read or write: settle (charge + tick), yield if due, and hand
+    /// back the result.
+    async fn finish_io(&self, cost: Cost, res: Result<Value, SysError>) -> Result<Value, SysError> {
         match self.settle(&[cost]) {
             None => self.dead().await,
             Some(y) => {
                 maybe_yield(y).await;
-                res.map(|r| r.value)
-                    .map_err(|e| SysError::Driver(e.to_string()))
+                res
             }
         }
     }
@@ -399,10 +545,10 @@ impl Syscalls for Sys {
         let cpid = Pid(self.shared.next_pid.fetch_add(1, Ordering::Relaxed));
         // Build the child's future outside the lock: an image constructor is program code.
         let mut opts = opts;
-        let fut = image.start(
-            Sys::new(self.shared.clone(), cpid),
-            std::mem::take(&mut opts.args),
-        );
+        let args = std::mem::take(&mut opts.args);
+        // Kept for snapshots; a `Unit` (the common case) costs nothing.
+        let mut keep = (args != Value::Unit).then(|| args.clone());
+        let fut = image.start(Sys::new(self.shared.clone(), cpid), args);
         let r = self.shared.with(|st| {
             let now = st.now();
             let parent = st.procs.get(&me)?;
@@ -454,6 +600,9 @@ impl Syscalls for Sys {
             pcb.priority = opts.priority;
             if opts.link {
                 pcb.ext().links.push(me);
+            }
+            if let Some(a) = keep.take() {
+                pcb.ext().args = a;
             }
             st.procs.insert(cpid, Box::new(pcb));
             if opts.link {
@@ -576,13 +725,22 @@ impl Syscalls for Sys {
                 }),
             }
         })?;
-        let handle = driver
-            .open(me)
-            .await
-            .map_err(|e| SysError::Driver(e.to_string()))?;
+        // Replay answers from the journal and never touches a driver; recover opens it at the
+        // first op that runs live.
+        let handle = match self.shared.jmode {
+            JournalMode::Replay | JournalMode::Recover => IoHandle::Lazy(driver),
+            JournalMode::Live | JournalMode::Record => IoHandle::Open(
+                driver
+                    .open(me)
+                    .await
+                    .map_err(|e| SysError::Driver(e.to_string()))?,
+            ),
+        };
         let r = self.shared.with(|st| {
             if !st.procs.contains_key(&me) {
-                st.deferred.push(crate::state::Deferred::Close(handle));
+                if let IoHandle::Open(h) = handle {
+                    st.deferred.push(crate::state::Deferred::Close(h));
+                }
                 return None;
             }
             let hcap = st.caps.mint(me, Resource::Device(name), Rights::READ_WRITE);
@@ -601,33 +759,59 @@ impl Syscalls for Sys {
     }
 
     async fn read(&self, handle: CapRef, req: Value) -> Result<Value, SysError> {
-        let h = self.begin_io(handle, "read")?;
-        let res = h.read(req).await;
-        self.finish_io(res).await
+        self.io_one(handle, req, false).await
     }
 
     async fn read_all(&self, handle: CapRef, reqs: Vec<Value>) -> Result<Vec<Value>, SysError> {
-        let h = self.begin_io(handle, "read_all")?;
         let n = reqs.len();
-        let futs = reqs.into_iter().map(|r| Some(h.read(r))).collect();
-        let results = JoinAll {
-            futs,
-            out: (0..n).map(|_| None).collect(),
+        let io = self.begin_io(handle, "read_all", n as u64)?;
+        let mut recovered = io.recovered;
+        let mut out: Vec<Option<IoOutcome>> = (0..n).map(|_| None).collect();
+        let mut live: Vec<(usize, Value)> = Vec::new();
+        for (i, req) in reqs.into_iter().enumerate() {
+            match self.journaled(io.first_op + i as u64, &mut recovered) {
+                Ok(Some(r)) => out[i] = Some(r),
+                Err(e) => out[i] = Some(Err(e)),
+                Ok(None) => live.push((i, req)),
+            }
         }
-        .await;
-        let costs: Vec<_> = results
+        if !live.is_empty() {
+            match self.live_handle(handle, &io.slot).await {
+                Ok(h) => {
+                    let futs = live.iter().map(|(_, r)| Some(h.read(r.clone()))).collect();
+                    let results = JoinAll {
+                        futs,
+                        out: live.iter().map(|_| None).collect(),
+                    }
+                    .await;
+                    for ((i, _), r) in live.iter().zip(results) {
+                        let j = self.journal_live(io.first_op + *i as u64, &r);
+                        let r = r.map_err(|e| SysError::Driver(e.to_string()));
+                        out[*i] = Some(match j {
+                            Ok(()) => r,
+                            Err(e) => r.and(Err(e)),
+                        });
+                    }
+                }
+                Err(e) => {
+                    for (i, _) in &live {
+                        out[*i] = Some(Err(SysError::Driver(e.to_string())));
+                    }
+                }
+            }
+        }
+        let costs: Vec<Cost> = out
             .iter()
-            .filter_map(|r| r.as_ref().ok().map(|r| r.cost))
+            .filter_map(|r| r.as_ref().and_then(|r| r.as_ref().ok()).map(|r| r.cost))
             .collect();
         match self.settle(&costs) {
             None => self.dead().await,
             Some(y) => {
                 maybe_yield(y).await;
-                results
-                    .into_iter()
+                out.into_iter()
                     .map(|r| {
-                        r.map(|r| r.value)
-                            .map_err(|e| SysError::Driver(e.to_string()))
+                        r.unwrap_or_else(|| Err(SysError::Driver("lost result".into())))
+                            .map(|r| r.value)
                     })
                     .collect()
             }
@@ -635,9 +819,7 @@ impl Syscalls for Sys {
     }
 
     async fn write(&self, handle: CapRef, data: Value) -> Result<Value, SysError> {
-        let h = self.begin_io(handle, "write")?;
-        let res = h.write(data).await;
-        self.finish_io(res).await
+        self.io_one(handle, data, true).await
     }
 
     async fn monitor(&self, target: CapRef) -> Result<(), SysError> {
@@ -862,5 +1044,25 @@ impl Syscalls for Sys {
         if let Some(f) = rejected {
             f();
         }
+    }
+
+    async fn remember(&self, body: Value, opts: RememberOpts) -> Result<SegId, SysError> {
+        self.do_remember(body, opts).await
+    }
+
+    fn working_set(&self) -> Vec<Segment> {
+        self.do_working_set()
+    }
+
+    async fn recall(&self, query: &str, k: usize) -> Result<Vec<Segment>, SysError> {
+        self.do_recall(query, k).await
+    }
+
+    fn forget(&self, id: SegId) -> bool {
+        self.do_forget(id)
+    }
+
+    fn pin(&self, id: SegId, on: bool) -> bool {
+        self.do_pin(id, on)
     }
 }

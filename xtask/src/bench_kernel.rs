@@ -27,6 +27,8 @@ pub fn workloads() -> Vec<(&'static str, fn(bool) -> anyhow::Result<serde_json::
         ("fanin", fanin),
         ("ring", ring),
         ("caps", caps),
+        ("recall", recall),
+        ("journal", journal),
         ("idle_mem", idle_mem),
     ]
 }
@@ -482,5 +484,212 @@ fn idle_mem(quick: bool) -> Result<Json> {
         "processes": n, "parked_in_recv": waiting,
         "rss_before": before, "rss_after": after,
         "bytes_per_proc": (after.saturating_sub(before)) as f64 / n as f64, "mode": mode
+    }))
+}
+
+/// A device answering every read with the same 64-byte value (the journal workload's driver).
+struct Blob64;
+struct Blob64Handle(Value);
+
+impl agentos_abi::Driver for Blob64 {
+    fn name(&self) -> &str {
+        "blob"
+    }
+    fn open(
+        &self,
+        _pid: agentos_abi::Pid,
+    ) -> agentos_abi::driver::BoxFuture<
+        'static,
+        Result<Arc<dyn agentos_abi::DriverHandle>, agentos_abi::DriverError>,
+    > {
+        let v = Value::Bytes(bytes_of(64));
+        Box::pin(async move { Ok(Arc::new(Blob64Handle(v)) as Arc<dyn agentos_abi::DriverHandle>) })
+    }
+}
+
+impl agentos_abi::DriverHandle for Blob64Handle {
+    fn read(
+        &self,
+        _req: Value,
+    ) -> agentos_abi::driver::BoxFuture<'static, Result<agentos_abi::Reply, agentos_abi::DriverError>>
+    {
+        let v = self.0.clone();
+        Box::pin(async move { Ok(agentos_abi::Reply::free(v)) })
+    }
+}
+
+fn bytes_of(n: usize) -> bytes::Bytes {
+    bytes::Bytes::from((0..n).map(|i| i as u8).collect::<Vec<u8>>())
+}
+
+/// One process doing `n` reads of the blob device; returns the elapsed time of the reads.
+fn journal_run(k: &Kernel, n: u64) -> Result<Duration> {
+    let out: Slot<Duration> = slot();
+    let o = out.clone();
+    let init = Image::new("reader", move |sys: Sys, _| {
+        let o = o.clone();
+        async move {
+            let boot = sys.recv().await;
+            let dev = boot
+                .sys()
+                .and_then(|b| b.device("blob"))
+                .ok_or_else(|| ExitReason::fault("no blob device"))?;
+            let h = sys.open(dev).await?;
+            let t = Instant::now();
+            let mut len = 0usize;
+            for _ in 0..n {
+                if let Value::Bytes(b) = sys.read(h, Value::Unit).await? {
+                    len += b.len();
+                }
+            }
+            black_box(len);
+            *o.lock().map_err(|_| ExitReason::fault("poisoned"))? = Some(t.elapsed());
+            Ok(())
+        }
+    });
+    let pid = k.boot(
+        init,
+        BootOpts {
+            grant: vec!["blob".into()],
+            ..BootOpts::default()
+        },
+    )?;
+    match k.wait_exit(pid)? {
+        ExitReason::Normal => take(&out),
+        other => Err(anyhow!("reader exited {other}")),
+    }
+}
+
+fn journal(quick: bool) -> Result<Json> {
+    use agentos_kernel::journal::{FileStore, FsyncPolicy};
+    let n = scale(1_000_000, quick);
+    let path = std::env::temp_dir().join(format!("agentos-bench-journal-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let (fs, _) = FileStore::open(&path, FsyncPolicy::default())?;
+    let k = Kernel::record(KernelConfig::default(), Box::new(fs));
+    k.register_driver(Arc::new(Blob64))?;
+    let rec = journal_run(&k, n)?;
+    let t = Instant::now();
+    k.flush_journal()?;
+    let final_sync = t.elapsed();
+    let stats = k
+        .journal_stats()
+        .ok_or_else(|| anyhow!("no journal store"))?;
+    drop(k);
+    let bytes = std::fs::metadata(&path)?.len();
+
+    let t = Instant::now();
+    let (fs, report) = FileStore::open(&path, FsyncPolicy::default())?;
+    let k = Kernel::replay_from(KernelConfig::default(), Box::new(fs))?;
+    let load = t.elapsed();
+    let rep = journal_run(&k, n)?;
+    drop(k);
+    let _ = std::fs::remove_file(&path);
+    if report.records != n {
+        return Err(anyhow!(
+            "store holds {} records, expected {n}",
+            report.records
+        ));
+    }
+    let (record_per_s, _) = rate(n, rec);
+    let (replay_per_s, _) = rate(n, rep);
+    Ok(json!({
+        "records": n, "record_per_s": record_per_s, "replay_per_s": replay_per_s,
+        "replay_load_ms": load.as_secs_f64() * 1e3,
+        "bytes_per_record": bytes as f64 / n as f64, "fsyncs": stats.fsyncs,
+        "fsyncs_per_s": stats.fsyncs as f64 / rec.as_secs_f64(),
+        "policy": "every 4096 records or 5 ms", "final_flush_ms": final_sync.as_secs_f64() * 1e3,
+        "mode": "threads(2), file store"
+    }))
+}
+
+/// Pseudo-words from a seeded splitmix64: a fixed vocabulary.
+fn vocabulary(n: usize, seed: u64) -> Vec<String> {
+    let mut s = seed;
+    let mut next = move || {
+        s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = s;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let r = next();
+        let len = 4 + (r % 6) as usize;
+        let w: String = (0..len)
+            .map(|i| (b'a' + ((r >> (5 * i + 8)) % 26) as u8) as char)
+            .collect();
+        if seen.insert(w.clone()) {
+            out.push(w);
+        }
+    }
+    out
+}
+
+fn recall(quick: bool) -> Result<Json> {
+    use agentos_abi::RememberOpts;
+    let n = scale(100_000, quick);
+    let q = if quick { 100 } else { 1_000 };
+    let vocab = Arc::new(vocabulary(5_000, 42));
+    let (k, mode) = kernel();
+    let out: Slot<Vec<Duration>> = slot();
+    let o = out.clone();
+    let init = Image::new("rememberer", move |sys: Sys, _| {
+        let (vocab, o) = (vocab.clone(), o.clone());
+        async move {
+            let mut s = 7u64;
+            let mut rnd = move |m: usize| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 33) as usize) % m
+            };
+            // ~50 tokens each: 38 words of ~6.5 letters ≈ 250 characters.
+            for _ in 0..n {
+                let text: Vec<&str> = (0..38).map(|_| vocab[rnd(vocab.len())].as_str()).collect();
+                sys.remember(Value::Str(text.join(" ")), RememberOpts::default())
+                    .await?;
+            }
+            let mut lat = Vec::with_capacity(q);
+            for _ in 0..q {
+                let w = |r: usize| vocab[r].as_str();
+                let query = format!(
+                    "{} {} {}",
+                    w(rnd(vocab.len())),
+                    w(rnd(vocab.len())),
+                    w(rnd(vocab.len()))
+                );
+                let t = Instant::now();
+                let got = sys.recall(&query, 4).await?;
+                lat.push(t.elapsed());
+                black_box(got.len());
+            }
+            *o.lock().map_err(|_| ExitReason::fault("poisoned"))? = Some(lat);
+            Ok(())
+        }
+    });
+    // A 2,000-token ceiling pages almost all of the ~5 M tokens out.
+    run_init(
+        &k,
+        init,
+        Quota {
+            mem: Some(2_000),
+            ..Quota::default()
+        },
+    )?;
+    let lat = take(&out)?;
+    let mut lat = lat;
+    lat.sort();
+    let total: Duration = lat.iter().sum();
+    let pct =
+        |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1e6;
+    let name = (KernelConfig::default().memory.recaller)().name();
+    Ok(json!({
+        "segments": n, "queries": q, "k": 4,
+        "queries_per_s": q as f64 / total.as_secs_f64(),
+        "p50_us": pct(0.50), "p99_us": pct(0.99),
+        "recaller": name, "mode": mode
     }))
 }

@@ -3,8 +3,10 @@
 mod accounts;
 mod caps;
 mod determinism;
+mod durability;
 mod ipc;
 mod lifecycle;
+mod memory;
 mod sched;
 mod signals;
 mod smoke;

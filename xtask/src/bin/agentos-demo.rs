@@ -6,12 +6,18 @@
 //! whose delegated capability is revoked mid-conversation, and a service that is asked to stop
 //! with a catchable `term`. It prints `ps` at a checkpoint, the tail of the event trace, and the
 //! metrics (also as Prometheus text). Run it twice: the trace hash is the same every time.
+//!
+//! `cargo xtask demo durable` shows crash recovery instead: a child process records a journaled
+//! run into a file store and is killed with SIGKILL mid-run; a new kernel recovers from the
+//! store (the torn tail truncated), replays the recorded prefix without touching the device,
+//! finishes live, and ends with the same result as an uninterrupted run.
 
 use agentos_abi::driver::BoxFuture;
 use agentos_abi::{
     Body, Cost, Driver, DriverError, DriverHandle, Event, EventKind, ExitReason, Image, Pid, Quota,
     Reply, Right, SendError, SendOpts, SpawnOpts, SysMsg, Syscalls, Value,
 };
+use agentos_kernel::journal::{FileStore, FsyncPolicy};
 use agentos_kernel::{BootOpts, KImage, Kernel, KernelConfig, ProcInfo, Sys};
 use std::sync::Arc;
 
@@ -231,10 +237,173 @@ fn describe(e: &Event) -> String {
     format!("#{:<5} t={:>3}ms  {what}", e.seq, e.ts)
 }
 
+/// The durable demo's device: `read(U64(i))` answers a digest of `i`, slowly when asked to
+/// (so the recording child can be killed mid-run), and counts live calls.
+struct Oracle {
+    delay_us: u64,
+    calls: Arc<std::sync::atomic::AtomicU64>,
+}
+struct OracleHandle(u64, Arc<std::sync::atomic::AtomicU64>);
+
+impl Driver for Oracle {
+    fn name(&self) -> &str {
+        "oracle"
+    }
+    fn open(&self, _pid: Pid) -> BoxFuture<'static, Result<Arc<dyn DriverHandle>, DriverError>> {
+        let h: Arc<dyn DriverHandle> = Arc::new(OracleHandle(self.delay_us, self.calls.clone()));
+        Box::pin(async move { Ok(h) })
+    }
+}
+
+impl DriverHandle for OracleHandle {
+    fn read(&self, req: Value) -> BoxFuture<'static, Result<Reply, DriverError>> {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if self.0 > 0 {
+            std::thread::sleep(std::time::Duration::from_micros(self.0));
+        }
+        let i = req.as_u64().unwrap_or(0);
+        let v = i.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17) ^ 0x5eed;
+        Box::pin(async move {
+            Ok(Reply {
+                value: Value::U64(v),
+                cost: Cost {
+                    tokens: 1,
+                    ..Cost::FREE
+                },
+            })
+        })
+    }
+}
+
+const DURABLE_OPS: u64 = 20_000;
+
+/// The journaled workload: DURABLE_OPS device reads folded into a digest, reported to `out`.
+fn durable_worker(out: Arc<std::sync::Mutex<Option<u64>>>) -> KImage {
+    Image::new("worker", move |sys: Sys, _| {
+        let out = out.clone();
+        async move {
+            let boot = sys.recv().await;
+            let dev = boot
+                .sys()
+                .and_then(|b| b.device("oracle"))
+                .ok_or_else(|| ExitReason::fault("no device"))?;
+            let h = sys.open(dev).await?;
+            let mut acc = 0u64;
+            for i in 0..DURABLE_OPS {
+                let v = sys.read(h, Value::U64(i)).await?.as_u64().unwrap_or(0);
+                acc = acc.rotate_left(5) ^ v;
+            }
+            if let Ok(mut o) = out.lock() {
+                *o = Some(acc);
+            }
+            Ok(())
+        }
+    })
+}
+
+fn durable_kernel_run(k: &Kernel, delay_us: u64) -> anyhow::Result<(u64, u64)> {
+    let calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    k.register_driver(Arc::new(Oracle {
+        delay_us,
+        calls: calls.clone(),
+    }))?;
+    let out = Arc::new(std::sync::Mutex::new(None));
+    let pid = k.boot(
+        durable_worker(out.clone()),
+        BootOpts {
+            grant: vec!["oracle".into()],
+            ..BootOpts::default()
+        },
+    )?;
+    let r = k.wait_exit(pid)?;
+    anyhow::ensure!(r.is_normal(), "worker exited {r}");
+    let v = out
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .ok_or_else(|| anyhow::anyhow!("no result"))?;
+    Ok((v, calls.load(std::sync::atomic::Ordering::Relaxed)))
+}
+
+fn durable_child(path: &str) -> anyhow::Result<()> {
+    let (fs, _) = FileStore::open(path, FsyncPolicy::default())?;
+    let k = Kernel::record(KernelConfig::deterministic(1), Box::new(fs));
+    durable_kernel_run(&k, 100)?;
+    Ok(())
+}
+
+fn durable() -> anyhow::Result<()> {
+    let path = std::env::temp_dir().join(format!("agentos-demo-journal-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    println!(
+        "== record: a child process journals {DURABLE_OPS} device reads into {} ==",
+        path.display()
+    );
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .args(["durable-child", &path.to_string_lossy()])
+        .spawn()?;
+    let start = std::time::Instant::now();
+    while std::fs::metadata(&path).map_or(0, |m| m.len()) < 400_000 {
+        anyhow::ensure!(
+            child.try_wait()?.is_none(),
+            "the child finished before it could be killed"
+        );
+        anyhow::ensure!(
+            start.elapsed().as_secs() < 60,
+            "the child never wrote its journal"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill()?; // SIGKILL: no flush, no destructor, mid-write
+    child.wait()?;
+    let on_disk = std::fs::metadata(&path)?.len();
+    println!(
+        "killed it with SIGKILL after {:.0?}; {on_disk} bytes on disk",
+        start.elapsed()
+    );
+
+    let (fs, report) = FileStore::open(&path, FsyncPolicy::default())?;
+    println!(
+        "\n== recover: {} complete records kept, torn tail of {} bytes truncated ==",
+        report.records, report.truncated_bytes
+    );
+    let k = Kernel::recover_from(KernelConfig::deterministic(1), Box::new(fs))?;
+    let (recovered, live_calls) = durable_kernel_run(&k, 0)?;
+    k.flush_journal()?;
+    let stats = k.journal_stats();
+    drop(k);
+    println!(
+        "replayed {} ops from the journal (device untouched), ran {live_calls} live",
+        DURABLE_OPS - live_calls
+    );
+    if let Some(s) = stats {
+        println!(
+            "the store now holds {} records ({} fsyncs in recovery)",
+            s.records, s.fsyncs
+        );
+    }
+    let (reference, _) = durable_kernel_run(&Kernel::new(KernelConfig::deterministic(1)), 0)?;
+    println!("\nrecovered result     {recovered:016x}\nuninterrupted result {reference:016x}");
+    let _ = std::fs::remove_file(&path);
+    anyhow::ensure!(
+        recovered == reference,
+        "recovery diverged from the uninterrupted run"
+    );
+    println!("same result: nothing committed was lost, nothing ran twice");
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
-    if std::env::args().any(|a| a == "--help" || a == "-h") {
-        println!("agentos-demo: run a small process tree on a deterministic kernel (no options)");
-        return Ok(());
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("--help" | "-h") => {
+            println!("agentos-demo            run a small process tree on a deterministic kernel");
+            println!("agentos-demo durable    record a run, SIGKILL it mid-flight, recover it");
+            return Ok(());
+        }
+        Some("durable") => return durable(),
+        Some("durable-child") => return durable_child(args.get(1).map_or("", String::as_str)),
+        Some(other) => anyhow::bail!("unknown argument {other:?} (try --help)"),
+        None => {}
     }
     // A panicking process is part of the show; keep its message out of the way of the output.
     std::panic::set_hook(Box::new(|_| {}));
