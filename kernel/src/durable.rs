@@ -64,7 +64,7 @@ impl Kernel {
                 let recs = store
                     .load()
                     .map_err(|e| KernelError::Journal(e.to_string()))?;
-                Some(Arc::new(Journal::from_records(&recs)))
+                Some(Arc::new(Journal::from_records(recs)))
             }
             JournalMode::Live | JournalMode::Record => None,
         };

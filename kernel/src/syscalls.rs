@@ -125,6 +125,12 @@ struct IoStart {
     recovered: bool,
 }
 
+/// What `replay_one` decided: answered (`None`: the process died), or run it live.
+enum ReplayStep {
+    Done(Option<bool>, Result<Value, SysError>),
+    Live(IoStart),
+}
+
 /// One op's answer, from the driver or the journal.
 type IoOutcome = Result<Reply, SysError>;
 
@@ -186,15 +192,68 @@ impl Sys {
     fn settle(&self, costs: &[agentos_abi::Cost]) -> Option<bool> {
         self.shared.with(|st| {
             st.io_inflight = st.io_inflight.saturating_sub(1);
-            if !st.procs.contains_key(&self.pid) {
-                return None;
+            self.charge_tick(st, costs)
+        })
+    }
+
+    fn charge_tick(&self, st: &mut State, costs: &[agentos_abi::Cost]) -> Option<bool> {
+        if !st.procs.contains_key(&self.pid) {
+            return None;
+        }
+        let mut red = 0u32;
+        for c in costs {
+            st.charge(self.pid, c).ok()?;
+            red = red.saturating_add(c.reductions.max(1));
+        }
+        Some(st.tick(self.pid, red.max(1)))
+    }
+
+    /// Replay and recover: under one lock, check the handle, take the op number and, when the
+    /// journal answers, charge and tick too. Otherwise the op goes live (recover only), already
+    /// counted in flight.
+    fn replay_one(&self, handle: CapRef, op: &'static str) -> Result<ReplayStep, SysError> {
+        let right = if op == "write" {
+            Right::Write
+        } else {
+            Right::Read
+        };
+        let journal = self.shared.journal.as_deref();
+        let replay = self.shared.jmode == JournalMode::Replay;
+        self.shared.with(|st| {
+            let slot = self.handle(st, handle, right, op)?;
+            let Some(p) = st.procs.get_mut(&self.pid) else {
+                return Ok(ReplayStep::Done(None, Err(SysError::NoSuchProcess)));
+            };
+            let x = p.ext();
+            let n = x.io_op;
+            x.io_op += 1;
+            let hit = if x.recovered {
+                None
+            } else {
+                journal.and_then(|j| j.get(self.pid.0, n))
+            };
+            match hit {
+                Some(r) => {
+                    let (cost, res) = match r {
+                        IoResult::Ok(r) => (r.cost, Ok(r.value.clone())),
+                        IoResult::Err(e) => (Cost::FREE, Err(SysError::Driver(e.clone()))),
+                    };
+                    Ok(ReplayStep::Done(self.charge_tick(st, &[cost]), res))
+                }
+                None if replay => {
+                    let e = SysError::Replay(format!("no journal entry for {}:{n}", self.pid));
+                    Ok(ReplayStep::Done(self.charge_tick(st, &[]), Err(e)))
+                }
+                None => {
+                    x.recovered = true;
+                    st.io_inflight += 1;
+                    Ok(ReplayStep::Live(IoStart {
+                        slot,
+                        first_op: n,
+                        recovered: true,
+                    }))
+                }
             }
-            let mut red = 0u32;
-            for c in costs {
-                st.charge(self.pid, c).ok()?;
-                red = red.saturating_add(c.reductions.max(1));
-            }
-            Some(st.tick(self.pid, red.max(1)))
         })
     }
 
@@ -325,7 +384,17 @@ impl Sys {
     /// One journaled driver read or write.
     async fn io_one(&self, handle: CapRef, req: Value, write: bool) -> Result<Value, SysError> {
         let op = if write { "write" } else { "read" };
-        let io = self.begin_io(handle, op, 1)?;
+        let io = match self.shared.jmode {
+            JournalMode::Replay | JournalMode::Recover => match self.replay_one(handle, op)? {
+                ReplayStep::Done(None, _) => return self.dead().await,
+                ReplayStep::Done(Some(y), res) => {
+                    maybe_yield(y).await;
+                    return res;
+                }
+                ReplayStep::Live(io) => io,
+            },
+            JournalMode::Live | JournalMode::Record => self.begin_io(handle, op, 1)?,
+        };
         let mut recovered = io.recovered;
         let (cost, res) = match self.journaled(io.first_op, &mut recovered) {
             Err(e) => (Cost::FREE, Err(e)),

@@ -600,6 +600,10 @@ fn journal(quick: bool) -> Result<Json> {
         "replay_load_ms": load.as_secs_f64() * 1e3,
         "bytes_per_record": bytes as f64 / n as f64, "fsyncs": stats.fsyncs,
         "fsyncs_per_s": stats.fsyncs as f64 / rec.as_secs_f64(),
+        "commits": stats.commits,
+        "commit_interval_ms": rec.as_secs_f64() * 1e3 / stats.commits.max(1) as f64,
+        "fsync_mean_us": stats.fsync_total_us as f64 / stats.fsyncs.max(1) as f64,
+        "fsync_max_us": stats.fsync_max_us,
         "policy": "every 4096 records or 5 ms", "final_flush_ms": final_sync.as_secs_f64() * 1e3,
         "mode": "threads(2), file store"
     }))

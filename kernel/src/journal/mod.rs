@@ -55,11 +55,19 @@ pub enum Record {
     },
 }
 
-/// The replay index: (pid, op) → result.
+/// The replay index: (pid, op) → result. Op counters are dense per process, so each pid
+/// gets a vector indexed by op: a lookup is one small hash plus an index, in op order.
 #[derive(Default, Debug)]
 pub struct Journal {
-    io: FxHashMap<(u64, u64), IoResult>,
+    io: FxHashMap<u64, Vec<Option<IoResult>>>,
+    /// Ops far past a process's dense prefix (only a damaged or hand-made journal has them):
+    /// kept sparse so a wild op number cannot make the index allocate without bound.
+    sparse: FxHashMap<(u64, u64), IoResult>,
+    len: usize,
 }
+
+/// How far past its dense prefix a process's op may land before it is kept sparse.
+const DENSE_GAP: u64 = 1 << 16;
 
 impl Journal {
     /// An empty journal.
@@ -67,30 +75,68 @@ impl Journal {
         Self::default()
     }
     /// Index a recorded run.
-    pub fn from_records(recs: &[Record]) -> Self {
+    pub fn from_records(recs: Vec<Record>) -> Self {
         let mut j = Journal::new();
-        j.io.reserve(recs.len());
         for r in recs {
             match r {
-                Record::Io { pid, op, result } => j.record(*pid, *op, result.clone()),
+                Record::Io { pid, op, result } => j.record(pid, op, result),
             }
         }
         j
     }
-    /// Add one result.
+    /// Add one result (a later record for the same op replaces the earlier).
     pub fn record(&mut self, pid: u64, op: u64, r: IoResult) {
-        self.io.insert((pid, op), r);
+        let ops = self.io.entry(pid).or_default();
+        let fresh = if op >= ops.len() as u64 + DENSE_GAP {
+            self.sparse.insert((pid, op), r).is_none()
+        } else {
+            let i = op as usize;
+            if ops.len() <= i {
+                ops.resize_with(i + 1, || None);
+            }
+            ops[i].replace(r).is_none()
+        };
+        if fresh {
+            self.len += 1;
+        }
     }
     /// The recorded result of (pid, op).
+    #[inline]
     pub fn get(&self, pid: u64, op: u64) -> Option<&IoResult> {
-        self.io.get(&(pid, op))
+        let dense = self
+            .io
+            .get(&pid)
+            .and_then(|ops| ops.get(usize::try_from(op).ok()?)?.as_ref());
+        match dense {
+            Some(r) => Some(r),
+            None if self.sparse.is_empty() => None,
+            None => self.sparse.get(&(pid, op)),
+        }
     }
     /// Number of results.
     pub fn len(&self) -> usize {
-        self.io.len()
+        self.len
     }
     /// Whether it holds nothing.
     pub fn is_empty(&self) -> bool {
-        self.io.is_empty()
+        self.len == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wild_op_number_is_indexed_sparsely_not_allocated_densely() {
+        let mut j = Journal::new();
+        j.record(1, 0, IoResult::Err("a".into()));
+        j.record(1, u64::MAX, IoResult::Err("b".into()));
+        j.record(1, 0, IoResult::Err("a2".into()));
+        assert_eq!(j.len(), 2, "a re-recorded op replaces");
+        assert_eq!(j.get(1, 0), Some(&IoResult::Err("a2".into())));
+        assert_eq!(j.get(1, u64::MAX), Some(&IoResult::Err("b".into())));
+        assert_eq!(j.get(1, 1), None);
+        assert_eq!(j.io[&1].len(), 1, "no dense growth toward the wild op");
     }
 }

@@ -5,8 +5,10 @@
 //! `[u32 LE payload length][u32 LE crc32(payload)][postcard payload]`. Opening scans the frames
 //! and truncates at the first one that is incomplete, oversized, fails its checksum or does not
 //! decode — a torn tail from a crash is cut, never misread. Appends go through a large buffer;
-//! group commit writes it out and `fdatasync`s after `every_records` appends or `every_ms`
-//! since the last sync (checked at append time), and on `flush`/drop.
+//! group commit writes it out after `every_records` appends or `every_ms` since the last commit
+//! (checked at append time) and asks the store's sync thread to `fdatasync`, so the appending
+//! process never waits on the disk; requests that pile up while a sync runs are served by the
+//! next one. `flush` (and drop) commits and waits until the data is durable.
 
 use super::Record;
 use agentos_abi::ABI_VERSION;
@@ -61,8 +63,14 @@ pub struct StoreStats {
     pub records: u64,
     /// Bytes on disk (or encoded, in memory).
     pub bytes: u64,
-    /// fsyncs done.
+    /// Group commits: buffer written out and a sync requested (by policy or `flush`).
+    pub commits: u64,
+    /// fsyncs done (at most `commits`: concurrent requests share one).
     pub fsyncs: u64,
+    /// The longest single fsync, in µs.
+    pub fsync_max_us: u64,
+    /// All fsyncs together, in µs.
+    pub fsync_total_us: u64,
 }
 
 /// Where journal records go.
@@ -105,8 +113,7 @@ impl Store for MemoryStore {
     fn stats(&self) -> StoreStats {
         StoreStats {
             records: self.recs.lock().len() as u64,
-            bytes: 0,
-            fsyncs: 0,
+            ..StoreStats::default()
         }
     }
 }
@@ -140,6 +147,54 @@ pub struct OpenReport {
     pub truncated_bytes: u64,
 }
 
+/// The sync thread's shared state: commit generations requested and made durable.
+#[derive(Default)]
+struct SyncState {
+    requested: u64,
+    durable: u64,
+    fsyncs: u64,
+    max_us: u64,
+    total_us: u64,
+    error: Option<String>,
+    stop: bool,
+}
+
+#[derive(Default)]
+struct Syncer {
+    state: Mutex<SyncState>,
+    cv: parking_lot::Condvar,
+}
+
+impl Syncer {
+    /// The sync thread: fdatasync whenever a generation newer than the durable one is asked
+    /// for; one sync covers every request made before it started.
+    fn run(&self, file: File) {
+        let mut st = self.state.lock();
+        loop {
+            while st.requested == st.durable && !st.stop {
+                self.cv.wait(&mut st);
+            }
+            if st.requested == st.durable && st.stop {
+                return;
+            }
+            let target = st.requested;
+            drop(st);
+            let t = Instant::now();
+            let r = file.sync_data();
+            let us = t.elapsed().as_micros() as u64;
+            st = self.state.lock();
+            st.fsyncs += 1;
+            st.max_us = st.max_us.max(us);
+            st.total_us += us;
+            if let Err(e) = r {
+                st.error.get_or_insert(e.to_string());
+            }
+            st.durable = target;
+            self.cv.notify_all();
+        }
+    }
+}
+
 /// An append-only file of checksummed frames.
 pub struct FileStore {
     path: PathBuf,
@@ -149,6 +204,8 @@ pub struct FileStore {
     since_sync: u32,
     last_sync: Instant,
     stats: StoreStats,
+    syncer: Arc<Syncer>,
+    sync_thread: Option<std::thread::JoinHandle<()>>,
 }
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
@@ -234,6 +291,13 @@ impl FileStore {
         }
         f.seek(SeekFrom::Start(keep)).map_err(io("seek", &path))?;
         keep = keep.max(HEADER);
+        let syncer = Arc::new(Syncer::default());
+        let sync_file = f.try_clone().map_err(io("dup", &path))?;
+        let s2 = syncer.clone();
+        let sync_thread = std::thread::Builder::new()
+            .name("agentos-journal-sync".into())
+            .spawn(move || s2.run(sync_file))
+            .map_err(io("spawn sync thread for", &path))?;
         let store = FileStore {
             out: BufWriter::with_capacity(1 << 20, f),
             path,
@@ -244,8 +308,10 @@ impl FileStore {
             stats: StoreStats {
                 records: report.records,
                 bytes: keep,
-                fsyncs: 0,
+                ..StoreStats::default()
             },
+            syncer,
+            sync_thread: Some(sync_thread),
         };
         Ok((store, report))
     }
@@ -255,16 +321,40 @@ impl FileStore {
         &self.path
     }
 
-    fn sync(&mut self) -> Result<(), StoreError> {
+    /// Group commit: write the buffer out and ask the sync thread for an fdatasync; returns
+    /// the generation that will be durable. A failure of an earlier sync surfaces here.
+    fn commit(&mut self) -> Result<u64, StoreError> {
         self.out.flush().map_err(io("write", &self.path))?;
-        self.out
-            .get_ref()
-            .sync_data()
-            .map_err(io("sync", &self.path))?;
-        self.stats.fsyncs += 1;
+        self.stats.commits += 1;
         self.since_sync = 0;
         self.last_sync = Instant::now();
-        Ok(())
+        let mut st = self.syncer.state.lock();
+        if let Some(e) = st.error.take() {
+            return Err(StoreError::Io {
+                op: "sync",
+                path: self.path.clone(),
+                err: std::io::Error::other(e),
+            });
+        }
+        st.requested += 1;
+        self.syncer.cv.notify_all();
+        Ok(st.requested)
+    }
+
+    /// Block until generation `g` is durable.
+    fn wait_durable(&self, g: u64) -> Result<(), StoreError> {
+        let mut st = self.syncer.state.lock();
+        while st.durable < g {
+            self.syncer.cv.wait(&mut st);
+        }
+        match st.error.take() {
+            Some(e) => Err(StoreError::Io {
+                op: "sync",
+                path: self.path.clone(),
+                err: std::io::Error::other(e),
+            }),
+            None => Ok(()),
+        }
     }
 }
 
@@ -295,16 +385,18 @@ impl Store for FileStore {
             .every_ms
             .is_some_and(|ms| self.last_sync.elapsed().as_millis() as u64 >= ms);
         if due_n || due_t {
-            self.sync()?;
+            self.commit()?;
         }
         Ok(())
     }
 
     fn flush(&mut self) -> Result<(), StoreError> {
-        if self.since_sync > 0 {
-            self.sync()?;
-        }
-        Ok(())
+        let g = if self.since_sync > 0 {
+            self.commit()?
+        } else {
+            self.syncer.state.lock().requested
+        };
+        self.wait_durable(g)
     }
 
     fn load(&mut self) -> Result<Vec<Record>, StoreError> {
@@ -319,7 +411,13 @@ impl Store for FileStore {
     }
 
     fn stats(&self) -> StoreStats {
-        self.stats
+        let st = self.syncer.state.lock();
+        StoreStats {
+            fsyncs: st.fsyncs,
+            fsync_max_us: st.max_us,
+            fsync_total_us: st.total_us,
+            ..self.stats
+        }
     }
 }
 
@@ -327,6 +425,11 @@ impl Drop for FileStore {
     fn drop(&mut self) {
         if let Err(e) = self.flush() {
             tracing::error!("journal flush on drop failed: {e}");
+        }
+        self.syncer.state.lock().stop = true;
+        self.syncer.cv.notify_all();
+        if let Some(t) = self.sync_thread.take() {
+            let _ = t.join();
         }
     }
 }
@@ -477,11 +580,17 @@ mod tests {
         for i in 0..95 {
             s.append(&rec(i)).unwrap();
         }
-        assert_eq!(s.stats().fsyncs, 9);
+        assert_eq!(s.stats().commits, 9, "a group commit every 10 records");
         s.flush().unwrap();
-        assert_eq!(s.stats().fsyncs, 10);
+        let st = s.stats();
+        assert_eq!(st.commits, 10, "flush commits the tail");
+        assert!(
+            st.fsyncs >= 1 && st.fsyncs <= 10,
+            "syncs shared between commits: {st:?}"
+        );
         s.flush().unwrap();
-        assert_eq!(s.stats().fsyncs, 10, "nothing new, no sync");
+        assert_eq!(s.stats().commits, 10, "nothing new, no commit");
+        assert_eq!(s.stats().fsyncs, st.fsyncs, "nothing new, no sync");
         let _ = std::fs::remove_file(&p);
     }
 
@@ -513,7 +622,7 @@ mod tests {
         }
         let recs = b.load().unwrap();
         assert_eq!(recs.len(), 6);
-        let j = Journal::from_records(&recs);
+        let j = Journal::from_records(recs.clone());
         assert_eq!(j.len(), 6);
         assert_eq!(
             j.get(1 + 4 % 3, 4),
