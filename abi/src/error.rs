@@ -66,6 +66,12 @@ pub enum SysError {
     /// Replay found no journal entry for this operation (the run diverged from the recording).
     #[error("replay: {0}")]
     Replay(String),
+    /// No connected route to this node.
+    #[error("no route to node \"{0}\"")]
+    NoRoute(String),
+    /// A remote operation failed on the way to, or at, the peer.
+    #[error("remote: {0}")]
+    Remote(String),
     /// The journal store failed to record a driver result (the op itself ran).
     #[error("journal: {0}")]
     Journal(String),

@@ -4,7 +4,8 @@
 //! capability refs ([`ids`]), rights, resources and capabilities ([`cap`]), messages and the
 //! typed system messages ([`msg`]), exit reasons ([`exit`]), quotas, budgets and usage
 //! ([`quota`]), the syscall surface ([`sys`]), the driver ABI ([`driver`]), kernel events
-//! ([`event`]), errors ([`error`]) and [`ABI_VERSION`].
+//! ([`event`]), errors ([`error`]), the wire envelope between nodes ([`wire`]) and
+//! [`ABI_VERSION`].
 //!
 //! **Invariant:** abi has no I/O and no runtime: no tokio, no sockets, no files, no clocks. It is
 //! plain data (every type derives serde so it can be journaled, snapshotted or sent over the
@@ -25,6 +26,7 @@ pub mod msg;
 pub mod quota;
 pub mod sys;
 pub mod value;
+pub mod wire;
 
 pub use cap::{CapInfo, Caveat, Resource, Right, Rights};
 pub use driver::{Cost, Driver, DriverError, DriverHandle, Reply};
@@ -44,4 +46,4 @@ pub use value::Value;
 /// Version of the serialized ABI (snapshots, journal records, wire envelopes).
 ///
 /// A snapshot or journal written under another version is rejected with a clear error.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;

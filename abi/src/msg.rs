@@ -139,12 +139,24 @@ pub enum SysMsg {
         spawn: CapRef,
         /// Device capabilities (`open` right), by driver name.
         devices: Vec<(Arc<str>, CapRef)>,
+        /// For a process spawned at a peer's request: a `send` proxy cap to the requester.
+        reply: Option<CapRef>,
     },
     /// A linked or monitored process died.
     Down {
         /// The dead process.
         pid: Pid,
         /// Why it died.
+        reason: ExitReason,
+    },
+    /// A monitored process on another node died, or the connection to that node was lost
+    /// (`reason` is then `NoConnection`).
+    RemoteDown {
+        /// The node it lived on.
+        node: crate::ids::NodeId,
+        /// Its pid there.
+        pid: Pid,
+        /// Why.
         reason: ExitReason,
     },
     /// A graceful, catchable stop request (SIGTERM).
@@ -206,6 +218,7 @@ mod tests {
         let boot = SysMsg::Boot {
             spawn: CapRef(1),
             devices: vec![(Arc::from("llm"), CapRef(2))],
+            reply: None,
         };
         assert_eq!(boot.device("llm"), Some(CapRef(2)));
         assert_eq!(boot.device("kv"), None);

@@ -4,12 +4,13 @@
 //! fork of it) keeps working on any kernel that implements this trait. Names follow the seed in
 //! snake_case. Blocking syscalls are `async`: they park the process and let others run.
 //!
-//! The remote syscalls (`dial`, `spawn_remote`) join this trait with the net issue.
+//! `dial` and `spawn_remote` reach processes on other nodes through proxy capabilities; a proxy
+//! carries an address, never authority on the peer.
 
 use crate::cap::Rights;
 use crate::error::{SendError, SysError};
 use crate::exit::ExitReason;
-use crate::ids::{CapRef, Pid};
+use crate::ids::{CapRef, NodeId, Pid};
 use crate::memory::{RememberOpts, SegId, Segment};
 use crate::msg::{Body, Message};
 use crate::quota::{Budget, Quota, Usage};
@@ -266,6 +267,18 @@ pub trait Syscalls: Clone + Send + Sync + Sized + 'static {
         query: &str,
         k: usize,
     ) -> impl Future<Output = Result<Vec<Segment>, SysError>> + Send;
+    /// A `send + monitor` proxy capability to process `pid` on node `node` (an address: the
+    /// peer decides what reaches its processes). Sending through it needs a connected peer.
+    fn dial(&self, node: &NodeId, pid: Pid) -> Result<CapRef, SysError>;
+    /// Ask node `node` to spawn the image it registered as `name`; parks until the peer answers
+    /// (or a timeout). Returns a `send + monitor` proxy capability to the new process, which
+    /// receives a `send` proxy back to the caller in its boot grant.
+    fn spawn_remote(
+        &self,
+        node: &NodeId,
+        name: &str,
+        args: Value,
+    ) -> impl Future<Output = Result<CapRef, SysError>> + Send;
     /// Drop a segment, resident or paged out; false if there is none.
     fn forget(&self, id: SegId) -> bool;
     /// Pin (never page out) or unpin a resident segment; false if it is not resident.

@@ -21,6 +21,8 @@ pub enum TimerKind {
     Deadline(Pid),
     /// Terminate a process whose wall-time quota ran out.
     Wall(Pid),
+    /// Fail a `spawn_remote` (by correlation id) still unanswered.
+    SpawnTimeout(u64),
 }
 
 /// A pending timer.

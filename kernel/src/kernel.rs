@@ -57,6 +57,8 @@ pub struct KernelConfig {
     pub quantum: i32,
     /// Context memory: recaller, pager and token counter.
     pub memory: crate::memory::MemoryConfig,
+    /// Cluster membership: node id and transport key (`None`: a standalone kernel).
+    pub net: Option<crate::remote::NetConfig>,
 }
 
 impl Default for KernelConfig {
@@ -68,6 +70,7 @@ impl Default for KernelConfig {
             reaped_cap: 1024,
             quantum: crate::state::QUANTUM,
             memory: crate::memory::MemoryConfig::default(),
+            net: None,
         }
     }
 }
@@ -107,6 +110,9 @@ pub enum KernelError {
     /// No such process.
     #[error("no such process {0}")]
     NoSuchProcess(Pid),
+    /// A network operation was refused (e.g. no network configuration).
+    #[error("net: {0}")]
+    Net(String),
     /// The journal store could not be loaded or flushed.
     #[error("journal: {0}")]
     Journal(String),
@@ -200,6 +206,8 @@ pub(crate) struct Shared {
     /// Where results are appended (record and recover). Its own lock: appends never hold
     /// the kernel lock.
     pub store: Mutex<Option<Box<dyn crate::journal::Store>>>,
+    /// Seals and opens envelopes (with a network configuration).
+    pub sealer: Option<Arc<crate::seal::Sealer>>,
 }
 
 impl Shared {
@@ -260,6 +268,11 @@ fn run_deferred(items: Vec<Deferred>) {
             Deferred::Close(h) => h.close(),
             Deferred::DropFuture(f) => drop(f),
             Deferred::DropMailbox(m) => drop(m),
+            Deferred::Egress(e, b) => {
+                if let Err(err) = e.send(b) {
+                    tracing::debug!("remote down not sent: {err}");
+                }
+            }
         }));
     }
 }
@@ -299,7 +312,7 @@ impl Kernel {
             Mode::Deterministic { seed } => (Clock::virtual_clock(), seed),
             Mode::Threads(_) => (Clock::real(), 0x5eed),
         };
-        let state = State {
+        let mut state = State {
             procs: FxHashMap::default(),
             caps: CapTable::new(),
             accounts: crate::account::Accounts::new(),
@@ -323,7 +336,15 @@ impl Kernel {
             io_inflight: 0,
             rng: seed,
             quantum: cfg.quantum.max(1),
+            net: None,
         };
+        let sealer = cfg.net.as_ref().map(|n| {
+            let epoch = n.epoch.unwrap_or_else(crate::remote::fresh_epoch);
+            Arc::new(crate::seal::Sealer::new(n.node.clone(), &n.key, epoch))
+        });
+        if let (Some(n), Some(s)) = (&cfg.net, &sealer) {
+            state.net = Some(Box::new(crate::remote::NetState::new(n, s.clone())));
+        }
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
             cv: Condvar::new(),
@@ -335,6 +356,7 @@ impl Kernel {
             jmode,
             journal,
             store: Mutex::new(store),
+            sealer,
         });
         Kernel {
             _owner: Arc::new(Owner {
@@ -401,7 +423,11 @@ impl Kernel {
                 p.spawn_hint = Some(spawn);
                 p.mailbox.push_back(Message::new(
                     pid,
-                    Body::Sys(SysMsg::Boot { spawn, devices }),
+                    Body::Sys(SysMsg::Boot {
+                        spawn,
+                        devices,
+                        reply: None,
+                    }),
                 ));
             }
             st.emit(EventKind::Spawn {

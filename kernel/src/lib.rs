@@ -13,7 +13,8 @@
 //! [`account`], [`clock`], [`log`]; then durability and memory: [`memory`] (paged context
 //! and recallers, behind the `remember`/`recall` syscalls in `memsys`), [`journal`] (record,
 //! replay, recover and the stores), [`durable`] (the host API for journal modes, `inspect`,
-//! snapshot/restore) and [`snapshot`].
+//! snapshot/restore) and [`snapshot`]; then the cluster: [`seal`] (HMAC envelopes, the nonce
+//! guard) and [`remote`] (routes, ingress, remote send, spawn and monitor).
 //!
 //! **Invariants:**
 //! - the kernel never calls program or driver code while holding its lock (futures, cleanups,
@@ -27,7 +28,8 @@
 //!
 //! **API boundary:** depends on `agentos-abi` only (plus libraries). Programs see the kernel
 //! only through [`agentos_abi::Syscalls`], implemented by [`Sys`]; hosts use [`Kernel`]. The
-//! network joins through the same state and syscall seams in a later issue.
+//! kernel never opens a socket: transports (the `net` crate) hand it sealed bytes through
+//! [`Kernel::ingress`] and take envelopes through an [`agentos_abi::wire::Egress`].
 
 pub mod account;
 pub mod captable;
@@ -38,6 +40,8 @@ pub mod kernel;
 pub mod log;
 pub mod memory;
 mod memsys;
+pub mod remote;
+pub mod seal;
 pub mod snapshot;
 mod state;
 pub mod syscalls;
@@ -46,6 +50,7 @@ pub use durable::RestoreOpts;
 pub use journal::JournalMode;
 pub use kernel::{BootOpts, Kernel, KernelConfig, KernelError, Metrics, Mode, ProcInfo};
 pub use memory::MemoryConfig;
+pub use remote::{NetConfig, NetStats};
 pub use state::QUANTUM;
 pub use syscalls::Sys;
 

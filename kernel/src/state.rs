@@ -147,6 +147,8 @@ pub(crate) enum Deferred {
     Close(Arc<dyn DriverHandle>),
     DropFuture(ProcFuture),
     DropMailbox(VecDeque<Message>),
+    /// An envelope for a peer (remote downs), handed to its transport after the lock.
+    Egress(Arc<dyn agentos_abi::wire::Egress>, bytes::Bytes),
 }
 
 /// The kernel state behind the lock.
@@ -174,6 +176,8 @@ pub(crate) struct State {
     pub io_inflight: usize,
     pub rng: u64,
     pub quantum: i32,
+    /// Cluster state: routes, remote monitors, pending remote spawns, the nonce guard.
+    pub net: Option<Box<crate::remote::NetState>>,
 }
 
 impl State {
@@ -353,6 +357,7 @@ impl State {
                     self.terminate(pid, ExitReason::Deadline);
                 }
             }
+            TimerKind::SpawnTimeout(corr) => self.spawn_timeout(corr),
             TimerKind::Wall(pid) => {
                 if self.procs.contains_key(&pid) {
                     self.terminate(
@@ -469,6 +474,7 @@ impl State {
                 self.deliver(w, Message::new(pid, Body::Sys(down)));
             }
         }
+        self.remote_downs(pid, &reason);
         for w in x.send_waiters.drain(..) {
             if let Some(wp) = self.procs.get_mut(&w) {
                 wp.blocked_on = None;

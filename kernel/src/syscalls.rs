@@ -8,12 +8,13 @@
 
 use crate::journal::{IoResult, JournalMode, Record};
 use crate::kernel::{arm_wall, Shared};
+use crate::remote::{RemoteSend, Target};
 use crate::state::{IoHandle, Pcb, State};
 use agentos_abi::driver::{BoxFuture, DriverHandle};
 use agentos_abi::sys::{Attenuation, Cleanup, LogLevel};
 use agentos_abi::{
     Body, Budget, CapError, CapRef, Caveat, Cost, DriverError, EventKind, ExitReason, Image,
-    Message, Pid, RememberOpts, Reply, Resource, Right, Rights, SchedOpts, SegId, Segment,
+    Message, NodeId, Pid, RememberOpts, Reply, Resource, Right, Rights, SchedOpts, SegId, Segment,
     SendError, SendOpts, Signal, SpawnOpts, Spawned, SysError, SysMsg, Syscalls, Usage, Value,
 };
 use std::convert::Infallible;
@@ -57,7 +58,29 @@ fn cap_err(op: &'static str) -> impl Fn(CapError) -> SysError {
     move |err| SysError::Cap { op, err }
 }
 
-/// Resolve a cap to a local process pid, for the process-targeting syscalls.
+/// Resolve a cap to the process it designates, local or remote.
+fn resolve_target(
+    st: &State,
+    holder: Pid,
+    cap: CapRef,
+    right: Right,
+    op: &'static str,
+) -> Result<Target, SysError> {
+    match st
+        .caps
+        .require(holder, cap, right, st.now())
+        .map_err(cap_err(op))?
+    {
+        Resource::Process(p) => Ok(Target::Local(*p)),
+        Resource::Remote { node, pid } => Ok(Target::Remote(node.clone(), *pid)),
+        _ => Err(SysError::Cap {
+            op,
+            err: CapError::WrongKind("process"),
+        }),
+    }
+}
+
+/// Resolve a cap to a local process pid, for the syscalls that only act locally.
 fn target_pid(
     st: &State,
     holder: Pid,
@@ -65,19 +88,12 @@ fn target_pid(
     right: Right,
     op: &'static str,
 ) -> Result<Pid, SysError> {
-    match st
-        .caps
-        .require(holder, cap, right, st.now())
-        .map_err(cap_err(op))?
-    {
-        Resource::Process(p) => Ok(*p),
-        Resource::Remote { .. } => Err(SysError::Unsupported(format!(
-            "{op}: remote processes need a connected net layer"
+    match resolve_target(st, holder, cap, right, op)? {
+        Target::Local(p) => Ok(p),
+        Target::Remote(node, _) => Err(SysError::Unsupported(format!(
+            "{op}: a process on node \"{node}\" can only be sent to and monitored \
+             (authority never crosses the wire)"
         ))),
-        _ => Err(SysError::Cap {
-            op,
-            err: CapError::WrongKind("process"),
-        }),
     }
 }
 
@@ -116,6 +132,12 @@ impl Future for JoinAll {
                 .collect(),
         )
     }
+}
+
+/// How a send went: delivered locally (yield due?), or sealed for a peer after the lock.
+enum Sent {
+    Local(bool),
+    Remote(RemoteSend, Body, bool),
 }
 
 /// What `begin_io` hands the I/O path.
@@ -556,8 +578,18 @@ impl Syscalls for Sys {
                 let Some((body, opts)) = slot.take() else {
                     return Poll::Ready(None);
                 };
-                let tpid = match target_pid(st, me, to, Right::Send, "send") {
-                    Ok(t) => t,
+                let tpid = match resolve_target(st, me, to, Right::Send, "send") {
+                    Ok(Target::Local(t)) => t,
+                    Ok(Target::Remote(node, pid)) => {
+                        return Poll::Ready(Some(
+                            match self
+                                .prepare_remote_send(st, node, pid, &body, &opts.caps, opts.corr)
+                            {
+                                Ok(rs) => Ok(Sent::Remote(rs, body, st.tick(me, 1))),
+                                Err(e) => Err(SendError::Refused(body, e)),
+                            },
+                        ));
+                    }
                     Err(e) => return Poll::Ready(Some(Err(SendError::Refused(body, e)))),
                 };
                 let now = st.now();
@@ -595,15 +627,22 @@ impl Syscalls for Sys {
                     deadline: opts.deadline,
                 };
                 st.deliver(tpid, msg);
-                Poll::Ready(Some(Ok(st.tick(me, 1))))
+                Poll::Ready(Some(Ok(Sent::Local(st.tick(me, 1)))))
             })
         })
         .await;
         match r {
             None => self.dead().await,
-            Some(Ok(y)) => {
+            Some(Ok(Sent::Local(y))) => {
                 maybe_yield(y).await;
                 Ok(())
+            }
+            Some(Ok(Sent::Remote(rs, body, y))) => {
+                let r = self
+                    .finish_remote_send(rs, body)
+                    .map_err(|(body, e)| SendError::Refused(body, e));
+                maybe_yield(y).await;
+                r
             }
             Some(Err(e)) => Err(e),
         }
@@ -893,8 +932,14 @@ impl Syscalls for Sys {
 
     async fn monitor(&self, target: CapRef) -> Result<(), SysError> {
         let me = self.pid;
+        let t = self
+            .shared
+            .with(|st| resolve_target(st, me, target, Right::Monitor, "monitor"))?;
+        let t = match t {
+            Target::Local(t) => t,
+            Target::Remote(node, pid) => return self.remote_monitor(node, pid).await,
+        };
         let y = self.shared.with(|st| {
-            let t = target_pid(st, me, target, Right::Monitor, "monitor")?;
             match st.procs.get_mut(&t) {
                 Some(tp) => {
                     let x = tp.ext();
@@ -1113,6 +1158,19 @@ impl Syscalls for Sys {
         if let Some(f) = rejected {
             f();
         }
+    }
+
+    fn dial(&self, node: &NodeId, pid: Pid) -> Result<CapRef, SysError> {
+        self.do_dial(node, pid)
+    }
+
+    async fn spawn_remote(
+        &self,
+        node: &NodeId,
+        name: &str,
+        args: Value,
+    ) -> Result<CapRef, SysError> {
+        self.do_spawn_remote(node, name, args).await
     }
 
     async fn remember(&self, body: Value, opts: RememberOpts) -> Result<SegId, SysError> {

@@ -7,6 +7,7 @@ mod durability;
 mod ipc;
 mod lifecycle;
 mod memory;
+mod remote;
 mod sched;
 mod signals;
 mod smoke;
