@@ -29,6 +29,7 @@ pub fn workloads() -> Vec<(&'static str, fn(bool) -> anyhow::Result<serde_json::
         ("caps", caps),
         ("recall", recall),
         ("journal", journal),
+        ("seal", seal),
         ("idle_mem", idle_mem),
     ]
 }
@@ -697,5 +698,105 @@ fn recall(quick: bool) -> Result<Json> {
         "queries_per_s": q as f64 / total.as_secs_f64(),
         "p50_us": pct(0.50), "p99_us": pct(0.99),
         "recaller": name, "mode": mode
+    }))
+}
+
+/// Seal then verify (MAC check, then decode of the body) `n` envelopes with a 256-byte body.
+/// `per_s` runs it as two nodes do — one thread seals (node A), another opens (node B), in
+/// batches through a bounded channel; `per_s_one_thread` does both on one thread.
+fn seal(quick: bool) -> Result<Json> {
+    use agentos_abi::wire::{Addr, WireBody};
+    use agentos_abi::{Body, NodeId, Pid};
+    use agentos_kernel::seal::Sealer;
+    let n = scale(1_000_000, quick);
+    let key = b"an agentos cluster key of 32 b.";
+    let to = Addr {
+        node: NodeId::from("node-b"),
+        pid: Pid(42),
+    };
+    let payload = bytes_of(256);
+    let seal_one = |s: &Sealer, i: u64| -> Result<bytes::Bytes> {
+        let body = WireBody::Msg {
+            from: Pid(7),
+            body: Body::Bytes(payload.clone()),
+            corr: Some(i),
+        };
+        s.seal(&to, i, &body).map_err(|e| anyhow!("{e}"))
+    };
+    let open_one = |r: &Sealer, env: &[u8]| -> Result<usize> {
+        let opened = r.open(env).map_err(|e| anyhow!("{e}"))?;
+        match postcard::from_bytes::<WireBody>(opened.body)? {
+            WireBody::Msg {
+                body: Body::Bytes(b),
+                ..
+            } => Ok(b.len()),
+            _ => Err(anyhow!("decoded the wrong body")),
+        }
+    };
+
+    // One thread: seal, then verify, envelope by envelope.
+    let (sender, receiver) = (
+        Sealer::new(NodeId::from("node-a"), key, 1),
+        Sealer::new(NodeId::from("node-b"), key, 2),
+    );
+    let t = Instant::now();
+    let mut checked = 0usize;
+    for i in 0..n {
+        let env = seal_one(&sender, i)?;
+        checked += open_one(&receiver, &env)?;
+    }
+    let one = t.elapsed();
+    if checked != 256 * n as usize {
+        return Err(anyhow!(
+            "verified {checked} body bytes, expected {}",
+            256 * n
+        ));
+    }
+
+    // Two nodes: sealing and verifying run concurrently.
+    let (sender, receiver) = (
+        Sealer::new(NodeId::from("node-a"), key, 3),
+        Sealer::new(NodeId::from("node-b"), key, 4),
+    );
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<bytes::Bytes>>(8);
+    let t = Instant::now();
+    let checked = std::thread::scope(|sc| -> Result<usize> {
+        let verifier = sc.spawn(|| -> Result<usize> {
+            let mut checked = 0;
+            for batch in rx {
+                for env in batch {
+                    checked += open_one(&receiver, &env)?;
+                }
+            }
+            Ok(checked)
+        });
+        let mut i = 0;
+        while i < n {
+            let m = 1024.min(n - i);
+            let batch = (i..i + m)
+                .map(|j| seal_one(&sender, j))
+                .collect::<Result<Vec<_>>>()?;
+            tx.send(batch)
+                .map_err(|_| anyhow!("the verifier stopped"))?;
+            i += m;
+        }
+        drop(tx);
+        verifier
+            .join()
+            .map_err(|_| anyhow!("the verifier panicked"))?
+    })?;
+    let two = t.elapsed();
+    if checked != 256 * n as usize {
+        return Err(anyhow!(
+            "verified {checked} body bytes, expected {}",
+            256 * n
+        ));
+    }
+    let (per_s, ns) = rate(n, two);
+    let (per_s_one, ns_one) = rate(n, one);
+    Ok(json!({
+        "pairs": n, "body_bytes": 256, "per_s": per_s, "ns_per_pair": ns,
+        "per_s_one_thread": per_s_one, "ns_per_pair_one_thread": ns_one,
+        "what": "seal (postcard + HMAC-SHA256) then open (HMAC verify + postcard decode); per_s with sealer and verifier on their own threads, as two nodes"
     }))
 }
