@@ -25,6 +25,10 @@ pub const REPLAY_WINDOW: u64 = 4096;
 const WORDS: usize = (REPLAY_WINDOW / 64) as usize;
 const MAC_LEN: usize = 32;
 
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Why an envelope was dropped at ingress.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum IngressError {
@@ -123,14 +127,24 @@ impl Sealer {
             seq: self.seq.fetch_add(1, Ordering::Relaxed),
         };
         let enc = |e: postcard::Error| SealError::Encode(e.to_string());
-        let body = postcard::to_allocvec(body).map_err(enc)?;
-        let mut out = Vec::with_capacity(body.len() + to.node.0.len() + self.node.0.len() + 80);
-        out = postcard::to_extend(&(to, &nonce, ts), out).map_err(enc)?;
-        out = postcard::to_extend(&(body.len() as u64), out).map_err(enc)?;
-        out.extend_from_slice(&body);
-        let tag = hmac::sign(&self.key, &out);
-        out.extend_from_slice(tag.as_ref());
-        Ok(Bytes::from(out))
+        // The body is encoded into a reused per-thread buffer first (its length prefixes it).
+        SCRATCH.with(|scratch| {
+            let mut buf = std::mem::take(&mut *scratch.borrow_mut());
+            buf.clear();
+            postcard::to_extend(body, buf)
+                .map_err(enc)
+                .and_then(|body| {
+                    let cap = body.len() + to.node.0.len() + self.node.0.len() + 80;
+                    let mut out = postcard::to_extend(&(to, &nonce, ts), Vec::with_capacity(cap))
+                        .and_then(|o| postcard::to_extend(&(body.len() as u64), o))
+                        .map_err(enc)?;
+                    out.extend_from_slice(&body);
+                    let tag = hmac::sign(&self.key, &out);
+                    out.extend_from_slice(tag.as_ref());
+                    *scratch.borrow_mut() = body;
+                    Ok(Bytes::from(out))
+                })
+        })
     }
 
     /// Verify an encoded envelope's MAC and split it; nothing else is checked here.
