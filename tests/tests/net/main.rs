@@ -1,0 +1,7 @@
+//! Node transport scenarios: real TCP transports and a real `nats-server` on loopback.
+//!
+//! Waits are on channels with bounded timeouts (never sleeps used as synchronization).
+
+mod nats;
+mod tcp;
+mod util;
