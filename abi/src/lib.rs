@@ -3,9 +3,9 @@
 //! Everything a process, a driver or a peer node needs to agree on lives here: process ids and
 //! capability refs ([`ids`]), rights, resources and capabilities ([`cap`]), messages and the
 //! typed system messages ([`msg`]), exit reasons ([`exit`]), quotas, budgets and usage
-//! ([`quota`]), the syscall surface ([`sys`]), the driver ABI ([`driver`]), kernel events
-//! ([`event`]), errors ([`error`]), the wire envelope between nodes ([`wire`]) and
-//! [`ABI_VERSION`].
+//! ([`quota`]), the syscall surface ([`sys`]), the driver ABI ([`driver`]), the requests and
+//! replies of the standard devices ([`device`]), kernel events ([`event`]), errors ([`error`]),
+//! the wire envelope between nodes ([`wire`]) and [`ABI_VERSION`].
 //!
 //! **Invariant:** abi has no I/O and no runtime: no tokio, no sockets, no files, no clocks. It is
 //! plain data (every type derives serde so it can be journaled, snapshotted or sent over the
@@ -16,6 +16,7 @@
 //! Changing a type here is an ABI change: bump [`ABI_VERSION`] when the serialized form changes.
 
 pub mod cap;
+pub mod device;
 pub mod driver;
 pub mod error;
 pub mod event;
@@ -29,6 +30,9 @@ pub mod value;
 pub mod wire;
 
 pub use cap::{CapInfo, Caveat, Resource, Right, Rights};
+pub use device::{
+    ChatMessage, ChatReply, ChatRequest, DeviceMessage, Role, TokenUsage, ToolCall, ToolSpec,
+};
 pub use driver::{Cost, Driver, DriverError, DriverHandle, Reply};
 pub use error::{CapError, SendError, SysError};
 pub use event::{Event, EventKind, Signal};

@@ -1,16 +1,53 @@
 //! # agentos-drivers — how agents touch the world
 //!
-//! This crate will own the standard devices: `llm` (OpenAI-compatible and Anthropic providers
-//! plus a scripted provider for tests), `tools` (a registry of named async tools with JSON
-//! Schemas), `kv` (in-memory and persistent key/value), `gateway` (sealed and unsealed),
-//! `worker` (a bounded CPU pool) and `wasm` (wasmtime with fuel and memory limits).
+//! This crate owns the standard devices. Each is an [`agentos_abi::Driver`] the host registers
+//! with a kernel; a process holding the device capability opens it and exchanges the request
+//! and reply values defined in [`agentos_abi::device`]:
 //!
-//! **Invariant:** a driver never panics on bad input; every failure is a value the caller sees,
-//! and every operation reports its cost (tokens, tool calls, usd, reductions) so the kernel can
-//! charge the caller's account before the result is delivered.
+//! - [`llm`]: [`llm::LlmDriver`] over a [`llm::Provider`] — OpenAI-compatible chat completions
+//!   ([`llm::OpenAiProvider`]: tools, tool calls, JSON-schema responses, llama.cpp grammars,
+//!   streaming, cached-token usage, retries honouring `Retry-After`, tool calls recovered from
+//!   the text of small models), Anthropic messages ([`llm::AnthropicProvider`]) and a
+//!   [`llm::ScriptedProvider`] for tests. Costs are the provider's reported tokens, priced per
+//!   model by a [`llm::PriceTable`]; tokens are estimated only when no usage is reported.
+//! - [`tools`]: [`tools::ToolRegistry`] of named async tools with JSON Schemas, and
+//!   [`tools::ToolDriver`]; one tool call charged per call.
+//! - [`kv`]: [`kv::KvDriver`] over an in-memory ([`kv::MemoryKv`]) or redb
+//!   ([`kv::RedbKv`]) store.
+//! - [`worker`]: [`worker::WorkerDriver`], named CPU-bound tasks on a bounded
+//!   [`worker::WorkerPool`].
+//! - [`gateway`]: [`gateway::GatewayDriver`], outbound forwarding (the seed's gateway) and an
+//!   inbound request queue that host code feeds through a [`gateway::GatewayClient`].
+//! - [`rt`]: [`rt::IoRuntime`], the tokio runtime drivers run their I/O on. The kernel polls
+//!   processes on its own threads, so a driver spawns its I/O there and returns a future that
+//!   only waits for the result. [`json`]: `Value` ⇄ JSON at the LLM and tool edges.
 //!
-//! **API boundary:** drivers implement the driver ABI in `agentos-abi` (`Driver`/`DriverHandle`)
-//! and depend on `agentos-abi` only — never on the kernel. A fork of the kernel keeps every driver.
+//! The seed's secure gateway (sealing forwarded bodies with the transport key), the WASM
+//! device and a local model provider are not here yet.
 //!
-//! Status: the device implementations land with the drivers issue; until then this crate holds
-//! only this essay, and the kernel's own tests use small in-test drivers written against the ABI.
+//! **Invariant:** a driver never panics on bad input and never blocks a kernel scheduler
+//! thread on I/O: every failure is a value the caller sees (a `DriverError`, or an
+//! `{error: ..}` value where the seed says so), panics inside tools and worker tasks are
+//! caught, and every operation reports its cost (tokens, tool calls, usd, reductions) so the
+//! kernel can charge the caller's account before the result is delivered. JSON appears only at
+//! the HTTP and tool edges, never on the message path.
+//!
+//! **API boundary:** drivers implement the driver ABI in `agentos-abi` (`Driver`/`DriverHandle`,
+//! with requests and replies from `agentos_abi::device`) and depend on `agentos-abi` only —
+//! never on the kernel. A fork of the kernel keeps every driver; userland talks to these
+//! devices through `agentos_abi::device` without depending on this crate.
+
+pub mod gateway;
+pub mod json;
+pub mod kv;
+pub mod llm;
+pub mod rt;
+pub mod tools;
+pub mod worker;
+
+pub use gateway::{GatewayClient, GatewayDriver};
+pub use kv::KvDriver;
+pub use llm::{AnthropicProvider, LlmDriver, OpenAiProvider, Provider, ScriptedProvider};
+pub use rt::IoRuntime;
+pub use tools::{ToolDriver, ToolRegistry};
+pub use worker::WorkerDriver;

@@ -1,0 +1,13 @@
+//! Driver scenarios: the standard devices behind a real kernel — processes open them through
+//! device capabilities and are charged for what they use. LLM providers talk to an in-test
+//! HTTP server on 127.0.0.1 that speaks the providers' wire formats; nothing leaves the host.
+
+mod common;
+mod gateway;
+mod kv;
+mod llm;
+mod server;
+mod tools;
+#[path = "../kernel/util.rs"]
+mod util;
+mod worker;
