@@ -15,6 +15,9 @@
 //!   subscribes to `<prefix>.<node>` and publishes to its peers' subjects, so a cluster can
 //!   grow past hand-wired peers.
 //!
+//! [`PeerEgress`] (module [`egress`]) is a route to one peer over any transport, in the form a
+//! kernel takes it (`Kernel::connect(node, egress)`).
+//!
 //! Transports run on a tokio runtime of their own (or one supplied by the host) and are
 //! driven from plain threads: `send` never blocks, `close` blocks until flushed (bounded).
 //! Counters are exposed as [`TransportStats`].
@@ -31,6 +34,7 @@
 //! `PeerEvents`; the `from` a transport reports is a claim that only the seal can confirm.
 
 pub mod backoff;
+pub mod egress;
 pub mod frame;
 pub mod nats;
 mod runtime;
@@ -39,6 +43,7 @@ pub mod tcp;
 pub mod transport;
 
 pub use backoff::Backoff;
+pub use egress::PeerEgress;
 pub use nats::{NatsConfig, NatsTransport};
 pub use stats::TransportStats;
 pub use tcp::{TcpConfig, TcpTransport};

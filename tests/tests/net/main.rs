@@ -2,6 +2,7 @@
 //!
 //! Waits are on channels with bounded timeouts (never sleeps used as synchronization).
 
+mod cluster;
 mod nats;
 mod tcp;
 mod util;

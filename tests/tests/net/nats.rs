@@ -14,9 +14,9 @@ use std::sync::mpsc::channel;
 use std::time::Duration;
 
 /// A `nats-server` child process, killed on drop.
-struct NatsServer {
+pub(crate) struct NatsServer {
     child: Child,
-    addr: String,
+    pub(crate) addr: String,
 }
 
 impl Drop for NatsServer {
@@ -27,7 +27,7 @@ impl Drop for NatsServer {
 }
 
 /// The server binary, or `None` if the tests are to be skipped.
-fn server_binary() -> Option<PathBuf> {
+pub(crate) fn server_binary() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("NATS_SERVER_BIN") {
         return Some(PathBuf::from(p));
     }
@@ -55,7 +55,7 @@ fn server_binary() -> Option<PathBuf> {
 }
 
 /// Start a server on loopback: on `port`, or on a random free one if `None`.
-fn start_server(bin: &PathBuf, port: Option<u16>) -> NatsServer {
+pub(crate) fn start_server(bin: &PathBuf, port: Option<u16>) -> NatsServer {
     let port_arg = port.map_or("-1".to_string(), |p| p.to_string());
     let mut child = Command::new(bin)
         .args(["-a", "127.0.0.1", "-p", &port_arg])
