@@ -30,6 +30,7 @@ pub fn workloads() -> Vec<(&'static str, fn(bool) -> anyhow::Result<serde_json::
         ("recall", recall),
         ("journal", journal),
         ("seal", seal),
+        ("remote", crate::bench_remote::remote),
         ("idle_mem", idle_mem),
     ]
 }

@@ -23,6 +23,8 @@
 mod bench_kernel;
 #[path = "../bench_parse.rs"]
 mod bench_parse;
+#[path = "../bench_remote.rs"]
+mod bench_remote;
 
 use std::{
     path::Path,
