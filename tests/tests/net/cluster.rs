@@ -334,3 +334,80 @@ fn three_kernels_on_nats_send_spawn_and_monitor_across_nodes() {
     let c: Vec<Member> = members.into_iter().map(|(m, _)| m).collect();
     send_spawn_monitor(&c);
 }
+
+#[test]
+fn bad_envelopes_arriving_over_tcp_are_dropped_and_counted_and_good_ones_still_flow() {
+    use agentos_abi::wire::{Addr, WireBody};
+    use agentos_kernel::seal::Sealer;
+    let c = tcp_cluster(&["a", "b"]);
+    let (a, b) = (member(&c, "a"), member(&c, "b"));
+    let (got_tx, got_rx) = channel::<u64>();
+    let got_tx = Mutex::new(got_tx);
+    let rx_pid =
+        b.k.boot(
+            Image::new("receiver", move |sys: Sys, _| {
+                let tx = got_tx.lock().ok().map(|t| t.clone());
+                async move {
+                    let tx = tx.ok_or_else(|| ExitReason::fault("poisoned"))?;
+                    loop {
+                        let m = sys.recv().await;
+                        if let Some(v) = m.body.as_value().and_then(Value::as_u64) {
+                            let _ = tx.send(v);
+                        }
+                    }
+                }
+            }),
+            BootOpts::default(),
+        )
+        .expect("boot");
+    let to = Addr {
+        node: id("b"),
+        pid: rx_pid,
+    };
+    let msg = |v: u64| WireBody::Msg {
+        from: Pid(1),
+        body: Body::Value(Value::U64(v)),
+        corr: None,
+    };
+    let genuine = a.k.seal(&to, &msg(1)).expect("seal");
+    let forged = Sealer::new(id("a"), b"a key that is not the cluster's", 5)
+        .seal(&to, 0, &msg(2))
+        .expect("seal");
+    let mut tampered = a.k.seal(&to, &msg(3)).expect("seal").to_vec();
+    let at = tampered.len() - 40;
+    tampered[at] ^= 1;
+    let insider = Sealer::new(id("a"), KEY, 6);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let stale = insider
+        .seal(&to, now_ms - 10 * 60 * 1000, &msg(4))
+        .expect("seal");
+    for bytes in [
+        genuine.clone(),
+        forged,
+        Bytes::from(tampered),
+        stale,
+        genuine,
+    ] {
+        a.t.send(&id("b"), bytes).expect("queued");
+    }
+    // Per-link order holds: once a later genuine message arrives, all of the above were judged.
+    let last = a.k.seal(&to, &msg(9)).expect("seal");
+    a.t.send(&id("b"), last).expect("queued");
+    let mut seen = Vec::new();
+    while seen.last() != Some(&9) {
+        seen.push(
+            got_rx
+                .recv_timeout(WAIT)
+                .expect("the genuine messages arrive"),
+        );
+    }
+    assert_eq!(
+        seen,
+        vec![1, 9],
+        "only genuine, fresh, first-time envelopes reach the process"
+    );
+    let s = b.k.net_stats();
+    assert_eq!((s.forged, s.stale, s.replayed), (2, 1, 1), "{s:?}");
+}
