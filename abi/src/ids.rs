@@ -54,6 +54,13 @@ impl From<&str> for NodeId {
     }
 }
 
+/// A node id looks up by its text (hash and equality are the string's).
+impl std::borrow::Borrow<str> for NodeId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

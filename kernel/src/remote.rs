@@ -401,19 +401,20 @@ impl Kernel {
         // Verify before decoding anything the sender chose; decode outside the lock.
         let opened = sealer.open(bytes).and_then(|o| {
             postcard::from_bytes::<WireBody>(o.body)
-                .map(|b| (o.to, o.nonce, o.ts, b))
+                .map(|b| (o, b))
                 .map_err(|e| IngressError::Malformed(e.to_string()))
         });
         let mut egress: Vec<(Arc<dyn Egress>, Bytes)> = Vec::new();
         let mut host = None;
         let r = self.shared.with(|st| {
-            let (to, nonce, ts, body) = match opened {
+            let (o, body) = match opened {
                 Ok(x) => x,
                 Err(e) => return Err(st.drop_envelope(e)),
             };
-            if to.node != *sealer.node() {
-                return Err(st.drop_envelope(IngressError::Misaddressed(to.node.to_string())));
+            if o.to_node != &*sealer.node().0 {
+                return Err(st.drop_envelope(IngressError::Misaddressed(o.to_node.to_owned())));
             }
+            let (to_pid, ts) = (o.to_pid, o.ts);
             let now = st.wire_now();
             let Some(net) = st.net.as_mut() else {
                 return Err(IngressError::NotConfigured);
@@ -421,17 +422,17 @@ impl Kernel {
             if now.abs_diff(ts) > net.fresh_ms {
                 return Err(st.drop_envelope(IngressError::Stale { ts, now }));
             }
-            if !net.nonces.admit(&nonce, now) {
+            if !net.nonces.admit_parts(o.from, o.epoch, o.seq, now) {
                 return Err(st.drop_envelope(IngressError::Replayed));
             }
-            let from = nonce.node;
-            let r = match (to.pid == Pid::KERNEL, body) {
+            let from = o.from;
+            let r = match (to_pid == Pid::KERNEL, body) {
                 (false, WireBody::Msg { body, corr, .. }) => match body {
                     Body::Sys(_) | Body::Local(_) => Err(IngressError::Undeliverable(
                         "a system message cannot cross the wire".into(),
                     )),
                     body => st.deliver_wire(
-                        to.pid,
+                        to_pid,
                         Message {
                             from: Pid::KERNEL,
                             body,
@@ -442,17 +443,17 @@ impl Kernel {
                     ),
                 },
                 (false, WireBody::Down { pid, reason }) => {
-                    if let Some(ws) = net.watches.get_mut(&from) {
-                        if let Some(i) = ws.iter().position(|w| *w == (to.pid, pid)) {
+                    if let Some(ws) = net.watches.get_mut(from) {
+                        if let Some(i) = ws.iter().position(|w| *w == (to_pid, pid)) {
                             ws.swap_remove(i);
                         }
                     }
                     let down = SysMsg::RemoteDown {
-                        node: from,
+                        node: NodeId::from(from),
                         pid,
                         reason,
                     };
-                    st.deliver_wire(to.pid, Message::new(Pid::KERNEL, Body::Sys(down)))
+                    st.deliver_wire(to_pid, Message::new(Pid::KERNEL, Body::Sys(down)))
                 }
                 (
                     true,
@@ -464,7 +465,7 @@ impl Kernel {
                     },
                 ) => {
                     host = Some(HostRequest {
-                        from,
+                        from: NodeId::from(from),
                         reply,
                         name,
                         args,
@@ -474,7 +475,7 @@ impl Kernel {
                 }
                 (true, WireBody::SpawnRep { corr, result }) => {
                     match net.pending_spawns.get_mut(&corr) {
-                        Some(p) if p.node == from && p.result.is_none() => {
+                        Some(p) if &*p.node.0 == from && p.result.is_none() => {
                             p.result = Some(result);
                             let w = p.waiter;
                             st.wake(w);
@@ -495,11 +496,11 @@ impl Kernel {
                         net.remote_monitors
                             .entry(target)
                             .or_default()
-                            .push((from, watcher));
-                    } else if let Some(e) = net.peers.get(&from).cloned() {
+                            .push((NodeId::from(from), watcher));
+                    } else if let Some(e) = net.peers.get(from).cloned() {
                         // Already dead: the down goes back at once.
                         let to = Addr {
-                            node: from,
+                            node: NodeId::from(from),
                             pid: watcher,
                         };
                         let down = WireBody::Down {

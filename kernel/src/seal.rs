@@ -12,7 +12,7 @@
 //! addressed to this node, it is fresh, and its nonce is new; a failed check never panics.
 
 use agentos_abi::wire::{Addr, Nonce};
-use agentos_abi::NodeId;
+use agentos_abi::{NodeId, Pid};
 use bytes::Bytes;
 use ring::hmac;
 use rustc_hash::FxHashMap;
@@ -24,10 +24,6 @@ use thiserror::Error;
 pub const REPLAY_WINDOW: u64 = 4096;
 const WORDS: usize = (REPLAY_WINDOW / 64) as usize;
 const MAC_LEN: usize = 32;
-
-thread_local! {
-    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
 
 /// Why an envelope was dropped at ingress.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -68,17 +64,56 @@ pub enum SealError {
     Encode(String),
 }
 
-/// An envelope whose MAC verified, not yet checked for freshness, address or replay.
+/// An envelope whose MAC verified, not yet checked for freshness, address or replay. Its
+/// names borrow from the received bytes (no allocation on the ingress path).
 #[derive(Debug)]
 pub struct Opened<'a> {
-    /// Destination.
-    pub to: Addr,
-    /// Sender and uniqueness.
-    pub nonce: Nonce,
+    /// Destination node.
+    pub to_node: &'a str,
+    /// Destination process (`Pid::KERNEL`: the control channel).
+    pub to_pid: Pid,
+    /// The sending node (from the nonce).
+    pub from: &'a str,
+    /// The sender's boot epoch.
+    pub epoch: u64,
+    /// The sender's sequence number.
+    pub seq: u64,
     /// Sender's wire clock at sealing.
     pub ts: u64,
     /// The postcard bytes of the body.
     pub body: &'a [u8],
+}
+
+impl Opened<'_> {
+    /// The destination as an owned address.
+    pub fn to(&self) -> Addr {
+        Addr {
+            node: NodeId::from(self.to_node),
+            pid: self.to_pid,
+        }
+    }
+    /// The nonce as an owned value.
+    pub fn nonce(&self) -> Nonce {
+        Nonce {
+            node: NodeId::from(self.from),
+            epoch: self.epoch,
+            seq: self.seq,
+        }
+    }
+}
+
+/// `Addr` and `Nonce` as they sit in the received bytes (same encoding, borrowed strings).
+#[derive(serde::Deserialize)]
+struct AddrRef<'a> {
+    node: &'a str,
+    pid: Pid,
+}
+
+#[derive(serde::Deserialize)]
+struct NonceRef<'a> {
+    node: &'a str,
+    epoch: u64,
+    seq: u64,
 }
 
 /// Seals and opens envelopes for one node.
@@ -127,24 +162,15 @@ impl Sealer {
             seq: self.seq.fetch_add(1, Ordering::Relaxed),
         };
         let enc = |e: postcard::Error| SealError::Encode(e.to_string());
-        // The body is encoded into a reused per-thread buffer first (its length prefixes it).
-        SCRATCH.with(|scratch| {
-            let mut buf = std::mem::take(&mut *scratch.borrow_mut());
-            buf.clear();
-            postcard::to_extend(body, buf)
-                .map_err(enc)
-                .and_then(|body| {
-                    let cap = body.len() + to.node.0.len() + self.node.0.len() + 80;
-                    let mut out = postcard::to_extend(&(to, &nonce, ts), Vec::with_capacity(cap))
-                        .and_then(|o| postcard::to_extend(&(body.len() as u64), o))
-                        .map_err(enc)?;
-                    out.extend_from_slice(&body);
-                    let tag = hmac::sign(&self.key, &out);
-                    out.extend_from_slice(tag.as_ref());
-                    *scratch.borrow_mut() = body;
-                    Ok(Bytes::from(out))
-                })
-        })
+        // Size the body first (a cheap walk) so it is encoded once, in place, after its length.
+        let len = postcard::experimental::serialized_size(body).map_err(enc)?;
+        let cap = len + to.node.0.len() + self.node.0.len() + 80;
+        let out = postcard::to_extend(&(to, &nonce, ts, len as u64), Vec::with_capacity(cap))
+            .map_err(enc)?;
+        let mut out = postcard::to_extend(body, out).map_err(enc)?;
+        let tag = hmac::sign(&self.key, &out);
+        out.extend_from_slice(tag.as_ref());
+        Ok(Bytes::from(out))
     }
 
     /// Verify an encoded envelope's MAC and split it; nothing else is checked here.
@@ -155,7 +181,7 @@ impl Sealer {
         }
         let (signed, mac) = bytes.split_at(bytes.len() - MAC_LEN);
         let ((to, nonce, ts), rest) =
-            postcard::take_from_bytes::<(Addr, Nonce, u64)>(signed).map_err(bad)?;
+            postcard::take_from_bytes::<(AddrRef<'a>, NonceRef<'a>, u64)>(signed).map_err(bad)?;
         let (len, body) = postcard::take_from_bytes::<u64>(rest).map_err(bad)?;
         if body.len() as u64 != len {
             return Err(IngressError::Malformed(format!(
@@ -165,8 +191,11 @@ impl Sealer {
         }
         hmac::verify(&self.key, signed, mac).map_err(|_| IngressError::Forged)?;
         Ok(Opened {
-            to,
-            nonce,
+            to_node: to.node,
+            to_pid: to.pid,
+            from: nonce.node,
+            epoch: nonce.epoch,
+            seq: nonce.seq,
             ts,
             body,
         })
@@ -228,7 +257,9 @@ impl Window {
 
 /// Rejects nonces seen before, with bounded memory (see the module docs).
 pub struct NonceGuard {
-    windows: FxHashMap<(NodeId, u64), Window>,
+    /// Per sending node, its boot epochs' windows (a node has one live epoch, rarely more).
+    windows: FxHashMap<NodeId, Vec<(u64, Window)>>,
+    tracked: usize,
     window_ms: u64,
     cap: usize,
 }
@@ -238,6 +269,7 @@ impl NonceGuard {
     pub fn new(window_ms: u64, cap: usize) -> Self {
         NonceGuard {
             windows: FxHashMap::default(),
+            tracked: 0,
             window_ms,
             cap: cap.max(1),
         }
@@ -245,40 +277,63 @@ impl NonceGuard {
 
     /// True the first time `nonce` is seen; false on a replay. `now` is the wire clock.
     pub fn admit(&mut self, nonce: &Nonce, now: u64) -> bool {
-        if let Some(w) = self.windows.get_mut(&(nonce.node.clone(), nonce.epoch)) {
-            return w.admit(nonce.seq, now);
-        }
-        if self.windows.len() >= self.cap {
-            let window_ms = self.window_ms;
-            self.windows
-                .retain(|_, w| now.saturating_sub(w.last_seen) <= window_ms);
-            if self.windows.len() >= self.cap {
-                // Still full of live senders: drop the longest silent one.
-                let oldest = self
-                    .windows
-                    .iter()
-                    .min_by_key(|(_, w)| w.last_seen)
-                    .map(|(k, _)| k.clone());
-                if let Some(k) = oldest {
-                    self.windows.remove(&k);
-                }
+        self.admit_parts(&nonce.node.0, nonce.epoch, nonce.seq, now)
+    }
+
+    /// [`NonceGuard::admit`] on the nonce's parts, as ingress has them (no allocation unless
+    /// the sender is new).
+    pub fn admit_parts(&mut self, node: &str, epoch: u64, seq: u64, now: u64) -> bool {
+        if let Some(ws) = self.windows.get_mut(node) {
+            if let Some((_, w)) = ws.iter_mut().find(|(e, _)| *e == epoch) {
+                return w.admit(seq, now);
             }
         }
-        self.windows.insert(
-            (nonce.node.clone(), nonce.epoch),
-            Window::new(nonce.seq, now),
-        );
+        if self.tracked >= self.cap {
+            self.evict(now);
+        }
+        self.windows
+            .entry(NodeId::from(node))
+            .or_default()
+            .push((epoch, Window::new(seq, now)));
+        self.tracked += 1;
         true
+    }
+
+    /// Make room: forget senders silent past the window, else the longest silent one.
+    fn evict(&mut self, now: u64) {
+        let window_ms = self.window_ms;
+        for ws in self.windows.values_mut() {
+            ws.retain(|(_, w)| now.saturating_sub(w.last_seen) <= window_ms);
+        }
+        self.windows.retain(|_, ws| !ws.is_empty());
+        self.tracked = self.windows.values().map(Vec::len).sum();
+        if self.tracked < self.cap {
+            return;
+        }
+        let oldest = self
+            .windows
+            .iter()
+            .flat_map(|(n, ws)| ws.iter().map(move |(e, w)| (w.last_seen, n.clone(), *e)))
+            .min_by_key(|(t, _, _)| *t);
+        if let Some((_, n, e)) = oldest {
+            if let Some(ws) = self.windows.get_mut(&n) {
+                ws.retain(|(x, _)| *x != e);
+                if ws.is_empty() {
+                    self.windows.remove(&n);
+                }
+            }
+            self.tracked -= 1;
+        }
     }
 
     /// (node, epoch) pairs tracked.
     pub fn len(&self) -> usize {
-        self.windows.len()
+        self.tracked
     }
 
     /// Whether nothing is tracked.
     pub fn is_empty(&self) -> bool {
-        self.windows.is_empty()
+        self.tracked == 0
     }
 }
 
@@ -311,11 +366,12 @@ mod tests {
         assert_eq!(env.to, addr("b", 4));
         assert_eq!((env.nonce.epoch, env.nonce.seq, env.ts), (7, 0, 1000));
         let o = s.open(&bytes).unwrap();
-        assert_eq!(o.to, addr("b", 4));
+        assert_eq!(o.to(), addr("b", 4));
+        assert_eq!(o.nonce(), env.nonce);
         let body: WireBody = postcard::from_bytes(o.body).unwrap();
         assert!(matches!(body, WireBody::Msg { corr: Some(9), .. }));
         let second = s.seal(&addr("b", 4), 1000, &msg()).unwrap();
-        assert_eq!(s.open(&second).unwrap().nonce.seq, 1, "nonces increase");
+        assert_eq!(s.open(&second).unwrap().seq, 1, "nonces increase");
     }
 
     #[test]
