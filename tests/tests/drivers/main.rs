@@ -6,6 +6,7 @@ mod common;
 mod gateway;
 mod kv;
 mod llm;
+mod local_model;
 mod server;
 mod tools;
 #[path = "../kernel/util.rs"]

@@ -1,0 +1,196 @@
+//! Turns written by a real model under the plurnk GBNF all parse as valid turns.
+//!
+//! Needs the local model of `cargo xtask llm` (SmolLM2-135M on llama-server) and
+//! `AGENTOS_REAL_LLM=1`; otherwise it prints a note and passes without doing anything. The
+//! test starts its own llama-server on a free loopback port, asks for 20 turns (different
+//! tasks, sampled at temperature 0.8) with the generated grammar in llama.cpp's `grammar`
+//! field, and parses each with `parse_turn`.
+
+use agentos_engine::grammar::{gbnf, parse_turn, GbnfOptions, Op};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct LlamaServer {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for LlamaServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 request with `Connection: close`: (status, body).
+fn http(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(300))).ok()?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, rest) = raw.split_once("\r\n\r\n")?;
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        let mut out = String::new();
+        let mut rest = rest;
+        while let Some((size, tail)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).ok()?;
+            if n == 0 {
+                break;
+            }
+            out.push_str(tail.get(..n)?);
+            rest = tail.get(n + 2..)?;
+        }
+        out
+    } else {
+        rest.to_owned()
+    };
+    Some((code, body))
+}
+
+fn start() -> Option<LlamaServer> {
+    if std::env::var("AGENTOS_REAL_LLM").as_deref() != Ok("1") {
+        eprintln!("real-model test skipped: set AGENTOS_REAL_LLM=1 after `cargo xtask llm`");
+        return None;
+    }
+    let cache = std::env::var_os("AGENTOS_LLM_CACHE").map_or_else(
+        || PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/agentos/llm"),
+        PathBuf::from,
+    );
+    let server = cache.join("build/bin/llama-server");
+    let model = cache.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        server.is_file() && model.is_file(),
+        "AGENTOS_REAL_LLM=1 but the local model is not prepared in {}: run `cargo xtask llm`",
+        cache.display()
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(&server)
+        .arg("-m")
+        .arg(&model)
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "-c",
+            "4096",
+            "-t",
+            "2",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start llama-server");
+    let s = LlamaServer { child, port };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while http(port, "GET", "/health", "").map(|(c, _)| c) != Some(200) {
+        assert!(
+            Instant::now() < deadline,
+            "llama-server did not become healthy in 120 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Some(s)
+}
+
+const SYSTEM: &str = "You are an agent that acts only by writing plurnk statements. \
+A turn is: an optional short note, then <<PLAN:what you will do:PLAN, then the operations, \
+then <<SEND[200]:your answer:SEND to finish (or SEND[102] to continue).\n\
+Example turn:\n\
+Checking the config.\n\
+<<PLAN:read the config and report the timeout:PLAN\n\
+<<READ(config/app.json):$.timeout:READ\n\
+<<SEND[102]:reading the config:SEND\n";
+
+const TASKS: [&str; 10] = [
+    "Find where the server port is configured.",
+    "Read the README and summarize it.",
+    "Fix the typo in src/main.rs line 3.",
+    "List the files in the docs folder.",
+    "Tell the user the build passed.",
+    "Find every TODO in the project.",
+    "Open the changelog and read the latest entry.",
+    "Rename notes.txt to notes.md.",
+    "Check what the test command is.",
+    "Say hello to the user.",
+];
+
+#[test]
+fn twenty_turns_from_a_real_model_under_the_gbnf_all_parse_as_valid_turns() {
+    let Some(server) = start() else { return };
+    let opts = GbnfOptions {
+        ops: vec![Op::Find, Op::Read, Op::Open, Op::Edit, Op::Send],
+        max_ops: 2,
+        max_body: 80,
+        max_line: 60,
+        max_preamble: 60,
+        ..GbnfOptions::default()
+    };
+    let grammar = gbnf(&opts);
+    let mut total_tokens = 0u64;
+    let t = Instant::now();
+    for i in 0..20 {
+        let task = TASKS[i % TASKS.len()];
+        let req = serde_json::json!({
+            "messages": [
+                {"role": "system", "content": SYSTEM},
+                {"role": "user", "content": task},
+            ],
+            "grammar": grammar,
+            "temperature": 0.8,
+            "seed": i,
+            "max_tokens": 1024,
+        });
+        let (code, body) = http(
+            server.port,
+            "POST",
+            "/v1/chat/completions",
+            &req.to_string(),
+        )
+        .expect("llama-server answered");
+        assert_eq!(code, 200, "turn {i}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("JSON reply");
+        let text = v["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap_or_default();
+        let finish = v["choices"][0]["finish_reason"]
+            .as_str()
+            .unwrap_or_default();
+        total_tokens += v["usage"]["completion_tokens"].as_u64().unwrap_or(0);
+        let parsed = parse_turn(text);
+        assert!(
+            parsed.valid,
+            "turn {i} ({task}; finish {finish}) is not a valid turn: {:?}\n---\n{text}\n---",
+            parsed.violations
+        );
+        let turn = parsed.turn.expect("a valid turn has its parts");
+        assert_eq!(turn.plan.op, Op::Plan);
+        assert_eq!(turn.send.op, Op::Send);
+        eprintln!("turn {i}: {} ops, code {:?}", turn.ops.len(), turn.code());
+    }
+    let took = t.elapsed();
+    eprintln!(
+        "20 grammar-constrained turns: {total_tokens} completion tokens in {took:.1?} ({:.1} tok/s)",
+        total_tokens as f64 / took.as_secs_f64()
+    );
+}
