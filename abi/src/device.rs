@@ -220,6 +220,23 @@ pub struct ChatRequest {
     /// Override the device's default model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// Whether (and which) tool the model must call; `None` is the provider's default (auto).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<ToolChoice>,
+}
+
+/// How the model may use the offered tools.
+#[derive(Clone, PartialEq, Eq, Debug, serde::Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolChoice {
+    /// The model decides.
+    Auto,
+    /// No tool calls.
+    None,
+    /// At least one tool call.
+    Required,
+    /// A call to this tool.
+    Tool(String),
 }
 
 impl ChatRequest {

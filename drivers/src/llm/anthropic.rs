@@ -127,6 +127,8 @@ struct WireRequest<'a> {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     tools: Vec<WireTool<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<Json>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     temperature: Option<f64>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     stream: bool,
@@ -217,6 +219,14 @@ fn wire_request<'a>(
         system,
         messages,
         tools,
+        tool_choice: req.tool_choice.as_ref().map(|c| match c {
+            agentos_abi::device::ToolChoice::Auto => serde_json::json!({"type": "auto"}),
+            agentos_abi::device::ToolChoice::None => serde_json::json!({"type": "none"}),
+            agentos_abi::device::ToolChoice::Required => serde_json::json!({"type": "any"}),
+            agentos_abi::device::ToolChoice::Tool(name) => {
+                serde_json::json!({"type": "tool", "name": name})
+            }
+        }),
         temperature: req.temperature,
         stream: req.stream,
     })

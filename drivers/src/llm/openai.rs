@@ -10,7 +10,7 @@ use super::http::{client, endpoint, post_json, read_json, read_sse, RetryPolicy}
 use super::toolparse::parse_tool_calls_from_content;
 use super::{LlmError, Provider};
 use agentos_abi::device::{
-    ChatMessage, ChatReply, ChatRequest, FinishReason, Role, TokenUsage, ToolCall,
+    ChatMessage, ChatReply, ChatRequest, FinishReason, Role, TokenUsage, ToolCall, ToolChoice,
 };
 use agentos_abi::driver::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -156,6 +156,8 @@ struct WireRequest<'a> {
     tools: Vec<WireTool<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     response_format: Option<WireResponseFormat<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<Json>,
     #[serde(skip_serializing_if = "Option::is_none")]
     grammar: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -313,16 +315,33 @@ fn wire_request<'a>(
         }),
         None => None,
     };
+    // llama.cpp refuses a custom grammar together with tools ("Cannot use custom grammar
+    // constraints with tools"): when the grammar goes out, the tools stay home — the grammar
+    // shapes the call as text and the reply parser still recovers it against `req.tools`.
+    let grammar = if grammar_ok {
+        req.grammar.as_deref()
+    } else {
+        None
+    };
+    let (tools, tool_choice) = if grammar.is_some() {
+        (Vec::new(), None)
+    } else {
+        (tools, req.tool_choice.as_ref())
+    };
     Ok(WireRequest {
         model,
         messages: req.messages.iter().map(wire_message).collect(),
         tools,
         response_format,
-        grammar: if grammar_ok {
-            req.grammar.as_deref()
-        } else {
-            None
-        },
+        tool_choice: tool_choice.map(|c| match c {
+            ToolChoice::Auto => Json::from("auto"),
+            ToolChoice::None => Json::from("none"),
+            ToolChoice::Required => Json::from("required"),
+            ToolChoice::Tool(name) => {
+                serde_json::json!({"type": "function", "function": {"name": name}})
+            }
+        }),
+        grammar,
         max_tokens: req.max_tokens,
         temperature: req.temperature,
         stream: req.stream,
@@ -610,11 +629,22 @@ mod tests {
         assert!(j.get("grammar").is_none(), "grammar only when supported");
         let j = serde_json::to_value(wire_request(&req, "m", true).unwrap()).unwrap();
         assert_eq!(j["grammar"], "root ::= \"x\"");
+        assert!(
+            j.get("tools").is_none(),
+            "llama.cpp refuses a grammar with tools"
+        );
         req.tools[0].parameters = "{not json".into();
         assert!(matches!(
             wire_request(&req, "m", false),
             Err(LlmError::InvalidRequest(_))
         ));
+        req.tools[0].parameters = r#"{"type":"object"}"#.into();
+        req.tool_choice = Some(ToolChoice::Tool("add".into()));
+        let j = serde_json::to_value(wire_request(&req, "m", false).unwrap()).unwrap();
+        assert_eq!(j["tool_choice"]["function"]["name"], "add");
+        req.tool_choice = Some(ToolChoice::Required);
+        let j = serde_json::to_value(wire_request(&req, "m", false).unwrap()).unwrap();
+        assert_eq!(j["tool_choice"], "required");
     }
 
     #[test]
