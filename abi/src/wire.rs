@@ -130,3 +130,32 @@ impl<F: Fn(Bytes) -> Result<(), EgressError> + Send + Sync> Egress for F {
         self(envelope)
     }
 }
+
+/// The first byte of a sealed gateway payload's body: no [`WireBody`] variant encodes to it,
+/// so a gateway payload is never taken for a kernel envelope, nor the other way round.
+pub const GATEWAY_BODY_TAG: u8 = 0x47;
+
+/// Seals gateway payloads with a node's transport key and opens them — the secure gateway's
+/// view of the kernel's sealer. A sealed payload is an [`Envelope`] addressed to the node's
+/// control channel whose body is [`GATEWAY_BODY_TAG`] followed by the postcard bytes of a
+/// [`Value`]; opening checks the MAC, the address, freshness and the nonce, as kernel ingress
+/// does for envelopes.
+pub trait GatewaySeal: Send + Sync {
+    /// This node's id (what inbound payloads must be addressed to).
+    fn node(&self) -> NodeId;
+    /// Seal `body` for node `to`.
+    fn seal(&self, to: &NodeId, body: &Value) -> Result<Bytes, GatewaySealError>;
+    /// Verify a payload sealed for this node and take out its sender and body.
+    fn open(&self, sealed: &[u8]) -> Result<(NodeId, Value), GatewaySealError>;
+}
+
+/// A gateway payload could not be sealed or was refused on opening.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum GatewaySealError {
+    /// The body could not be encoded.
+    #[error("gateway seal: {0}")]
+    Encode(String),
+    /// The payload was refused (malformed, forged, misaddressed, stale or replayed).
+    #[error("gateway: {0}")]
+    Refused(String),
+}

@@ -7,12 +7,20 @@
 //! completes the host's pending call. A request taken by a process that exits without replying
 //! fails on the host side with [`GatewayError::Dropped`]. Every operation costs one reduction.
 //!
-//! The seed's `secureGatewayDriver` (sealing each forwarded body with the transport key) is
-//! not here: sealing needs the kernel's transport key and belongs with the kernel's transport.
+//! The secure gateway (the seed's `secureGatewayDriver`): a gateway built with
+//! [`GatewayDriver::sealed`] and the kernel's transport key (`Kernel::gateway_seal`) seals every
+//! forwarded body for its destination node — the forward function gets the sealed bytes — and
+//! takes inbound requests only as sealed payloads ([`GatewayClient::call_sealed`]): the MAC,
+//! the address, freshness and the nonce are checked before a process sees the body, and the
+//! reply goes back sealed for the sender. A refused payload is an error to the host (and a
+//! fault event and a counter in the kernel), never a request.
 
 use agentos_abi::device::{DeviceMessage, GatewayInbound, GatewayReply, GatewaySend};
 use agentos_abi::driver::BoxFuture;
+use agentos_abi::wire::{GatewaySeal, GatewaySealError};
+use agentos_abi::NodeId;
 use agentos_abi::{Cost, Driver, DriverError, DriverHandle, Pid, Reply, Value};
+use bytes::Bytes;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,6 +43,14 @@ pub enum GatewayError {
     /// The process that took the request exited without replying.
     #[error("the request was dropped without a reply")]
     Dropped,
+    /// A secure gateway takes only sealed payloads ([`GatewayClient::call_sealed`]); a plain
+    /// gateway has no key to open them with.
+    #[error("this gateway {0}")]
+    WrongDoor(&'static str),
+    /// The sealed payload was refused (forged, tampered, misaddressed, stale or replayed), or
+    /// the reply could not be sealed.
+    #[error(transparent)]
+    Seal(#[from] GatewaySealError),
 }
 
 struct Inbound {
@@ -52,11 +68,32 @@ struct Shared {
 #[derive(Clone)]
 pub struct GatewayClient {
     tx: mpsc::Sender<Inbound>,
+    seal: Option<Arc<dyn GatewaySeal>>,
 }
 
 impl GatewayClient {
     /// Push `body` and wait for a process's reply (waits for room when the queue is full).
+    /// A secure gateway refuses this with [`GatewayError::WrongDoor`]: use
+    /// [`call_sealed`](Self::call_sealed).
     pub async fn call(&self, body: Value) -> Result<Value, GatewayError> {
+        if self.seal.is_some() {
+            return Err(GatewayError::WrongDoor("takes only sealed payloads"));
+        }
+        self.push(body).await
+    }
+
+    /// Open a payload sealed for this node, push its body, wait for a process's reply and
+    /// return the reply sealed for the payload's sender.
+    pub async fn call_sealed(&self, sealed: &[u8]) -> Result<Bytes, GatewayError> {
+        let Some(seal) = &self.seal else {
+            return Err(GatewayError::WrongDoor("is not sealed"));
+        };
+        let (from, body) = seal.open(sealed)?;
+        let reply = self.push(body).await?;
+        Ok(seal.seal(&from, &reply)?)
+    }
+
+    async fn push(&self, body: Value) -> Result<Value, GatewayError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Inbound { body, reply })
@@ -70,6 +107,9 @@ impl GatewayClient {
         &self,
         body: Value,
     ) -> Result<BoxFuture<'static, Result<Value, GatewayError>>, GatewayError> {
+        if self.seal.is_some() {
+            return Err(GatewayError::WrongDoor("takes only sealed payloads"));
+        }
         let (reply, rx) = oneshot::channel();
         self.tx
             .try_send(Inbound { body, reply })
@@ -87,6 +127,7 @@ impl GatewayClient {
 pub struct GatewayDriver {
     name: String,
     forward: Option<ForwardFn>,
+    seal: Option<Arc<dyn GatewaySeal>>,
     shared: Arc<Shared>,
     client: GatewayClient,
 }
@@ -98,13 +139,23 @@ impl GatewayDriver {
         GatewayDriver {
             name: "gateway".into(),
             forward: None,
+            seal: None,
             shared: Arc::new(Shared {
                 rx: tokio::sync::Mutex::new(rx),
                 pending: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(1),
             }),
-            client: GatewayClient { tx },
+            client: GatewayClient { tx, seal: None },
         }
+    }
+
+    /// Make this a secure gateway sealing with `seal` (the kernel's transport key, from
+    /// `Kernel::gateway_seal`): forwarded bodies are sealed for their destination node and
+    /// inbound requests must come sealed (see the module docs).
+    pub fn sealed(mut self, seal: Arc<dyn GatewaySeal>) -> Self {
+        self.client.seal = Some(seal.clone());
+        self.seal = Some(seal);
+        self
     }
 
     /// Forward outbound `write({to, body})` to `f` (the seed's `gatewayDriver(forward)`).
@@ -135,6 +186,7 @@ impl Driver for GatewayDriver {
     fn open(&self, _pid: Pid) -> BoxFuture<'static, Result<Arc<dyn DriverHandle>, DriverError>> {
         let h: Arc<dyn DriverHandle> = Arc::new(GatewayHandle {
             forward: self.forward.clone(),
+            seal: self.seal.clone(),
             shared: self.shared.clone(),
             taken: Arc::new(Mutex::new(Vec::new())),
         });
@@ -144,6 +196,7 @@ impl Driver for GatewayDriver {
 
 struct GatewayHandle {
     forward: Option<ForwardFn>,
+    seal: Option<Arc<dyn GatewaySeal>>,
     shared: Arc<Shared>,
     /// Ids this handle read and has not answered yet (dropped when its process exits).
     taken: Arc<Mutex<Vec<u64>>>,
@@ -196,7 +249,13 @@ impl DriverHandle for GatewayHandle {
             match (&self.forward, GatewaySend::from_value(data)) {
                 (_, Err(e)) => Err(DriverError::BadRequest(format!("gateway send: {e}"))),
                 (None, Ok(_)) => Err(DriverError::Unsupported),
-                (Some(f), Ok(s)) => Ok(f(s.to, s.body)),
+                (Some(f), Ok(s)) => match &self.seal {
+                    None => Ok(f(s.to, s.body)),
+                    Some(seal) => seal
+                        .seal(&NodeId::from(s.to.as_str()), &s.body)
+                        .map(|sealed| f(s.to, Value::Bytes(sealed)))
+                        .map_err(|e| DriverError::Failed(e.to_string())),
+                },
             }
         };
         Box::pin(async move {

@@ -20,7 +20,9 @@ use crate::seal::{IngressError, NonceGuard, Sealer};
 use crate::state::{Pcb, State};
 use crate::syscalls::{maybe_yield, Sys};
 use crate::KImage;
-use agentos_abi::wire::{Addr, Egress, EgressError, WireBody};
+use agentos_abi::wire::{
+    Addr, Egress, EgressError, GatewaySeal, GatewaySealError, WireBody, GATEWAY_BODY_TAG,
+};
 use agentos_abi::{
     Body, CapRef, EventKind, ExitReason, Message, NodeId, Pid, Resource, Right, Rights, SysError,
     SysMsg, Value,
@@ -921,5 +923,89 @@ impl Sys {
                 "spawn_remote \"{name}\" on \"{node}\": {e}"
             ))),
         }
+    }
+}
+
+/// The kernel's sealer as a [`GatewaySeal`], for the secure gateway device. It holds the
+/// kernel weakly (a device registered in the kernel must not keep it alive) and shares the
+/// kernel's nonce guard, freshness window and drop counters with envelope ingress.
+struct KernelGatewaySeal {
+    shared: std::sync::Weak<crate::kernel::Shared>,
+    sealer: Arc<Sealer>,
+}
+
+impl GatewaySeal for KernelGatewaySeal {
+    fn node(&self) -> NodeId {
+        self.sealer.node().clone()
+    }
+
+    fn seal(&self, to: &NodeId, body: &Value) -> Result<Bytes, GatewaySealError> {
+        let shared = self
+            .shared
+            .upgrade()
+            .ok_or_else(|| GatewaySealError::Encode("the kernel is gone".into()))?;
+        let ts = shared.with(|st| st.wire_now());
+        let to = Addr {
+            node: to.clone(),
+            pid: Pid::KERNEL,
+        };
+        self.sealer
+            .seal(&to, ts, &(GATEWAY_BODY_TAG, body))
+            .map_err(|e| GatewaySealError::Encode(e.to_string()))
+    }
+
+    fn open(&self, sealed: &[u8]) -> Result<(NodeId, Value), GatewaySealError> {
+        let shared = self
+            .shared
+            .upgrade()
+            .ok_or_else(|| GatewaySealError::Refused("the kernel is gone".into()))?;
+        let refuse = |e: IngressError| GatewaySealError::Refused(e.to_string());
+        // Verify the MAC before decoding anything the sender chose.
+        let opened = self.sealer.open(sealed).and_then(|o| {
+            match postcard::from_bytes::<(u8, Value)>(o.body) {
+                Ok((GATEWAY_BODY_TAG, v)) => Ok((o, v)),
+                Ok((tag, _)) => Err(IngressError::Malformed(format!(
+                    "not a gateway payload (tag {tag:#04x})"
+                ))),
+                Err(e) => Err(IngressError::Malformed(e.to_string())),
+            }
+        });
+        shared.with(|st| {
+            let (o, body) = opened.map_err(|e| refuse(st.drop_envelope(e)))?;
+            if o.to_node != &*self.sealer.node().0 || o.to_pid != Pid::KERNEL {
+                let e = IngressError::Misaddressed(o.to_node.to_owned());
+                return Err(refuse(st.drop_envelope(e)));
+            }
+            let now = st.wire_now();
+            let Some(net) = st.net.as_mut() else {
+                return Err(refuse(IngressError::NotConfigured));
+            };
+            if now.abs_diff(o.ts) > net.fresh_ms {
+                let e = IngressError::Stale { ts: o.ts, now };
+                return Err(refuse(st.drop_envelope(e)));
+            }
+            if !net.nonces.admit_parts(o.from, o.epoch, o.seq, now) {
+                return Err(refuse(st.drop_envelope(IngressError::Replayed)));
+            }
+            Ok((NodeId::from(o.from), body))
+        })
+    }
+}
+
+impl Kernel {
+    /// This kernel's transport key as a [`GatewaySeal`] for the secure gateway device
+    /// (`agentos_drivers::gateway::GatewayDriver::sealed`): payloads it seals open only on a
+    /// node with the same cluster key, and what it opens passed the same MAC, address,
+    /// freshness and replay checks as envelope ingress (failures count in [`NetStats`]).
+    pub fn gateway_seal(&self) -> Result<Arc<dyn GatewaySeal>, KernelError> {
+        let sealer = self
+            .shared
+            .sealer
+            .clone()
+            .ok_or_else(|| KernelError::Net("gateway seal: no network configuration".into()))?;
+        Ok(Arc::new(KernelGatewaySeal {
+            shared: Arc::downgrade(&self.shared),
+            sealer,
+        }))
     }
 }

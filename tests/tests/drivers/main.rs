@@ -7,6 +7,7 @@ mod gateway;
 mod kv;
 mod llm;
 mod local_model;
+mod secure_gateway;
 mod server;
 mod tools;
 #[path = "../kernel/util.rs"]
