@@ -104,7 +104,35 @@ impl IoRuntime {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        Spawned(self.handle.spawn(fut))
+        Spawned(SpawnedState::Task(self.handle.spawn(fut)))
+    }
+
+    /// Like [`spawn`](Self::spawn), but poll `fut` once first, here, inside the runtime's
+    /// context: work that is done at once (a synchronous tool, a scripted reply) comes back
+    /// without a task hop, so it is ready when the kernel first polls the I/O and a
+    /// deterministic kernel's trace does not depend on when another thread finished it. Only
+    /// work that really waits moves to the runtime. A panic in that first poll is
+    /// [`TaskError::Panicked`], as it would be in a task.
+    pub fn start<F>(&self, fut: F) -> Spawned<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let mut fut = Box::pin(fut);
+        let first = {
+            let _in_runtime = self.handle.enter();
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)))
+        };
+        match first {
+            Ok(Poll::Ready(v)) => Spawned(SpawnedState::Done(Some(Ok(v)))),
+            Err(payload) => Spawned(SpawnedState::Done(Some(Err(TaskError::Panicked(
+                panic_message(payload.as_ref()),
+            ))))),
+            // A future may be polled again from another executor: the next poll registers
+            // the runtime's waker.
+            Ok(Poll::Pending) => Spawned(SpawnedState::Task(self.handle.spawn(fut))),
+        }
     }
 
     /// Run blocking `f` on the runtime's blocking pool.
@@ -113,33 +141,50 @@ impl IoRuntime {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        Spawned(self.handle.spawn_blocking(f))
+        Spawned(SpawnedState::Task(self.handle.spawn_blocking(f)))
     }
 }
 
-/// A task running on an [`IoRuntime`]. Awaiting it yields the task's output; dropping it
-/// aborts the task.
+/// A task running on an [`IoRuntime`] (or, from [`IoRuntime::start`], already finished).
+/// Awaiting it yields the task's output; dropping it aborts the task.
 #[derive(Debug)]
-pub struct Spawned<T>(JoinHandle<T>);
+pub struct Spawned<T>(SpawnedState<T>);
+
+#[derive(Debug)]
+enum SpawnedState<T> {
+    Task(JoinHandle<T>),
+    Done(Option<Result<T, TaskError>>),
+}
+
+// The output is never pinned (it is only moved out), and a JoinHandle is Unpin.
+impl<T> Unpin for Spawned<T> {}
 
 impl<T> Future for Spawned<T> {
     type Output = Result<T, TaskError>;
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0).poll(cx).map(|r| {
-            r.map_err(|e| {
-                if e.is_panic() {
-                    TaskError::Panicked(panic_message(e.into_panic().as_ref()))
-                } else {
-                    TaskError::Cancelled
-                }
-            })
-        })
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.get_mut().0 {
+            SpawnedState::Task(task) => Pin::new(task).poll(cx).map(|r| {
+                r.map_err(|e| {
+                    if e.is_panic() {
+                        TaskError::Panicked(panic_message(e.into_panic().as_ref()))
+                    } else {
+                        TaskError::Cancelled
+                    }
+                })
+            }),
+            SpawnedState::Done(out) => match out.take() {
+                Some(v) => Poll::Ready(v),
+                None => Poll::Ready(Err(TaskError::Cancelled)),
+            },
+        }
     }
 }
 
 impl<T> Drop for Spawned<T> {
     fn drop(&mut self) {
-        self.0.abort();
+        if let SpawnedState::Task(task) = &self.0 {
+            task.abort();
+        }
     }
 }
 

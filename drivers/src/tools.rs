@@ -118,7 +118,9 @@ impl ToolRegistry {
         Ok(self)
     }
 
-    /// Register a synchronous tool (it runs on the driver runtime; keep it short).
+    /// Register a synchronous tool. It runs inline on the calling process's scheduler thread
+    /// (no task hop, and a deterministic kernel stays deterministic): keep it short, and put
+    /// CPU-bound work on the worker device.
     pub fn register_sync<F>(
         &mut self,
         name: &str,
@@ -257,9 +259,10 @@ impl DriverHandle for ToolHandle {
             }
         };
         let name = call.name.clone();
+        // Done at once (every synchronous tool): no task hop (see `IoRuntime::start`).
         let task = self
             .runtime
-            .spawn(self.registry.call(&call.name, call.args));
+            .start(self.registry.call(&call.name, call.args));
         Box::pin(async move {
             let outcome = match task.await {
                 Ok(o) => o,

@@ -204,7 +204,8 @@ impl DriverHandle for LlmHandle {
         };
         let provider = self.provider.clone();
         let prices = self.prices.clone();
-        let task = self.runtime.spawn(async move {
+        // A scripted reply is ready at once and skips the task hop (`IoRuntime::start`).
+        let task = self.runtime.start(async move {
             let reply = provider.chat(&req).await?;
             let usage = match reply.usage {
                 Some(u) => u,

@@ -77,9 +77,7 @@ impl Server {
                 let Ok((stream, _)) = listener.accept() else {
                     return;
                 };
-                if let Some(rec) = serve(stream, canned) {
-                    log.lock().unwrap().push(rec);
-                }
+                serve(stream, canned, &log);
             }
         });
         Server { addr, requests }
@@ -105,7 +103,9 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-fn serve(stream: TcpStream, canned: Canned) -> Option<Recorded> {
+/// Read one request, record it, then answer (recorded first, so a client that has its answer
+/// always finds its request in the log).
+fn serve(stream: TcpStream, canned: Canned, log: &Mutex<Vec<Recorded>>) -> Option<()> {
     let mut reader = BufReader::new(stream.try_clone().ok()?);
     let mut line = String::new();
     reader.read_line(&mut line).ok()?;
@@ -132,6 +132,12 @@ fn serve(stream: TcpStream, canned: Canned) -> Option<Recorded> {
     let mut body = vec![0u8; len];
     reader.read_exact(&mut body).ok()?;
     let body = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+    log.lock().unwrap().push(Recorded {
+        method,
+        path,
+        headers,
+        body,
+    });
 
     let mut out = stream;
     let mut head = format!(
@@ -161,10 +167,5 @@ fn serve(stream: TcpStream, canned: Canned) -> Option<Recorded> {
     }
     out.flush().ok()?;
     let _ = out.shutdown(std::net::Shutdown::Write);
-    Some(Recorded {
-        method,
-        path,
-        headers,
-        body,
-    })
+    Some(())
 }
