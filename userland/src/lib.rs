@@ -11,4 +11,9 @@
 //! **API boundary:** depends on `agentos-abi` (the syscall trait, messages, driver ABI) and not on
 //! `agentos-kernel`; the kernel is only a dev-dependency for tests.
 //!
+//! `agents` holds `run_turn` and the ReAct and conversation agent images: an agent reaches models
+//! and tools only through device handles and spends only what those devices charge its account.
+//!
 //! Status: the programs land with the userland issue; until then this crate holds only this essay.
+
+pub mod agents;

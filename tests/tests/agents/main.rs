@@ -1,0 +1,9 @@
+//! Agent scenarios: `run_turn` and the ReAct and conversation agent images on a deterministic
+//! kernel, talking to a scripted LLM device (`ScriptedProvider` behind an `LlmDriver`) and a
+//! real tools device (`ToolRegistry` behind a `ToolDriver`), both granted at boot.
+
+mod common;
+mod images;
+mod turn;
+#[path = "../kernel/util.rs"]
+mod util;
