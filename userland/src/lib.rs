@@ -1,19 +1,39 @@
 //! # agentos-userland — programs written against the syscall surface
 //!
-//! This crate will own the seed's userland, function by function: `supervisor` (one_for_one,
-//! one_for_all, rest_for_one, restart intensity, flapping backoff), `nursery` (structured
-//! concurrency), `nameservice`, the ReAct and conversation agents with `run_turn`, the WASM
-//! `sandbox`, `longmem`, `distill`, `persona`, `promptsmith`, `evolve` and `expert`.
+//! This crate owns the seed's userland, function by function. Here today, the supervision
+//! layer: [`mod@supervisor`] (one_for_one, one_for_all, rest_for_one; permanent, transient and
+//! temporary children; restart intensity; flapping backoff on the kernel clock), [`mod@nursery`]
+//! (structured concurrency: the first failure cancels the siblings, `join` names it) and
+//! [`nameservice`] (a process mapping names to send-only capabilities, cleaned up when owners
+//! die), and [`agents`]: `run_turn` and the ReAct and conversation agent images (an agent
+//! reaches models and tools only through device handles and spends only what those devices
+//! charge its account). Still to come: the WASM `sandbox`, `longmem`, `distill`, `persona`,
+//! `promptsmith`, `evolve` and `expert`.
+//!
+//! Every program is an [`agentos_abi::Image`] constructor or an async helper generic over
+//! `S: Syscalls`, with a small typed error. Protocols between processes are tagged
+//! [`agentos_abi::Value`] maps (`{"$": tag, ..}`), so mailboxes stay snapshottable; a helper
+//! that waits for an answer hands every other message it receives meanwhile to a caller's
+//! `stash`, never dropping one.
 //!
 //! **Invariant:** userland never reaches into the kernel: every effect goes through a syscall,
-//! so a program holds exactly the authority its capabilities grant.
+//! so a program holds exactly the authority its capabilities grant. Links here deliver `Down`
+//! messages and never kill, so whatever must not outlive its owner (a supervisor's or a
+//! nursery's children) is held by a scope process that kills it when the owner dies.
 //!
 //! **API boundary:** depends on `agentos-abi` (the syscall trait, messages, driver ABI) and not on
 //! `agentos-kernel`; the kernel is only a dev-dependency for tests.
-//!
-//! `agents` holds `run_turn` and the ReAct and conversation agent images: an agent reaches models
-//! and tools only through device handles and spends only what those devices charge its account.
-//!
-//! Status: the programs land with the userland issue; until then this crate holds only this essay.
 
 pub mod agents;
+pub mod nameservice;
+pub mod nursery;
+mod proto;
+mod scope;
+pub mod supervisor;
+
+pub use nameservice::{lookup, name_service, register, unregister, NameError};
+pub use nursery::{nursery, Nursery, NurseryError};
+pub use supervisor::{
+    supervisor, which_children, Backoff, ChildInfo, ChildSpec, Intensity, Restart, Shutdown,
+    Strategy, SupervisorError, SupervisorSpec,
+};
