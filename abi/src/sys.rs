@@ -79,6 +79,11 @@ impl<S: 'static> Image<S> {
             main: Arc::new(move |s, a| Box::pin(main(s, a))),
         }
     }
+    /// The same main under another name (one agent image, many roles in `ps`).
+    pub fn renamed(mut self, name: &str) -> Self {
+        self.name = Arc::from(name);
+        self
+    }
     /// The image name (shown in `ps` and the event log).
     pub fn name(&self) -> &Arc<str> {
         &self.name

@@ -53,11 +53,11 @@ pub fn cache_dir() -> PathBuf {
     home.join(".cache").join("agentos").join("llm")
 }
 
-fn model_path(cache: &Path) -> PathBuf {
+pub fn model_path(cache: &Path) -> PathBuf {
     cache.join(MODEL_FILE)
 }
 
-fn server_path(cache: &Path) -> PathBuf {
+pub fn server_path(cache: &Path) -> PathBuf {
     cache.join("build").join("bin").join("llama-server")
 }
 

@@ -316,6 +316,17 @@ fn ci_steps(nextest: bool, benches: bool) -> Vec<Vec<&'static str>> {
     if benches {
         steps.push(vec!["bench", "--workspace", "--no-run"]);
     }
+    // The README's main job must run to completion on a fresh clone.
+    steps.push(vec![
+        "run",
+        "-q",
+        "-p",
+        "xtask",
+        "--bin",
+        "agentos-demo",
+        "--",
+        "--fast",
+    ]);
     steps
 }
 
@@ -437,9 +448,11 @@ mod tests {
         let without = ci_steps(false, true);
         assert!(without.contains(&vec!["test", "--workspace"]));
         assert!(!without.iter().any(|s| s[0] == "nextest"));
+        assert!(without.contains(&vec!["bench", "--workspace", "--no-run"]));
         assert_eq!(
-            without.last(),
-            Some(&vec!["bench", "--workspace", "--no-run"])
+            without.last().map(|s| s[s.len() - 1]),
+            Some("--fast"),
+            "the demo runs last"
         );
         assert_eq!(without[0], vec!["fmt", "--all", "--", "--check"]);
     }

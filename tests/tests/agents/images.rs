@@ -104,6 +104,7 @@ fn a_react_agent_boots_from_its_grant_and_reports_its_result() {
                 steps: 2,
                 tokens: 2 * REPLY_TOKENS,
                 error: None,
+                task: Some("What is 2 + 3?".into()),
             },
             None
         )]

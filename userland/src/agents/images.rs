@@ -5,7 +5,10 @@
 //! parent]`. A parent builds it with [`AgentGrant`] (caps in that order, the body saying which
 //! are present); a bare message whose caps are positional in the seed's order works too; and an
 //! agent booted by the kernel (as init, or by a peer's `spawn_remote`) takes the
-//! [`LLM_DEVICE`] and [`TOOLS_DEVICE`] devices of its boot grant, its requester as parent.
+//! [`LLM_DEVICE`] and [`TOOLS_DEVICE`] devices of its boot grant, its requester as parent. A
+//! child a supervisor starts finds its caps in its args instead, by name (`llm`, `tools`,
+//! `parent`: [`AgentGrant::from_args`]), and boots without waiting for a message — so every
+//! restart boots the same way.
 
 use super::turn::{run_turn, TurnOutcome};
 use super::{TurnSpec, DEFAULT_SYSTEM_PROMPT};
@@ -127,6 +130,18 @@ impl AgentGrant {
         .await
     }
 
+    /// Read a grant from an agent's args: the convention of a supervisor's child caps
+    /// (`userland::supervisor::ChildSpec::cap`), cap refs by name in the args map — `llm`
+    /// (required), `tools` and `parent`. `None` when the args hold no `llm` cap.
+    pub fn from_args(args: &Value) -> Option<Self> {
+        let cap = |name: &str| args.get(name).and_then(Value::as_u64).map(CapRef);
+        Some(AgentGrant {
+            llm: cap(LLM_DEVICE)?,
+            tools: cap(TOOLS_DEVICE),
+            parent: cap("parent"),
+        })
+    }
+
     /// Read a grant from an agent's first message: a kernel boot grant (devices by name, the
     /// requester as parent), a tagged grant from [`AgentGrant::send`], or caps in the seed's
     /// positional order `[llm, tools, parent]`.
@@ -163,10 +178,17 @@ struct Devices {
     offer: Vec<ToolSpec>,
 }
 
-/// Take the boot grant (the first message), open the devices, settle the tool offer.
-async fn boot<S: Syscalls>(sys: &S, spec_tools: &[ToolSpec]) -> Result<Devices, AgentBootError> {
-    let first = sys.recv().await;
-    let grant = AgentGrant::from_message(&first)?;
+/// Take the boot grant (from the args when they hold one, else the first message), open the
+/// devices, settle the tool offer.
+async fn boot<S: Syscalls>(
+    sys: &S,
+    args: &Value,
+    spec_tools: &[ToolSpec],
+) -> Result<Devices, AgentBootError> {
+    let grant = match AgentGrant::from_args(args) {
+        Some(g) => g,
+        None => AgentGrant::from_message(&sys.recv().await)?,
+    };
     let llm = sys
         .open(grant.llm)
         .await
@@ -232,6 +254,9 @@ pub struct AgentResult {
     pub tokens: u64,
     /// Why the turn failed, if it did (conversation agents keep serving after a failed turn).
     pub error: Option<String>,
+    /// The task answered, as a ReAct agent reports it (a parent of several agents tells their
+    /// results apart by it); `None` from a conversation, whose caller sent the task.
+    pub task: Option<String>,
 }
 
 impl AgentResult {
@@ -241,10 +266,11 @@ impl AgentResult {
             steps: o.steps,
             tokens: o.tokens,
             error: None,
+            task: None,
         }
     }
 
-    /// As a message value: `{$: "result", answer, steps, tokens[, error]}`.
+    /// As a message value: `{$: "result", answer, steps, tokens[, error][, task]}`.
     pub fn to_value(&self) -> Value {
         let mut kv = vec![
             ("$".into(), Value::Str(RESULT_TAG.into())),
@@ -254,6 +280,9 @@ impl AgentResult {
         ];
         if let Some(e) = &self.error {
             kv.push(("error".into(), Value::Str(e.clone())));
+        }
+        if let Some(t) = &self.task {
+            kv.push(("task".into(), Value::Str(t.clone())));
         }
         Value::Map(kv)
     }
@@ -279,6 +308,7 @@ impl AgentResult {
             steps,
             tokens: v.get("tokens").and_then(Value::as_u64).unwrap_or(0),
             error: v.get("error").and_then(Value::as_str).map(str::to_owned),
+            task: v.get("task").and_then(Value::as_str).map(str::to_owned),
         })
     }
 }
@@ -383,10 +413,10 @@ impl<S> std::fmt::Debug for ReactSpec<S> {
 /// A failed turn ends the process (a quota stays a quota exit); nothing is sent then.
 pub fn react_agent<S: Syscalls>(spec: ReactSpec<S>) -> Image<S> {
     let spec = Arc::new(spec);
-    Image::new("react-agent", move |sys: S, _args: Value| {
+    Image::new("react-agent", move |sys: S, args: Value| {
         let spec = spec.clone();
         async move {
-            let mut devices = boot(&sys, &spec.turn.tools).await?;
+            let mut devices = boot(&sys, &args, &spec.turn.tools).await?;
             let system = spec.system.as_deref().unwrap_or(DEFAULT_SYSTEM_PROMPT);
             remember_message(&sys, &ChatMessage::system(system), true).await?;
             remember_message(&sys, &ChatMessage::user(spec.task.clone()), true).await?;
@@ -396,7 +426,10 @@ pub fn react_agent<S: Syscalls>(spec: ReactSpec<S>) -> Image<S> {
             report(
                 &sys,
                 devices.parent,
-                &AgentResult::from_outcome(outcome),
+                &AgentResult {
+                    task: Some(spec.task.clone()),
+                    ..AgentResult::from_outcome(outcome)
+                },
                 None,
             )
             .await
@@ -412,6 +445,8 @@ pub struct ConversationSpec<S> {
     pub history: Vec<ChatMessage>,
     /// How each turn runs.
     pub turn: TurnSpec<S>,
+    /// A name to register once booted (so clients find a restarted agent by name).
+    pub register_as: Option<String>,
 }
 
 impl<S> Default for ConversationSpec<S> {
@@ -420,6 +455,7 @@ impl<S> Default for ConversationSpec<S> {
             system: None,
             history: Vec::new(),
             turn: TurnSpec::default(),
+            register_as: None,
         }
     }
 }
@@ -430,6 +466,7 @@ impl<S> Clone for ConversationSpec<S> {
             system: self.system.clone(),
             history: self.history.clone(),
             turn: self.turn.clone(),
+            register_as: self.register_as.clone(),
         }
     }
 }
@@ -440,6 +477,7 @@ impl<S> std::fmt::Debug for ConversationSpec<S> {
             .field("system", &self.system)
             .field("history", &self.history.len())
             .field("turn", &self.turn)
+            .field("register_as", &self.register_as)
             .finish()
     }
 }
@@ -452,10 +490,13 @@ impl<S> std::fmt::Debug for ConversationSpec<S> {
 /// are not tasks are ignored.
 pub fn conversation_agent<S: Syscalls>(spec: ConversationSpec<S>) -> Image<S> {
     let spec = Arc::new(spec);
-    Image::new("conversation-agent", move |sys: S, _args: Value| {
+    Image::new("conversation-agent", move |sys: S, args: Value| {
         let spec = spec.clone();
         async move {
-            let mut devices = boot(&sys, &spec.turn.tools).await?;
+            let mut devices = boot(&sys, &args, &spec.turn.tools).await?;
+            if let Some(name) = &spec.register_as {
+                sys.register(name)?;
+            }
             let mut pinned_system = false;
             for m in &spec.history {
                 let pin = m.role == Role::System && !pinned_system;
@@ -509,6 +550,7 @@ mod tests {
             steps: 3,
             tokens: 120,
             error: None,
+            task: Some("the question".into()),
         };
         assert_eq!(AgentResult::from_value(&r.to_value()), Ok(r.clone()));
         let failed = AgentResult {

@@ -1,6 +1,11 @@
-//! # agentos-demo — a small process tree on a deterministic kernel
+//! # agentos-demo — a supervised team of agents, a process tree, crash recovery
 //!
-//! `cargo xtask demo` boots a kernel in deterministic mode (virtual clock, seeded RNG) and runs
+//! `cargo xtask demo` runs a supervised team of agents (see `team.rs`: a conversation agent
+//! and ReAct agents with tools under a supervisor with a token budget), on a scripted model by
+//! default, an OpenAI-compatible endpoint when `AGENTOS_LLM_BASE_URL` is set, or the local
+//! model with `--local`; it prints a live process table, the answers, usage and metrics.
+//!
+//! `cargo xtask demo kernel` boots a kernel in deterministic mode (virtual clock, seeded RNG) and runs
 //! a process tree that exercises the runtime's guarantees in one go: a linked worker that
 //! crashes (its parent gets a `down`), a monitored spender killed by its token quota, a client
 //! whose delegated capability is revoked mid-conversation, and a service that is asked to stop
@@ -11,6 +16,11 @@
 //! run into a file store and is killed with SIGKILL mid-run; a new kernel recovers from the
 //! store (the torn tail truncated), replays the recorded prefix without touching the device,
 //! finishes live, and ends with the same result as an uninterrupted run.
+
+#[allow(dead_code)] // the demo uses the cache paths only
+#[path = "../../local_model.rs"]
+mod local_model;
+mod team;
 
 use agentos_abi::driver::BoxFuture;
 use agentos_abi::{
@@ -396,14 +406,28 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("--help" | "-h") => {
-            println!("agentos-demo            run a small process tree on a deterministic kernel");
-            println!("agentos-demo durable    record a run, SIGKILL it mid-flight, recover it");
+            println!(
+                "agentos-demo [--fast] [--local]  a supervised team of agents (scripted model;"
+            );
+            println!(
+                "                                  AGENTOS_LLM_BASE_URL: an OpenAI-compatible"
+            );
+            println!(
+                "                                  endpoint; --local: the model `cargo xtask llm`"
+            );
+            println!("                                  prepared; --fast: no pacing of the scripted model)");
+            println!(
+                "agentos-demo kernel               a small process tree on a deterministic kernel"
+            );
+            println!(
+                "agentos-demo durable              record a run, SIGKILL it mid-flight, recover it"
+            );
             return Ok(());
         }
         Some("durable") => return durable(),
         Some("durable-child") => return durable_child(args.get(1).map_or("", String::as_str)),
-        Some(other) => anyhow::bail!("unknown argument {other:?} (try --help)"),
-        None => {}
+        Some("kernel") => {}
+        _ => return team::run(team::TeamOpts::parse(&args)?),
     }
     // A panicking process is part of the show; keep its message out of the way of the output.
     std::panic::set_hook(Box::new(|_| {}));

@@ -1,0 +1,744 @@
+//! The default demo: a supervised team of agents.
+//!
+//! A lead process (init) holds the `llm` and `tools` devices. It starts a one-for-one
+//! supervisor under a token budget (the supervisor's account; every agent's account is a child
+//! of it, so the whole team shares the budget) with four children: a conversation agent
+//! (`concierge`, permanent, registered by name), two ReAct agents with one task each
+//! (`researcher`, `analyst`, transient) and a `courier` that crashes on its first run and is
+//! restarted. The agents get their device caps from the supervisor on every start. The lead
+//! collects the ReAct agents' answers, asks the concierge two questions, then stops the team.
+//!
+//! The model is, by default, a scripted one (rules over the request, so the run needs no
+//! network and gives the same answers every time); with `AGENTOS_LLM_BASE_URL` set, any
+//! OpenAI-compatible endpoint; with `--local`, the SmolLM2 model `cargo xtask llm` prepared,
+//! served by a llama-server this demo starts on loopback. While it runs the demo prints the
+//! process table whenever it changes; at the end, the answers, the usage and the metrics.
+
+use agentos_abi::device::{ChatReply, ChatRequest, FinishReason, Role, ToolCall};
+use agentos_abi::{
+    Body, CapRef, ExitReason, Image, Message, Quota, Right, SendOpts, SpawnOpts, SysMsg, Syscalls,
+    Value,
+};
+use agentos_drivers::llm::{
+    LlmDriver, LlmError, OpenAiConfig, OpenAiProvider, Provider, ScriptedProvider,
+};
+use agentos_drivers::tools::{ToolDriver, ToolError, ToolRegistry};
+use agentos_kernel::{BootOpts, KImage, Kernel, KernelConfig, ProcInfo, Sys};
+use agentos_userland::agents::TurnSpec;
+use agentos_userland::agents::{
+    conversation_agent, react_agent, AgentResult, AgentTask, ConversationSpec, ReactSpec,
+};
+use agentos_userland::supervisor::SupervisorSpec;
+use agentos_userland::supervisor::{supervisor, Backoff, ChildSpec, Restart, Strategy};
+use anyhow::{bail, Context as _, Result};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The team's token budget: the supervisor's account, shared by every agent under it.
+const TEAM_TOKENS: u64 = 60_000;
+
+/// The questions the lead puts to the concierge.
+const QUESTIONS: [&str; 2] = [
+    "How many words are in the sentence 'agents deserve operating systems too'?",
+    "What is the capital of Japan?",
+];
+
+/// Where the model comes from.
+enum Model {
+    Scripted { pace_ms: u64 },
+    Endpoint,
+    Local,
+}
+
+/// Options of `agentos-demo [team]`.
+pub struct TeamOpts {
+    model: Model,
+}
+
+impl TeamOpts {
+    /// Parse `[--local] [--fast]`.
+    pub fn parse(args: &[String]) -> Result<Self> {
+        let mut local = false;
+        let mut fast = false;
+        for a in args {
+            match a.as_str() {
+                "--local" => local = true,
+                "--fast" => fast = true,
+                other => bail!("unknown argument {other:?} (try --help)"),
+            }
+        }
+        let model = if local {
+            Model::Local
+        } else if std::env::var_os("AGENTOS_LLM_BASE_URL").is_some() {
+            Model::Endpoint
+        } else {
+            Model::Scripted {
+                pace_ms: if fast { 0 } else { 60 },
+            }
+        };
+        Ok(TeamOpts { model })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tools
+
+/// `calc`: integer arithmetic with + - * / and parentheses.
+fn calc(expr: &str) -> Result<i64, String> {
+    struct P<'a> {
+        s: &'a [u8],
+        i: usize,
+    }
+    impl P<'_> {
+        fn ws(&mut self) {
+            while self.s.get(self.i).is_some_and(u8::is_ascii_whitespace) {
+                self.i += 1;
+            }
+        }
+        fn expr(&mut self, depth: u32) -> Result<i64, String> {
+            let mut v = self.term(depth)?;
+            loop {
+                self.ws();
+                match self.s.get(self.i) {
+                    Some(b'+') => {
+                        self.i += 1;
+                        v = v.checked_add(self.term(depth)?).ok_or("overflow")?;
+                    }
+                    Some(b'-') => {
+                        self.i += 1;
+                        v = v.checked_sub(self.term(depth)?).ok_or("overflow")?;
+                    }
+                    _ => return Ok(v),
+                }
+            }
+        }
+        fn term(&mut self, depth: u32) -> Result<i64, String> {
+            let mut v = self.atom(depth)?;
+            loop {
+                self.ws();
+                match self.s.get(self.i) {
+                    Some(b'*') => {
+                        self.i += 1;
+                        v = v.checked_mul(self.atom(depth)?).ok_or("overflow")?;
+                    }
+                    Some(b'/') => {
+                        self.i += 1;
+                        let d = self.atom(depth)?;
+                        v = v.checked_div(d).ok_or("division by zero")?;
+                    }
+                    _ => return Ok(v),
+                }
+            }
+        }
+        fn atom(&mut self, depth: u32) -> Result<i64, String> {
+            if depth > 64 {
+                return Err("nested too deeply".into());
+            }
+            self.ws();
+            match self.s.get(self.i) {
+                Some(b'(') => {
+                    self.i += 1;
+                    let v = self.expr(depth + 1)?;
+                    self.ws();
+                    if self.s.get(self.i) != Some(&b')') {
+                        return Err(format!("expected ')' at {}", self.i));
+                    }
+                    self.i += 1;
+                    Ok(v)
+                }
+                Some(b'-') => {
+                    self.i += 1;
+                    Ok(-self.atom(depth + 1)?)
+                }
+                Some(c) if c.is_ascii_digit() => {
+                    let start = self.i;
+                    while self.s.get(self.i).is_some_and(u8::is_ascii_digit) {
+                        self.i += 1;
+                    }
+                    std::str::from_utf8(&self.s[start..self.i])
+                        .ok()
+                        .and_then(|t| t.parse().ok())
+                        .ok_or_else(|| "number too large".into())
+                }
+                _ => Err(format!("expected a number at {}", self.i)),
+            }
+        }
+    }
+    let mut p = P {
+        s: expr.as_bytes(),
+        i: 0,
+    };
+    let v = p.expr(0)?;
+    p.ws();
+    if p.i != p.s.len() {
+        return Err(format!("unexpected input at {}", p.i));
+    }
+    Ok(v)
+}
+
+/// What the `lookup` tool knows.
+const FACTS: &[(&str, &str)] = &[
+    ("capital of france", "Paris"),
+    ("capital of japan", "Tokyo"),
+    ("capital of kenya", "Nairobi"),
+    ("speed of light", "299,792,458 m/s"),
+];
+
+fn team_tools() -> Result<ToolRegistry> {
+    let mut r = ToolRegistry::new();
+    let str_arg = |args: &Value, k: &str| {
+        args.get(k)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| ToolError::new(format!("missing string argument `{k}`")))
+    };
+    r.register_sync(
+        "calc",
+        "Evaluate an integer arithmetic expression (+ - * / and parentheses).",
+        r#"{"type":"object","properties":{"expr":{"type":"string"}},"required":["expr"]}"#,
+        move |args| {
+            let e = str_arg(&args, "expr")?;
+            calc(&e).map(Value::I64).map_err(ToolError::new)
+        },
+    )?;
+    r.register_sync(
+        "lookup",
+        "Look up a fact, e.g. 'capital of France'.",
+        r#"{"type":"object","properties":{"query":{"type":"string"}},"required":["query"]}"#,
+        move |args| {
+            let q = str_arg(&args, "query")?.to_lowercase();
+            FACTS
+                .iter()
+                .find(|(k, _)| q.contains(k))
+                .map(|(_, v)| Value::Str((*v).into()))
+                .ok_or_else(|| ToolError::new(format!("no fact about {q:?}")))
+        },
+    )?;
+    r.register_sync(
+        "word_count",
+        "Count the words of a text.",
+        r#"{"type":"object","properties":{"text":{"type":"string"}},"required":["text"]}"#,
+        move |args| {
+            let t = str_arg(&args, "text")?;
+            Ok(Value::U64(t.split_whitespace().count() as u64))
+        },
+    )?;
+    Ok(r)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The scripted model: rules over the request, so answers do not depend on which agent asks
+// first.
+
+fn call(name: &str, args: serde_json::Value) -> ChatReply {
+    ChatReply {
+        tool_calls: vec![ToolCall {
+            id: format!("call_{name}"),
+            name: name.into(),
+            arguments: args.to_string(),
+        }],
+        finish_reason: FinishReason::ToolCalls,
+        ..ChatReply::default()
+    }
+}
+
+fn scripted_model(req: &ChatRequest) -> ChatReply {
+    let Some(last) = req.messages.last() else {
+        return ChatReply::text("I have nothing to answer.");
+    };
+    let offered = |t: &str| req.tools.iter().any(|s| s.name == t);
+    if last.role == Role::Tool {
+        let tool = last.name.as_deref().unwrap_or("tool");
+        let result = last.content.trim_matches('"');
+        let task = req
+            .messages
+            .iter()
+            .rev()
+            .find(|m| m.role == Role::User)
+            .map_or("", |m| m.content.as_str());
+        return ChatReply::text(match tool {
+            "lookup" => format!("{result}. (Looked up for: {task})"),
+            "calc" => format!("The result is {result}."),
+            "word_count" => format!("That sentence has {result} words."),
+            _ => format!("{tool} says: {result}"),
+        });
+    }
+    let task = last.content.to_lowercase();
+    if let Some(i) = task.find("capital of ") {
+        if offered("lookup") {
+            let place: String = task[i..]
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == ' ')
+                .collect();
+            return call("lookup", serde_json::json!({ "query": place.trim() }));
+        }
+    }
+    if task.contains("compute") && offered("calc") {
+        let expr: String = last
+            .content
+            .chars()
+            .filter(|c| c.is_ascii_digit() || "+-*/() ".contains(*c))
+            .collect();
+        return call("calc", serde_json::json!({ "expr": expr.trim() }));
+    }
+    if let (Some(a), Some(b)) = (last.content.find('\''), last.content.rfind('\'')) {
+        if a < b && offered("word_count") {
+            let text = &last.content[a + 1..b];
+            return call("word_count", serde_json::json!({ "text": text }));
+        }
+    }
+    ChatReply::text("Done.")
+}
+
+/// A provider that takes `ms` of real time per call (so the live table has something to show).
+struct Paced {
+    inner: ScriptedProvider,
+    ms: u64,
+}
+
+impl Provider for Paced {
+    fn name(&self) -> &str {
+        "scripted"
+    }
+    fn chat<'a>(
+        &'a self,
+        req: &'a ChatRequest,
+    ) -> agentos_abi::driver::BoxFuture<'a, Result<ChatReply, LlmError>> {
+        Box::pin(async move {
+            if self.ms > 0 {
+                tokio::time::sleep(Duration::from_millis(self.ms)).await;
+            }
+            self.inner.chat(req).await
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes
+
+/// Crashes on its first run (a lost connection, say), delivers on the next.
+fn courier(runs: Arc<AtomicU32>) -> KImage {
+    Image::new("courier", move |sys: Sys, args: Value| {
+        let runs = runs.clone();
+        async move {
+            let run = runs.fetch_add(1, Ordering::SeqCst) + 1;
+            sys.sleep(20).await;
+            if run == 1 {
+                return Err(ExitReason::fault("courier: lost the connection"));
+            }
+            if let Some(parent) = args.get("parent").and_then(Value::as_u64).map(CapRef) {
+                let note = Value::Map(vec![
+                    ("$".into(), "delivered".into()),
+                    ("run".into(), Value::U64(u64::from(run))),
+                ]);
+                sys.send(parent, Body::Value(note), SendOpts::default())
+                    .await?;
+            }
+            Ok(())
+        }
+    })
+}
+
+/// What the lead reports to the host.
+#[derive(Default)]
+struct Report {
+    answers: Vec<(String, String, AgentResult)>,
+    notes: Vec<String>,
+}
+
+fn turn_spec(real: bool) -> TurnSpec<Sys> {
+    TurnSpec {
+        // A small real model can wander: keep its turns short.
+        max_steps: Some(if real { 3 } else { 8 }),
+        base_steps: if real { 3 } else { 4 },
+        max_tokens: Some(if real { 96 } else { 256 }),
+        ..TurnSpec::default()
+    }
+}
+
+fn lead(report: Arc<Mutex<Report>>, real: bool, courier_runs: Arc<AtomicU32>) -> KImage {
+    Image::new("lead", move |sys: Sys, _| {
+        let report = report.clone();
+        let courier_runs = courier_runs.clone();
+        async move {
+            let (llm, tools, spawn) = {
+                let boot = sys.recv().await;
+                let Some(boot @ SysMsg::Boot { spawn, .. }) = boot.sys() else {
+                    return Err(ExitReason::fault("no boot grant"));
+                };
+                let dev = |name: &str| {
+                    boot.device(name)
+                        .ok_or_else(|| ExitReason::fault(format!("no {name} device")))
+                };
+                (dev("llm")?, dev("tools")?, *spawn)
+            };
+            // The supervisor gets the devices, a spawn-only copy of the lead's spawn cap and a
+            // send-only cap to the lead (its children's `parent`); it hands each child fresh
+            // copies on every start.
+            let sup_spawn = sys.derive(spawn, Right::Spawn.into())?;
+            let me = sys.derive(sys.self_cap(), Right::Send.into())?;
+            let agent = |id: &str, image: Image<Sys>, restart: Restart| {
+                ChildSpec::new(id, image.renamed(id))
+                    .restart(restart)
+                    .cap("llm", llm)
+                    .cap("tools", tools)
+                    .cap("parent", me)
+            };
+            let research = ReactSpec {
+                task: "What is the capital of France?".into(),
+                turn: turn_spec(real),
+                ..ReactSpec::default()
+            };
+            let analysis = ReactSpec {
+                task: "Compute (17 + 25) * 3.".into(),
+                turn: turn_spec(real),
+                ..ReactSpec::default()
+            };
+            let concierge = ConversationSpec {
+                system: Some(
+                    "You are the team's concierge. Answer briefly; use the tools when they help."
+                        .into(),
+                ),
+                turn: turn_spec(real),
+                register_as: Some("concierge".into()),
+                ..ConversationSpec::default()
+            };
+            let spec = SupervisorSpec::new(Strategy::OneForOne)
+                .backoff(Backoff {
+                    base_ms: 50,
+                    max_ms: 1_000,
+                    stable_ms: 1_000,
+                })
+                .child(agent(
+                    "concierge",
+                    conversation_agent(concierge),
+                    Restart::Permanent,
+                ))
+                .child(agent(
+                    "researcher",
+                    react_agent(research),
+                    Restart::Transient,
+                ))
+                .child(agent("analyst", react_agent(analysis), Restart::Transient))
+                .child(
+                    ChildSpec::new("courier", courier(courier_runs))
+                        .restart(Restart::Transient)
+                        .cap("parent", me),
+                );
+            let team = sys
+                .spawn(
+                    supervisor(spec).map_err(|e| ExitReason::fault(e.to_string()))?,
+                    SpawnOpts {
+                        quota: Quota {
+                            tokens: Some(TEAM_TOKENS),
+                            ..Quota::default()
+                        },
+                        caps: vec![llm, tools, me, sup_spawn],
+                        link: true,
+                        ..SpawnOpts::default()
+                    },
+                )
+                .await?;
+
+            // The two ReAct answers and the courier's delivery, in whatever order they come.
+            let (mut answers, mut delivered) = (0, false);
+            while answers < 2 || !delivered {
+                let m: Message = sys.recv().await;
+                let Some(v) = m.body.as_value() else {
+                    if let Some(SysMsg::Down { reason, .. }) = m.sys() {
+                        return Err(ExitReason::fault(format!("the team went down: {reason}")));
+                    }
+                    continue;
+                };
+                let entry = match v.get("$").and_then(Value::as_str) {
+                    Some("result") => {
+                        let r = AgentResult::from_value(v).unwrap_or_default();
+                        let task = r.task.clone().unwrap_or_default();
+                        let id = if task.contains("capital") {
+                            "researcher"
+                        } else {
+                            "analyst"
+                        };
+                        answers += 1;
+                        Ok((id.to_owned(), task, r))
+                    }
+                    Some("delivered") => {
+                        delivered = true;
+                        let run = v.get("run").and_then(Value::as_u64).unwrap_or(0);
+                        Err(format!(
+                            "courier delivered on run {run} (it crashed on run 1; the supervisor restarted it)"
+                        ))
+                    }
+                    _ => continue,
+                };
+                let mut report = report
+                    .lock()
+                    .map_err(|_| ExitReason::fault("report lock"))?;
+                match entry {
+                    Ok(answer) => report.answers.push(answer),
+                    Err(note) => report.notes.push(note),
+                }
+            }
+
+            // The concierge registered its name when it booted.
+            let concierge = loop {
+                if let Some(c) = sys.lookup("concierge").await {
+                    break c;
+                }
+                sys.sleep(5).await;
+            };
+            for q in QUESTIONS {
+                sys.send(
+                    concierge,
+                    Body::Value(AgentTask::new(q).to_value()),
+                    SendOpts::default(),
+                )
+                .await?;
+                let r = loop {
+                    let m = sys.recv().await;
+                    if let Some(v) = m.body.as_value() {
+                        if v.get("$").and_then(Value::as_str) == Some("result") {
+                            break AgentResult::from_value(v).unwrap_or_default();
+                        }
+                    }
+                };
+                report
+                    .lock()
+                    .map_err(|_| ExitReason::fault("report lock"))?
+                    .answers
+                    .push(("concierge".into(), q.into(), r));
+            }
+            // Stop the team: the supervisor stops its children, in reverse start order.
+            sys.term(team.cap).await?;
+            let _ = sys.waitpid(team.cap).await;
+            Ok(())
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The host side
+
+/// A llama-server child on loopback, killed on drop.
+struct LocalServer {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Drop for LocalServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_local_model() -> Result<LocalServer> {
+    let cache = crate::local_model::cache_dir();
+    let (server, model) = (
+        crate::local_model::server_path(&cache),
+        crate::local_model::model_path(&cache),
+    );
+    if !server.is_file() || !model.is_file() {
+        bail!("the local model is not prepared: run `cargo xtask llm` first");
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let child = std::process::Command::new(&server)
+        .arg("-m")
+        .arg(&model)
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "-c",
+            "4096",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", server.display()))?;
+    let srv = LocalServer {
+        child,
+        base: format!("http://127.0.0.1:{port}/v1"),
+    };
+    eprintln!("demo: starting llama-server on 127.0.0.1:{port} …");
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(120) {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            use std::io::{Read, Write};
+            let _ = s.write_all(b"GET /health HTTP/1.0\r\n\r\n");
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            if out.starts_with("HTTP/1.1 200") || out.starts_with("HTTP/1.0 200") {
+                return Ok(srv);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    bail!("llama-server did not become healthy in 120 s")
+}
+
+fn table(rows: &[ProcInfo]) -> String {
+    let mut out = format!(
+        "{:>4} {:>6}  {:<16} {:<9} {:>4} {:>7} {:>6} {:>9}\n",
+        "PID", "PARENT", "NAME", "STATUS", "MBOX", "TOKENS", "TOOLS", "TOK-LEFT"
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "{:>4} {:>6}  {:<16} {:<9} {:>4} {:>7} {:>6} {:>9}\n",
+            r.pid.0,
+            r.parent.map_or("-".to_owned(), |p| p.0.to_string()),
+            r.name,
+            if r.stopped { "stopped" } else { r.status },
+            r.mailbox,
+            r.usage.tokens,
+            r.usage.tool_calls,
+            r.budget.tokens.map_or("∞".to_owned(), |t| t.to_string()),
+        ));
+    }
+    out
+}
+
+/// Run the team demo.
+pub fn run(opts: TeamOpts) -> Result<()> {
+    let mut _server = None;
+    let paced = matches!(opts.model, Model::Scripted { pace_ms } if pace_ms > 0);
+    let (provider, label, real): (Arc<dyn Provider>, String, bool) = match opts.model {
+        Model::Scripted { pace_ms } => (
+            Arc::new(Paced {
+                inner: ScriptedProvider::with(|req| Ok(scripted_model(req))),
+                ms: pace_ms,
+            }),
+            "the scripted model (set AGENTOS_LLM_BASE_URL or pass --local for a real one)".into(),
+            false,
+        ),
+        Model::Endpoint => {
+            let p = OpenAiProvider::from_env().context("configuring the endpoint from env")?;
+            let url = std::env::var("AGENTOS_LLM_BASE_URL").unwrap_or_default();
+            (Arc::new(p), format!("the endpoint at {url}"), true)
+        }
+        Model::Local => {
+            let srv = start_local_model()?;
+            let p = OpenAiProvider::new(OpenAiConfig::new(srv.base.clone(), "smollm2"))?;
+            let label = format!("the local SmolLM2-135M at {}", srv.base);
+            _server = Some(srv);
+            (Arc::new(p), label, true)
+        }
+    };
+    println!("== agentos team demo on {label} ==");
+    println!(
+        "team budget: {TEAM_TOKENS} tokens (the supervisor's account, shared by its agents)\n"
+    );
+    let k = Kernel::new(KernelConfig::deterministic(7));
+    k.register_driver(Arc::new(LlmDriver::new(provider)?))?;
+    k.register_driver(Arc::new(ToolDriver::new(team_tools()?)?))?;
+    let report = Arc::new(Mutex::new(Report::default()));
+    let courier_runs = Arc::new(AtomicU32::new(0));
+    let lead_pid = k.boot(
+        lead(report.clone(), real, courier_runs),
+        BootOpts {
+            grant: vec!["llm".into(), "tools".into()],
+            ..BootOpts::default()
+        },
+    )?;
+
+    // The live table: the scheduler runs on this thread (deterministic mode); a watcher thread
+    // prints the process table whenever it changes.
+    let done = AtomicBool::new(false);
+    let started = Instant::now();
+    let exit = std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut last = String::new();
+            while !done.load(Ordering::Acquire) {
+                let t = table(&k.ps());
+                if t != last {
+                    println!(
+                        "-- t={:>5} ms (kernel clock {} ms) --",
+                        started.elapsed().as_millis(),
+                        k.now()
+                    );
+                    print!("{t}");
+                    last = t;
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+        });
+        let r = k.wait_exit(lead_pid);
+        done.store(true, Ordering::Release);
+        r
+    })?;
+    println!("\n== the lead exited: {exit} ==");
+
+    let report = report
+        .lock()
+        .map_err(|_| anyhow::anyhow!("report lock poisoned"))?;
+    println!("\n== answers ==");
+    for (id, task, r) in &report.answers {
+        let answer = if r.answer.trim().is_empty() {
+            "(no answer)"
+        } else {
+            r.answer.trim()
+        };
+        println!(
+            "[{id}] {task}\n    → {answer}   ({} steps, {} tokens)",
+            r.steps, r.tokens
+        );
+        if let Some(e) = &r.error {
+            println!("    error: {e}");
+        }
+    }
+    for n in &report.notes {
+        println!("note: {n}");
+    }
+    let m = k.metrics();
+    println!("\n== usage ==");
+    for (meter, n) in &m.charged {
+        println!("{:<11} {n}", meter.name());
+    }
+    let tokens: u64 = report.answers.iter().map(|(_, _, r)| r.tokens).sum();
+    println!("answers cost {tokens} of the team's {TEAM_TOKENS} tokens");
+    println!("\n== metrics ==");
+    println!(
+        "processes={} events={} spawns={} exits={} sends={} recvs={} faults={}",
+        m.processes, m.events, m.spawns, m.exits, m.sends, m.recvs, m.faults
+    );
+    println!(
+        "exits by reason: {}",
+        m.exits_by_reason
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    match (real, paced) {
+        (false, false) => println!("trace hash: {:016x} (the same on every run)", k.trace_hash()),
+        (false, true) => println!(
+            "trace hash: {:016x} (the scripted model's pacing is real time; --fast gives the same hash on every run)",
+            k.trace_hash()
+        ),
+        _ => {}
+    }
+    if exit != ExitReason::Normal {
+        bail!("the lead exited abnormally: {exit}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calc_follows_precedence_and_refuses_junk() {
+        assert_eq!(calc("(17 + 25) * 3"), Ok(126));
+        assert_eq!(calc("2+3*4"), Ok(14));
+        assert_eq!(calc("-(2-5)"), Ok(3));
+        assert!(calc("1/0").is_err());
+        assert!(calc("2+").is_err());
+        assert!(calc("(((1)").is_err());
+        assert!(calc(&"(".repeat(10_000)).is_err());
+    }
+}
