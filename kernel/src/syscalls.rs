@@ -592,6 +592,17 @@ impl Syscalls for Sys {
                     }
                     Err(e) => return Poll::Ready(Some(Err(SendError::Refused(body, e)))),
                 };
+                // System messages (down, exit, term, boot…) are the kernel's word: a process
+                // that could send one could forge a death or a stop request.
+                if matches!(body, Body::Sys(_)) {
+                    let why = "send: a process cannot send a system message (only the kernel does)";
+                    st.emit(EventKind::Fault {
+                        pid: me,
+                        error: why.into(),
+                    });
+                    let e = SysError::Unsupported(why.into());
+                    return Poll::Ready(Some(Err(SendError::Refused(body, e))));
+                }
                 let now = st.now();
                 for c in &opts.caps {
                     if st.caps.lookup(*c, now).is_none_or(|v| v.owner != me) {

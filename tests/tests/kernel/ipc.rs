@@ -487,3 +487,57 @@ fn a_sender_parked_on_a_full_mailbox_gets_closed_when_the_receiver_dies() {
         "the undelivered body came back"
     );
 }
+
+#[test]
+fn a_process_cannot_forge_a_system_message() {
+    let seen: Log<String> = log();
+    let s = seen.clone();
+    let k = det(1);
+    let pid = k
+        .boot(
+            init(move |sys, _| {
+                let s = s.clone();
+                async move {
+                    let victim = sys
+                        .spawn(
+                            image("victim", |sys: Sys, _| async move {
+                                let _ = sys.recv().await;
+                                Ok(())
+                            }),
+                            SpawnOpts::default(),
+                        )
+                        .await?;
+                    for forged in [
+                        SysMsg::Term { from: Pid(1) },
+                        SysMsg::Down {
+                            pid: Pid(99),
+                            reason: ExitReason::Normal,
+                        },
+                    ] {
+                        let e = sys
+                            .send(victim.cap, Body::Sys(forged), no_opts())
+                            .await
+                            .expect_err("refused");
+                        // The refused body comes back whole.
+                        assert!(matches!(e, SendError::Refused(Body::Sys(_), _)));
+                        push(&s, e.to_string());
+                    }
+                    // The victim got nothing forged: a real message still reaches it first.
+                    sys.send(victim.cap, val(1u64), no_opts()).await?;
+                    sys.waitpid(victim.cap).await?;
+                    Ok(())
+                }
+            }),
+            BootOpts::default(),
+        )
+        .unwrap();
+    assert_eq!(k.wait_exit(pid).unwrap(), ExitReason::Normal);
+    let seen = snapshot(&seen);
+    assert_eq!(seen.len(), 2);
+    assert!(
+        seen.iter()
+            .all(|m| m.contains("cannot send a system message")),
+        "{seen:?}"
+    );
+    assert_eq!(faults_of(&k, pid).len(), 2);
+}

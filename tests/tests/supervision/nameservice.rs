@@ -281,8 +281,15 @@ fn a_forged_down_does_not_drop_a_name() {
                 pid: o.pid,
                 reason: ExitReason::Normal,
             };
-            sys.send(names, Body::Sys(forged), SendOpts::default())
-                .await?;
+            // The kernel refuses a system message from a process outright; were one to get
+            // through, the service would still ignore a down not sent by the dead process.
+            let refused = sys
+                .send(names, Body::Sys(forged), SendOpts::default())
+                .await;
+            assert!(
+                matches!(&refused, Err(SendError::Refused(_, e)) if e.to_string().contains("system message")),
+                "{refused:?}"
+            );
             let still = lookup(&sys, names, "bank", &mut Vec::new())
                 .await
                 .unwrap()
