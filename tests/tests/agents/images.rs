@@ -305,3 +305,78 @@ fn a_conversation_agent_without_history_pins_its_system_prompt() {
         ]
     );
 }
+
+/// A supervised agent finds its devices in its args (the supervisor's child caps), so a crash
+/// and restart boots it again without anyone resending a grant.
+#[test]
+fn a_supervised_agent_boots_from_its_args_and_again_after_a_restart() {
+    use agentos_userland::{supervisor, ChildSpec, Restart, Strategy, SupervisorSpec};
+    // The first run's model call fails (the agent exits with a fault); the restart answers.
+    let p = Arc::new(ScriptedProvider::results([
+        Err(LlmError::Transport("connection reset".into())),
+        Ok(text("restarted and answered")),
+    ]));
+    let ran = log();
+    let k = kernel(&p, &ran);
+    let got: Log<AgentResult> = log();
+    let out = got.clone();
+    let image = init(move |sys: Sys, boot: SysMsg| {
+        let out = out.clone();
+        async move {
+            let SysMsg::Boot { spawn, .. } = &boot else {
+                return Err(ExitReason::fault("no boot grant"));
+            };
+            let llm = boot
+                .device("llm")
+                .ok_or_else(|| ExitReason::fault("no llm"))?;
+            let me = sys.derive(sys.self_cap(), Right::Send.into())?;
+            let sup_spawn = sys.derive(*spawn, Right::Spawn.into())?;
+            let agent = react_agent(ReactSpec {
+                task: "Say something.".into(),
+                ..ReactSpec::default()
+            });
+            let spec = SupervisorSpec::new(Strategy::OneForOne).child(
+                ChildSpec::new("agent", agent)
+                    .restart(Restart::Transient)
+                    .cap("llm", llm)
+                    .cap("parent", me),
+            );
+            let image = supervisor(spec).map_err(|e| ExitReason::fault(e.to_string()))?;
+            let opts = SpawnOpts {
+                caps: vec![llm, me, sup_spawn],
+                ..SpawnOpts::default()
+            };
+            let sup = sys.spawn(image, opts).await?;
+            loop {
+                let m = sys.recv().await;
+                if let Some(r) = m
+                    .body
+                    .as_value()
+                    .and_then(|v| AgentResult::from_value(v).ok())
+                {
+                    push(&out, r);
+                    break;
+                }
+            }
+            sys.term(sup.cap).await?;
+            Ok(())
+        }
+    });
+    let exit = boot_with_and_wait(&k, image, grant(Quota::default()));
+    assert_eq!(exit, ExitReason::Normal);
+    let got = snapshot(&got);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].answer, "restarted and answered");
+    assert_eq!(got[0].task.as_deref(), Some("Say something."));
+    assert_eq!(
+        p.requests().len(),
+        2,
+        "one failed call, one after the restart"
+    );
+    let agent_spawns = k
+        .trace(4096)
+        .iter()
+        .filter(|e| matches!(&e.kind, EventKind::Spawn { name, .. } if &**name == "react-agent"))
+        .count();
+    assert_eq!(agent_spawns, 2);
+}
