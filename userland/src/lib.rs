@@ -7,8 +7,7 @@
 //! [`nameservice`] (a process mapping names to send-only capabilities, cleaned up when owners
 //! die), and [`agents`]: `run_turn` and the ReAct and conversation agent images (an agent
 //! reaches models and tools only through device handles and spends only what those devices
-//! charge its account). Still to come: the WASM `sandbox`, `longmem`, `distill`, `persona`,
-//! `promptsmith`, `evolve` and `expert`.
+//! charge its account). Still to come: the WASM `sandbox`.
 //!
 //! Every program is an [`agentos_abi::Image`] constructor or an async helper generic over
 //! `S: Syscalls`, with a small typed error. Protocols between processes are tagged
@@ -23,10 +22,28 @@
 //!
 //! **API boundary:** depends on `agentos-abi` (the syscall trait, messages, driver ABI) and not on
 //! `agentos-kernel`; the kernel is only a dev-dependency for tests.
+//!
+//! The learning modules turn finished work into better prompts: `longmem` (deduplicated lessons,
+//! recalled by keyword and tag, persisted through a store trait with a JSON-lines file and,
+//! behind the `tantivy` feature, a tantivy index), `distill` (a session into at most three
+//! lessons, parsed defensively from model output), `persona` (named domain prompts, and
+//! `instantiate` to ready one for a task), `promptsmith` (the model writes and refines system
+//! prompts), `evolve` (tournaments with a margin, generations of refinements, metered fitness)
+//! and `expert` (all of them behind `PromptExpert`: learn, specialize, hire). They reach a model
+//! through `llm::Chat`, which in a process is the LLM device read through its syscall handle, so
+//! the calls are charged to the caller's account.
 
 pub mod agents;
+pub mod distill;
+pub mod evolve;
+pub mod expert;
+pub mod llm;
+pub mod longmem;
 pub mod nameservice;
 pub mod nursery;
+mod persist;
+pub mod persona;
+pub mod promptsmith;
 mod proto;
 mod scope;
 pub mod supervisor;
