@@ -296,3 +296,54 @@ mod tests {
         assert_eq!(Instance::from_value(i.to_value()), Ok(i));
     }
 }
+
+impl<S> From<Instance> for crate::agents::ReactSpec<S> {
+    /// A ReAct agent for the instance's task, with its system prompt and tools.
+    fn from(i: Instance) -> Self {
+        crate::agents::ReactSpec {
+            system: Some(i.system),
+            task: i.task,
+            turn: crate::agents::TurnSpec {
+                tools: i.tools,
+                ..crate::agents::TurnSpec::default()
+            },
+        }
+    }
+}
+
+impl<S> From<Instance> for crate::agents::ConversationSpec<S> {
+    /// A conversation agent with the instance's system prompt and tools (the instance's task
+    /// is the caller's first message to send).
+    fn from(i: Instance) -> Self {
+        crate::agents::ConversationSpec {
+            system: Some(i.system),
+            turn: crate::agents::TurnSpec {
+                tools: i.tools,
+                ..crate::agents::TurnSpec::default()
+            },
+            ..crate::agents::ConversationSpec::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod agent_spec_tests {
+    use super::*;
+
+    #[test]
+    fn an_instance_becomes_an_agent_spec() {
+        let i = Instance {
+            persona: "sre".into(),
+            task: "why is the disk full?".into(),
+            system: "You are an SRE.".into(),
+            tools: Vec::new(),
+            lessons: Vec::new(),
+        };
+        let r: crate::agents::ReactSpec<()> = i.clone().into();
+        assert_eq!(r.system.as_deref(), Some("You are an SRE."));
+        assert_eq!(r.task, "why is the disk full?");
+        let c: crate::agents::ConversationSpec<()> = i.into();
+        assert_eq!(c.system.as_deref(), Some("You are an SRE."));
+        assert!(c.history.is_empty());
+    }
+}
