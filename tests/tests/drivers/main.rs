@@ -11,4 +11,5 @@ mod server;
 mod tools;
 #[path = "../kernel/util.rs"]
 mod util;
+mod wasm;
 mod worker;
