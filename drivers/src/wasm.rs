@@ -403,7 +403,10 @@ fn classify(e: wasmtime::Error, fuel: u64) -> Result<WasmError, String> {
     }
     match e.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => Ok(WasmError::OutOfFuel(fuel)),
-        Some(t) => Ok(WasmError::Trap(t.to_string())),
+        // Trap's text starts with "wasm trap: "; the error says that already.
+        Some(t) => Ok(WasmError::Trap(
+            t.to_string().trim_start_matches("wasm trap: ").to_owned(),
+        )),
         None => Err(e.to_string()),
     }
 }

@@ -11,4 +11,9 @@
 //! **API boundary:** depends on `agentos-abi` (the syscall trait, messages, driver ABI) and not on
 //! `agentos-kernel`; the kernel is only a dev-dependency for tests.
 //!
+//! `sandbox` runs untrusted code as WebAssembly processes that reach the kernel only through a
+//! syscall allowlist, under fuel and memory limits, torn down with their process.
+//!
 //! Status: the programs land with the userland issue; until then this crate holds only this essay.
+
+pub mod sandbox;
