@@ -9,6 +9,7 @@
 //! - KV: [`KvRequest`] → [`KvReply`].
 //! - Worker: [`WorkerRequest`] → [`CallOutcome`].
 //! - Gateway: [`GatewaySend`] (out), [`GatewayInbound`] / [`GatewayReply`] (in).
+//! - WASM: [`WasmRequest`] → the export's results.
 //!
 //! Every type implements [`DeviceMessage`] (`to_value` / `from_value`). Most go through a small
 //! serde bridge ([`to_value`] / [`from_value`]) that maps structs to [`Value::Map`], sequences
@@ -504,6 +505,78 @@ pub struct GatewayReply {
     /// The answer handed back to the outside caller.
     #[serde(default, with = "value_as_data")]
     pub reply: Value,
+}
+
+// ---------------------------------------------------------------------------------------------
+// WASM
+// ---------------------------------------------------------------------------------------------
+
+/// Call export `func` of the WASM module registered as `module` with numeric `args` (the
+/// seed's `{module, fn, args}`; `func` travels under the key `fn`).
+///
+/// Each argument converts to the export's parameter type: an integer (`U64`/`I64`) to `i32` or
+/// `i64` when it fits (an `i32` also takes `2^31..2^32` as its two's-complement bit pattern),
+/// any number to `f32`/`f64`, `Bool` to `0`/`1`. The reply is the export's results: `Unit` for
+/// none, the value for one (`I64` for `i32`/`i64`, `F64` for `f32`/`f64`), a `List` for several.
+/// `fuel`, when given, lowers the device's per-call fuel limit for this call.
+#[derive(Clone, PartialEq, Debug, Default)]
+pub struct WasmRequest {
+    /// The registered module's name.
+    pub module: String,
+    /// The exported function to call.
+    pub func: String,
+    /// Its arguments, in order.
+    pub args: Vec<Value>,
+    /// At most this much fuel for the call (never more than the device allows).
+    pub fuel: Option<u64>,
+}
+
+impl DeviceMessage for WasmRequest {
+    fn to_value(&self) -> Value {
+        let mut kv = vec![
+            ("module".to_owned(), Value::Str(self.module.clone())),
+            ("fn".to_owned(), Value::Str(self.func.clone())),
+            ("args".to_owned(), Value::List(self.args.clone())),
+        ];
+        if let Some(f) = self.fuel {
+            kv.push(("fuel".to_owned(), Value::U64(f)));
+        }
+        Value::Map(kv)
+    }
+    /// `args` may be missing (no arguments); `module` and `fn` are required strings.
+    fn from_value(v: Value) -> Result<Self, ValueError> {
+        let Value::Map(kv) = v else {
+            return Err(ValueError::Decode(
+                "wasm request: expected a map {module, fn, args}".into(),
+            ));
+        };
+        let mut req = WasmRequest::default();
+        let (mut module, mut func) = (None, None);
+        for (k, v) in kv {
+            match (k.as_str(), v) {
+                ("module", Value::Str(s)) => module = Some(s),
+                ("fn", Value::Str(s)) => func = Some(s),
+                ("args", Value::List(a)) => req.args = a,
+                ("args", Value::Unit) => {}
+                ("fuel", Value::Unit) => {}
+                ("fuel", f) => {
+                    req.fuel = Some(f.as_u64().ok_or_else(|| {
+                        ValueError::Decode("wasm request: fuel must be an unsigned integer".into())
+                    })?)
+                }
+                ("module" | "fn" | "args", _) => {
+                    return Err(ValueError::Decode(format!(
+                        "wasm request: field `{k}` has the wrong type"
+                    )))
+                }
+                _ => {}
+            }
+        }
+        req.module =
+            module.ok_or_else(|| ValueError::Decode("wasm request: missing `module`".into()))?;
+        req.func = func.ok_or_else(|| ValueError::Decode("wasm request: missing `fn`".into()))?;
+        Ok(req)
+    }
 }
 
 via_serde!(
@@ -1390,5 +1463,35 @@ mod tests {
             reply: s("x"),
         };
         assert_eq!(GatewayReply::from_value(g.to_value()), Ok(g));
+    }
+
+    #[test]
+    fn wasm_request_round_trips_and_rejects_bad_shapes() {
+        let r = WasmRequest {
+            module: "math".into(),
+            func: "add".into(),
+            args: vec![Value::I64(2), Value::F64(0.5)],
+            fuel: Some(10),
+        };
+        let v = r.to_value();
+        assert_eq!(v.get("fn"), Some(&s("add")));
+        assert_eq!(WasmRequest::from_value(v), Ok(r));
+        let bare = Value::Map(vec![("module".into(), s("m")), ("fn".into(), s("f"))]);
+        assert_eq!(WasmRequest::from_value(bare).map(|r| r.args), Ok(vec![]));
+        for bad in [
+            Value::Unit,
+            Value::Map(vec![("module".into(), s("m"))]),
+            Value::Map(vec![
+                ("module".into(), s("m")),
+                ("fn".into(), Value::U64(1)),
+            ]),
+            Value::Map(vec![
+                ("module".into(), s("m")),
+                ("fn".into(), s("f")),
+                ("args".into(), s("1,2")),
+            ]),
+        ] {
+            assert!(WasmRequest::from_value(bad).is_err());
+        }
     }
 }

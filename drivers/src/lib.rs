@@ -18,12 +18,15 @@
 //!   [`worker::WorkerPool`].
 //! - [`gateway`]: [`gateway::GatewayDriver`], outbound forwarding (the seed's gateway) and an
 //!   inbound request queue that host code feeds through a [`gateway::GatewayClient`].
+//! - [`wasm`]: [`wasm::WasmDriver`], named WebAssembly modules (wasmtime) whose exports are
+//!   called with numeric arguments, each call in a fresh store under a fuel limit (charged as
+//!   reductions, plus one tool call) and a memory limit.
 //! - [`rt`]: [`rt::IoRuntime`], the tokio runtime drivers run their I/O on. The kernel polls
 //!   processes on its own threads, so a driver spawns its I/O there and returns a future that
 //!   only waits for the result. [`json`]: `Value` ⇄ JSON at the LLM and tool edges.
 //!
-//! The seed's secure gateway (sealing forwarded bodies with the transport key), the WASM
-//! device and a local model provider are not here yet.
+//! The seed's secure gateway (sealing forwarded bodies with the transport key) and a local
+//! model provider are not here yet.
 //!
 //! **Invariant:** a driver never panics on bad input and never blocks a kernel scheduler
 //! thread on I/O: every failure is a value the caller sees (a `DriverError`, or an
@@ -43,6 +46,7 @@ pub mod kv;
 pub mod llm;
 pub mod rt;
 pub mod tools;
+pub mod wasm;
 pub mod worker;
 
 pub use gateway::{GatewayClient, GatewayDriver};
@@ -50,4 +54,5 @@ pub use kv::KvDriver;
 pub use llm::{AnthropicProvider, LlmDriver, OpenAiProvider, Provider, ScriptedProvider};
 pub use rt::IoRuntime;
 pub use tools::{ToolDriver, ToolRegistry};
+pub use wasm::WasmDriver;
 pub use worker::WorkerDriver;

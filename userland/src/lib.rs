@@ -7,7 +7,9 @@
 //! [`nameservice`] (a process mapping names to send-only capabilities, cleaned up when owners
 //! die), and [`agents`]: `run_turn` and the ReAct and conversation agent images (an agent
 //! reaches models and tools only through device handles and spends only what those devices
-//! charge its account). Still to come: the WASM `sandbox`.
+//! charge its account), and [`sandbox`]: untrusted code as WebAssembly processes that reach the
+//! kernel only through a syscall allowlist, under fuel and memory limits, torn down with their
+//! process.
 //!
 //! Every program is an [`agentos_abi::Image`] constructor or an async helper generic over
 //! `S: Syscalls`, with a small typed error. Protocols between processes are tagged
@@ -45,6 +47,7 @@ mod persist;
 pub mod persona;
 pub mod promptsmith;
 mod proto;
+pub mod sandbox;
 mod scope;
 pub mod supervisor;
 

@@ -12,4 +12,5 @@ mod server;
 mod tools;
 #[path = "../kernel/util.rs"]
 mod util;
+mod wasm;
 mod worker;
