@@ -16,8 +16,8 @@
 
 use agentos_abi::device::{ChatReply, ChatRequest, FinishReason, Role, ToolCall};
 use agentos_abi::{
-    Body, CapRef, ExitReason, Image, Message, Quota, Right, SendOpts, SpawnOpts, SysMsg, Syscalls,
-    Value,
+    Body, CapRef, EventKind, ExitReason, Image, Message, Quota, Right, SendOpts, SpawnOpts, SysMsg,
+    Syscalls, Value,
 };
 use agentos_drivers::llm::{
     LlmDriver, LlmError, OpenAiConfig, OpenAiProvider, Provider, ScriptedProvider,
@@ -692,6 +692,30 @@ pub fn run(opts: TeamOpts) -> Result<()> {
     }
     for n in &report.notes {
         println!("note: {n}");
+    }
+    // Every abnormal exit, by process name: what a supervisor restarted, and why.
+    let trace = k.trace(1 << 16);
+    let mut names = std::collections::HashMap::new();
+    let mut failures = Vec::new();
+    for e in &trace {
+        match &e.kind {
+            EventKind::Spawn { pid, name, .. } => {
+                names.insert(*pid, name.clone());
+            }
+            EventKind::Exit { pid, reason }
+                if !matches!(reason, ExitReason::Normal | ExitReason::Shutdown) =>
+            {
+                let name = names.get(pid).map_or("?", |n| &**n);
+                failures.push(format!("t={:>5} ms  {name} ({pid}): {reason}", e.ts));
+            }
+            _ => {}
+        }
+    }
+    if !failures.is_empty() {
+        println!("\n== abnormal exits ==");
+        for f in &failures {
+            println!("{f}");
+        }
     }
     let m = k.metrics();
     println!("\n== usage ==");
