@@ -1,8 +1,8 @@
 //! The kernel clock and its timers.
 //!
-//! One clock per kernel, in milliseconds. A [`Clock::Virtual`] clock advances only when the
-//! scheduler finds nothing runnable and fires the earliest timer, which is what makes
-//! deterministic mode reproducible; a real clock reads a monotonic `Instant`. Timers are a
+//! One clock per kernel, in milliseconds. A virtual clock ([`Clock::virtual_clock`]) advances
+//! only when the scheduler finds nothing runnable and fires the earliest timer, which is what
+//! makes deterministic mode reproducible; a real clock reads a monotonic `Instant`. Timers are a
 //! binary heap with lazy cancellation: each timer carries a token and the process it targets
 //! remembers the token it still wants, so cancelling is O(1) and a stale timer is ignored when
 //! it pops.

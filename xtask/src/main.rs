@@ -316,6 +316,8 @@ fn ci_steps(nextest: bool, benches: bool) -> Vec<Vec<&'static str>> {
     if benches {
         steps.push(vec!["bench", "--workspace", "--no-run"]);
     }
+    // Rustdoc with -D warnings (set by `ci`): every intra-doc link resolves.
+    steps.push(vec!["doc", "--workspace", "--no-deps", "-q"]);
     // The README's main job must run to completion on a fresh clone.
     steps.push(vec![
         "run",
@@ -345,6 +347,10 @@ fn ci(root: &Path) -> Result<()> {
         let step_start = Instant::now();
         let mut cmd = cargo(root);
         cmd.args(args);
+        if args[0] == "doc" {
+            // Broken intra-doc links and doc warnings fail the build, like clippy's.
+            cmd.env("RUSTDOCFLAGS", "-D warnings");
+        }
         run_step(&label, cmd).context("xtask ci failed")?;
         eprintln!("    ok ({:.1?})", step_start.elapsed());
     }
