@@ -41,7 +41,8 @@ USAGE:
 
 COMMANDS:
     ci                 fmt --check, clippy -D warnings, tests (nextest + doctests, or
-                       cargo test), bench --no-run (if any benches), tidy; fails fast
+                       cargo test), bench --no-run (if any benches), rustdoc -D warnings,
+                       the team demo (--fast), tidy; fails fast
     tidy               check the DESIGN.md rules: crate-root essays, layer edges, abi has
                        no I/O, no todo!/unimplemented!/dbg!, ARCHITECTURE.md per crate
     bench [--quick] [NAME...]
@@ -68,7 +69,10 @@ Runs, in order, failing fast with the name of the failed step:
     3. cargo nextest run --workspace && cargo test --workspace --doc
        (or `cargo test --workspace` when cargo-nextest is not installed)
     4. cargo bench --workspace --no-run     (only if some crate has benches)
-    5. tidy                                 (see `cargo xtask help tidy`)
+    5. cargo doc --workspace --no-deps      (RUSTDOCFLAGS=-D warnings)
+    6. cargo run -p xtask --bin agentos-demo -- --fast
+                                            (the README's main job runs to completion)
+    7. tidy                                 (see `cargo xtask help tidy`)
 Exits non-zero if any step fails.
 ";
 
