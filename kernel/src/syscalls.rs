@@ -551,12 +551,25 @@ impl Syscalls for Sys {
                 let Some(m) = p.mailbox.pop_front() else {
                     return Poll::Pending;
                 };
-                let waiter = p.x.as_mut().and_then(|x| x.send_waiters.pop_front());
-                if let Some(w) = waiter {
-                    if let Some(wp) = st.procs.get_mut(&w) {
-                        wp.blocked_on = None;
+                // Senders parked on a full mailbox wake in a batch once it has drained to half
+                // (hysteresis): each then sends a run of messages instead of one message per
+                // park/wake round trip, which is what a fan-in under backpressure spends its
+                // time on otherwise. FIFO order among them is kept.
+                let low_water = p.max_mailbox.map_or(usize::MAX, |l| l as usize / 2);
+                if p.mailbox.len() <= low_water {
+                    if let Some(x) = p.x.as_mut().filter(|x| !x.send_waiters.is_empty()) {
+                        let mut waiters = std::mem::take(&mut x.send_waiters);
+                        for w in waiters.drain(..) {
+                            if let Some(wp) = st.procs.get_mut(&w) {
+                                wp.blocked_on = None;
+                            }
+                            st.wake(w);
+                        }
+                        // Keep the queue's allocation for the next time.
+                        if let Some(x) = st.procs.get_mut(&me).and_then(|p| p.x.as_mut()) {
+                            x.send_waiters = waiters;
+                        }
                     }
-                    st.wake(w);
                 }
                 st.emit(EventKind::Recv { pid: me });
                 Poll::Ready((m, st.tick(me, 1)))

@@ -541,3 +541,65 @@ fn a_process_cannot_forge_a_system_message() {
     );
     assert_eq!(faults_of(&k, pid).len(), 2);
 }
+
+/// Parked senders resume together once the mailbox has drained to half its bound, not one per
+/// message taken: each then sends a run of messages per wake-up (what a fan-in under
+/// backpressure needs), and nothing is lost or reordered.
+#[test]
+fn blocked_senders_resume_in_a_batch_once_the_mailbox_drains_to_half() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let taken = Arc::new(AtomicU64::new(0));
+    // (message index, messages the receiver had taken when that send completed)
+    let sent: Log<(u64, u64)> = log();
+    let got: Log<u64> = log();
+    let (t, s, g) = (taken.clone(), sent.clone(), got.clone());
+    let (_k, r) = run_init(init(move |sys, _| {
+        let (t, s, g) = (t.clone(), s.clone(), g.clone());
+        async move {
+            let (rt, rg) = (t.clone(), g.clone());
+            let receiver = image("receiver", move |sys: Sys, _| {
+                let (t, g) = (rt.clone(), rg.clone());
+                async move {
+                    for _ in 0..8 {
+                        let m = sys.recv().await;
+                        push(&g, body_u64(&m.body).unwrap_or(u64::MAX));
+                        t.fetch_add(1, Ordering::SeqCst);
+                        sys.yield_now().await; // let a woken sender run at once
+                    }
+                    Ok(())
+                }
+            });
+            let quota = Quota {
+                max_mailbox: Some(4),
+                ..Quota::default()
+            };
+            let rx = sys
+                .spawn(
+                    receiver,
+                    SpawnOpts {
+                        quota,
+                        ..SpawnOpts::default()
+                    },
+                )
+                .await?;
+            for i in 0..8u64 {
+                sys.send(rx.cap, val(i), no_opts()).await?;
+                push(&s, (i, t.load(Ordering::SeqCst)));
+            }
+            sys.waitpid(rx.cap).await?;
+            Ok(())
+        }
+    }));
+    assert_eq!(r, ExitReason::Normal);
+    assert_eq!(
+        snapshot(&got),
+        (0..8).collect::<Vec<_>>(),
+        "nothing lost or reordered"
+    );
+    let sent = snapshot(&sent);
+    // The first send that had to park (the fifth) completed only after the receiver had
+    // drained the mailbox to half (two taken), not after the first message it took.
+    let first_parked = sent.iter().find(|(i, _)| *i == 4).map(|(_, t)| *t);
+    assert_eq!(first_parked, Some(2), "{sent:?}");
+}
