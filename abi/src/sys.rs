@@ -181,7 +181,8 @@ pub trait Syscalls: Clone + Send + Sync + Sized + 'static {
     /// Take the next message, parking until one arrives.
     fn recv(&self) -> impl Future<Output = Message> + Send;
     /// Send `body` to the process `to` designates (`send` right). Parks while the target's
-    /// bounded mailbox is full (backpressure). A failed send hands the body back.
+    /// bounded mailbox is full (backpressure); parked senders resume, in the order they parked,
+    /// once the receiver has drained it to half. A failed send hands the body back.
     fn send(
         &self,
         to: CapRef,
