@@ -117,7 +117,7 @@ cargo xtask demo — run the demo
 USAGE:
     cargo xtask demo [ARGS...]
 
-Builds and runs `agentos-demo` (xtask/src/bin/agentos-demo.rs) in release mode with ARGS.
+Builds and runs `agentos-demo` (xtask/src/bin/agentos-demo/) in release mode with ARGS.
 All ARGS, including --help, are passed to the demo.
 ";
 
@@ -385,15 +385,8 @@ fn run_release_bin(root: &Path, bin: &str, args: &[OsString]) -> Result<ExitCode
     })
 }
 
-/// `cargo xtask demo`: requires `xtask/src/bin/agentos-demo.rs`.
+/// `cargo xtask demo`: the `agentos-demo` binary (xtask/src/bin/agentos-demo/), in release mode.
 fn demo(root: &Path, args: &[OsString]) -> Result<ExitCode> {
-    let src = root.join("xtask/src/bin/agentos-demo.rs");
-    if !src.is_file() {
-        bail!(
-            "the demo is not built yet: {} does not exist (the `agentos-demo` binary)",
-            src.display()
-        );
-    }
     run_release_bin(root, "agentos-demo", args)
 }
 
