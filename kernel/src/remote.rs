@@ -16,7 +16,7 @@
 //! transport; egress produced under the lock (downs from a dying process) is deferred.
 
 use crate::kernel::{arm_wall, BootOpts, Kernel, KernelError};
-use crate::seal::{IngressError, NonceGuard, Sealer};
+use crate::seal::{IngressError, NonceGuard, Opened, Sealer};
 use crate::state::{Pcb, State};
 use crate::syscalls::{maybe_yield, Sys};
 use crate::KImage;
@@ -232,6 +232,27 @@ impl State {
         }
     }
 
+    /// The checks every verified envelope passes before anything acts on it (kernel ingress
+    /// and the secure gateway alike): addressed to node `me`, fresh on the wire clock, nonce
+    /// never seen. A failure is dropped with a counter and a fault event. Returns the wire
+    /// clock it checked against.
+    fn admit_envelope(&mut self, me: &str, o: &Opened<'_>) -> Result<u64, IngressError> {
+        if o.to_node != me {
+            return Err(self.drop_envelope(IngressError::Misaddressed(o.to_node.to_owned())));
+        }
+        let now = self.wire_now();
+        let Some(net) = self.net.as_mut() else {
+            return Err(IngressError::NotConfigured);
+        };
+        if now.abs_diff(o.ts) > net.fresh_ms {
+            return Err(self.drop_envelope(IngressError::Stale { ts: o.ts, now }));
+        }
+        if !net.nonces.admit_parts(o.from, o.epoch, o.seq, now) {
+            return Err(self.drop_envelope(IngressError::Replayed));
+        }
+        Ok(now)
+    }
+
     /// Record a dropped envelope: a counter and a fault event.
     fn drop_envelope(&mut self, e: IngressError) -> IngressError {
         if let Some(net) = self.net.as_mut() {
@@ -413,20 +434,11 @@ impl Kernel {
                 Ok(x) => x,
                 Err(e) => return Err(st.drop_envelope(e)),
             };
-            if o.to_node != &*sealer.node().0 {
-                return Err(st.drop_envelope(IngressError::Misaddressed(o.to_node.to_owned())));
-            }
-            let (to_pid, ts) = (o.to_pid, o.ts);
-            let now = st.wire_now();
+            let now = st.admit_envelope(&sealer.node().0, &o)?;
+            let to_pid = o.to_pid;
             let Some(net) = st.net.as_mut() else {
                 return Err(IngressError::NotConfigured);
             };
-            if now.abs_diff(ts) > net.fresh_ms {
-                return Err(st.drop_envelope(IngressError::Stale { ts, now }));
-            }
-            if !net.nonces.admit_parts(o.from, o.epoch, o.seq, now) {
-                return Err(st.drop_envelope(IngressError::Replayed));
-            }
             let from = o.from;
             let r = match (to_pid == Pid::KERNEL, body) {
                 (false, WireBody::Msg { body, corr, .. }) => match body {
@@ -972,21 +984,12 @@ impl GatewaySeal for KernelGatewaySeal {
         });
         shared.with(|st| {
             let (o, body) = opened.map_err(|e| refuse(st.drop_envelope(e)))?;
-            if o.to_node != &*self.sealer.node().0 || o.to_pid != Pid::KERNEL {
+            if o.to_pid != Pid::KERNEL {
                 let e = IngressError::Misaddressed(o.to_node.to_owned());
                 return Err(refuse(st.drop_envelope(e)));
             }
-            let now = st.wire_now();
-            let Some(net) = st.net.as_mut() else {
-                return Err(refuse(IngressError::NotConfigured));
-            };
-            if now.abs_diff(o.ts) > net.fresh_ms {
-                let e = IngressError::Stale { ts: o.ts, now };
-                return Err(refuse(st.drop_envelope(e)));
-            }
-            if !net.nonces.admit_parts(o.from, o.epoch, o.seq, now) {
-                return Err(refuse(st.drop_envelope(IngressError::Replayed)));
-            }
+            st.admit_envelope(&self.sealer.node().0, &o)
+                .map_err(refuse)?;
             Ok((NodeId::from(o.from), body))
         })
     }
