@@ -11,57 +11,20 @@
 mod nameservice;
 mod nursery;
 mod supervisor;
+#[path = "../kernel/util.rs"]
+mod util;
+
+pub use util::{init, log, push, snapshot, Log};
 
 use agentos_abi::*;
 use agentos_kernel::*;
 use agentos_userland::{which_children, ChildInfo, SupervisorSpec};
-use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-
-/// A log shared between the host and the processes of one test.
-pub type Log<T> = Arc<Mutex<Vec<T>>>;
-
-/// A fresh, empty shared log.
-pub fn log<T>() -> Log<T> {
-    Arc::new(Mutex::new(Vec::new()))
-}
-
-/// Append to a shared log.
-pub fn push<T>(log: &Log<T>, v: T) {
-    log.lock().unwrap().push(v);
-}
-
-/// A snapshot of a shared log.
-pub fn snapshot<T: Clone>(log: &Log<T>) -> Vec<T> {
-    log.lock().unwrap().clone()
-}
+use std::sync::Arc;
 
 /// A deterministic kernel (seed 1) whose event ring keeps every event of a scenario.
 pub fn det() -> Kernel {
-    Kernel::new(KernelConfig {
-        log_cap: 1 << 16,
-        ..KernelConfig::deterministic(1)
-    })
-}
-
-/// An init image: takes its `Boot` grant off the mailbox, then runs `f(sys, boot)`.
-pub fn init<F, Fut>(f: F) -> KImage
-where
-    F: Fn(Sys, SysMsg) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = ProcResult> + Send + 'static,
-{
-    let f = Arc::new(f);
-    Image::new("init", move |sys: Sys, _args| {
-        let f = f.clone();
-        async move {
-            let boot = sys.recv().await;
-            let Body::Sys(grant @ SysMsg::Boot { .. }) = boot.body else {
-                panic!("the first message of init must be its Boot grant");
-            };
-            f(sys, grant).await
-        }
-    })
+    util::det_with_log(1, 1 << 16)
 }
 
 /// A spawn-only cap derived from the boot grant, to hand to a child that must spawn.
