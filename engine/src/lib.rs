@@ -31,5 +31,6 @@
 //! **API boundary:** may depend on every other workspace crate. The JSON produced for
 //! statements and parse results is a wire contract (plurnk's statement shape).
 
+pub mod content;
 pub mod grammar;
 pub mod rails;
