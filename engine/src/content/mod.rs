@@ -34,9 +34,11 @@
 //! [`MatcherBody`]: crate::grammar::MatcherBody
 //! [`Dialect`]: crate::grammar::Dialect
 
+pub mod glob;
 pub mod lines;
 pub mod mime;
 
+pub use glob::Glob;
 pub use lines::{
     apply_edit, line_count, number_lines, render_span, select_lines, slice_raw, EditOutcome,
     LineSlice, LineSpan,
@@ -76,6 +78,10 @@ impl ContentError {
     pub(crate) fn range(msg: impl Into<String>) -> Self {
         ContentError::RangeNotSatisfiable(msg.into())
     }
+
+    pub(crate) fn bad(msg: impl Into<String>) -> Self {
+        ContentError::BadBody(msg.into())
+    }
 }
 
 #[cfg(test)]
@@ -84,7 +90,7 @@ mod tests {
 
     #[test]
     fn each_error_carries_its_status() {
-        assert_eq!(ContentError::BadBody("x".into()).status(), 400);
+        assert_eq!(ContentError::bad("x").status(), 400);
         assert_eq!(ContentError::UnsupportedMedia("x".into()).status(), 415);
         assert_eq!(ContentError::range("x").status(), 416);
         assert_eq!(ContentError::NotImplemented("x".into()).status(), 501);
