@@ -35,10 +35,12 @@
 //! [`Dialect`]: crate::grammar::Dialect
 
 pub mod glob;
+pub mod json;
 pub mod lines;
 pub mod mime;
 
 pub use glob::Glob;
+pub use json::{apply_json_edit, select_items};
 pub use lines::{
     apply_edit, line_count, number_lines, render_span, select_lines, slice_raw, EditOutcome,
     LineSlice, LineSpan,
