@@ -37,6 +37,7 @@
 pub mod glob;
 pub mod json;
 pub mod lines;
+pub mod matcher;
 pub mod mime;
 
 pub use glob::Glob;
@@ -45,6 +46,7 @@ pub use lines::{
     apply_edit, line_count, number_lines, render_span, select_lines, slice_raw, EditOutcome,
     LineSlice, LineSpan,
 };
+pub use matcher::{match_content, render_matches, MatchOutcome};
 pub use mime::{
     is_binary, is_json_mimetype, mimetype_for_path, normalize_mimetype, resolve_mimetype,
 };
