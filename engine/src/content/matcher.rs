@@ -139,6 +139,8 @@ fn glob_lines(pattern: &str, content: &str) -> Result<MatchOutcome, ContentError
     };
     let spans = lines_of(content)
         .enumerate()
+        // a CRLF line's `\r` is its separator, not content (plurnk's logical lines)
+        .map(|(i, line)| (i, line.strip_suffix('\r').unwrap_or(line)))
         .filter(|(_, line)| match &glob {
             Some(g) => g.matches(line),
             None => line.contains(pattern),
@@ -176,6 +178,8 @@ impl LineIndex {
 
 fn regex_spans(pattern: &str, flags: &str, content: &str) -> Result<MatchOutcome, ContentError> {
     let mut builder = RegexBuilder::new(pattern);
+    // ECMAScript counts `\r` as a line terminator for `^`/`$` under `m` and for `.`.
+    builder.crlf(true);
     for f in flags.chars() {
         match f {
             'i' => builder.case_insensitive(true),
@@ -566,6 +570,9 @@ mod tests {
         // a multi-line match spans the lines it touches; `s` lets `.` cross newlines
         let o = run("#tests.some#s", MD, "text/markdown").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(o.spans, vec![LineSpan::new(2, 3)]);
+        // CRLF content: `$` under `m` stops before `\r\n`, globs ignore the `\r`
+        assert_eq!(lines("#b$#m", "ab\r\ncd\r\n", "text/markdown"), vec![1]);
+        assert_eq!(lines("*b", "ab\r\ncd\r\n", "text/markdown"), vec![1]);
         // two hits on one line are one result
         assert_eq!(lines("#o#", "foo\n", "text/markdown"), vec![1]);
     }

@@ -17,6 +17,8 @@
 //!   returning line spans; [`render_matches`] gives READ's source lines.
 //! - [`mime`] — mimetype from a path's extension and the binary (NUL byte) check.
 //!
+//! [`edit_content`] picks the JSON or the line rules from the channel's mimetype.
+//!
 //! Every fallible function returns a [`ContentError`] whose [`ContentError::status`] is the
 //! HTTP-like status plurnk logs for that failure: 400 bad body, 415 mimetype mismatch, 416
 //! out-of-range or meaningless marker, 501 dialect not implemented here.
@@ -50,6 +52,26 @@ pub use matcher::{match_content, render_matches, MatchOutcome};
 pub use mime::{
     is_binary, is_json_mimetype, mimetype_for_path, normalize_mimetype, resolve_mimetype,
 };
+
+/// EDIT dispatch by mimetype: JSON mimetypes edit structurally ([`apply_json_edit`]),
+/// everything else by line ([`apply_edit`]). Binary current content (a NUL byte) is 415.
+pub fn edit_content(
+    mimetype: &str,
+    current: Option<&str>,
+    marks: Option<&[f64]>,
+    body: &str,
+) -> Result<EditOutcome, ContentError> {
+    if current.is_some_and(|c| is_binary(c.as_bytes())) {
+        return Err(ContentError::UnsupportedMedia(
+            "binary content cannot be edited".into(),
+        ));
+    }
+    if is_json_mimetype(mimetype) {
+        apply_json_edit(current, marks, body)
+    } else {
+        apply_edit(current, marks, body)
+    }
+}
 
 /// Why a content operation failed, carrying the status plurnk logs for it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -91,6 +113,16 @@ impl ContentError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn edit_content_dispatches_on_mimetype() {
+        let json = edit_content("application/json", Some("[1]"), Some(&[-1.0]), "2");
+        assert_eq!(json.map(|o| o.content), Ok("[\n  1,\n  2\n]".to_owned()));
+        let text = edit_content("text/markdown", Some("[1]"), Some(&[-1.0]), "2");
+        assert_eq!(text.map(|o| o.content), Ok("[1]\n2".to_owned()));
+        let binary = edit_content("text/markdown", Some("a\0b"), None, "x");
+        assert_eq!(binary.map_err(|e| e.status()), Err(415));
+    }
 
     #[test]
     fn each_error_carries_its_status() {
