@@ -14,6 +14,9 @@
 //!   is self-contained: a downstream user can take this module alone.
 //! - [`rails`] — the runLoop rails as pure functions: per-op and turn fingerprints,
 //!   `detect_cycle`, the strike verdict, streak → abandon, max-commands truncation.
+//! - [`content`] — pure functions over entry content for the schemes: `<L>` slicing and
+//!   the EDIT positional rules, structural `.json` edits, compiled globs, matcher bodies
+//!   run to line spans, path mimetypes; errors carry plurnk's status (400/415/416/501).
 //! - the `agentos` binary — `agentos parse [--turn]` and `agentos gbnf`.
 //!
 //! ## Design rules
@@ -31,5 +34,6 @@
 //! **API boundary:** may depend on every other workspace crate. The JSON produced for
 //! statements and parse results is a wire contract (plurnk's statement shape).
 
+pub mod content;
 pub mod grammar;
 pub mod rails;
