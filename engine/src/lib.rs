@@ -36,4 +36,10 @@
 
 pub mod content;
 pub mod grammar;
+pub mod host;
 pub mod rails;
+pub mod schemes;
+pub mod store;
+pub mod turn;
+
+pub use host::{Engine, EngineError, LoopOptions};

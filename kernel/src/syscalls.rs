@@ -164,6 +164,37 @@ fn split(r: IoOutcome) -> (Cost, Result<Value, SysError>) {
     }
 }
 
+/// Keeps driver I/O counted in flight until it settles. A process killed mid-I/O drops its
+/// future, and with it this guard, which leaves the count: otherwise a deterministic kernel
+/// would wait forever for I/O nobody will settle.
+struct Inflight<'a> {
+    shared: &'a Arc<Shared>,
+    armed: bool,
+}
+
+impl<'a> Inflight<'a> {
+    fn new(shared: &'a Arc<Shared>) -> Self {
+        Inflight {
+            shared,
+            armed: true,
+        }
+    }
+
+    /// The I/O settles normally (`settle` leaves the count).
+    fn settled(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Inflight<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.shared
+                .with(|st| st.io_inflight = st.io_inflight.saturating_sub(1));
+        }
+    }
+}
+
 impl Sys {
     pub(crate) fn new(shared: Arc<Shared>, pid: Pid) -> Self {
         Sys { shared, pid }
@@ -417,6 +448,7 @@ impl Sys {
             },
             JournalMode::Live | JournalMode::Record => self.begin_io(handle, op, 1)?,
         };
+        let inflight = Inflight::new(&self.shared);
         let mut recovered = io.recovered;
         let (cost, res) = match self.journaled(io.first_op, &mut recovered) {
             Err(e) => (Cost::FREE, Err(e)),
@@ -432,6 +464,7 @@ impl Sys {
                 (cost, j.and(res))
             }
         };
+        inflight.settled();
         self.finish_io(cost, res).await
     }
 
@@ -897,6 +930,7 @@ impl Syscalls for Sys {
     async fn read_all(&self, handle: CapRef, reqs: Vec<Value>) -> Result<Vec<Value>, SysError> {
         let n = reqs.len();
         let io = self.begin_io(handle, "read_all", n as u64)?;
+        let inflight = Inflight::new(&self.shared);
         let mut recovered = io.recovered;
         let mut out: Vec<Option<IoOutcome>> = (0..n).map(|_| None).collect();
         let mut live: Vec<(usize, Value)> = Vec::new();
@@ -932,6 +966,7 @@ impl Syscalls for Sys {
                 }
             }
         }
+        inflight.settled();
         let costs: Vec<Cost> = out
             .iter()
             .filter_map(|r| r.as_ref().and_then(|r| r.as_ref().ok()).map(|r| r.cost))

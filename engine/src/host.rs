@@ -1,0 +1,304 @@
+//! # The host API
+//!
+//! [`Engine`] is what a host — the CLI's `agentos run`, the daemon, a test — calls: create
+//! sessions and runs, start / inject / cancel a loop, read the log, subscribe to row
+//! writes, wait for a loop to end. It owns a kernel with the engine's devices and boots the
+//! engine root process; everything a loop does happens in kernel processes through device
+//! I/O, and the host only queues work (rows in the store) and sends messages.
+//!
+//! **Invariants:** the host never writes a run's rows (only sessions, runs, queued loops
+//! and session documents); a queued loop survives a run process that is not up yet;
+//! `wait_loop` never hangs on an idle deterministic kernel — it reports the loop stuck.
+//!
+//! **API boundary:** [`Engine`], [`LoopOptions`], [`EngineError`]. The kernel must have an
+//! `llm` driver registered before [`Engine::start`].
+
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentos_abi::{Body, Pid, Quota};
+use agentos_kernel::{BootOpts, Kernel, Mode};
+
+use crate::schemes::world::channel;
+use crate::schemes::BUILTIN;
+use crate::store::device::{StoreDriver, STORE_DEVICE};
+use crate::store::{
+    status, EntryKey, EntryWrite, LogQuery, LogRow, LoopId, LoopRow, Origin, RunId, RunRow,
+    SessionId, SessionRow, Store, StoreError, StoreEvent, SubscriberId,
+};
+use crate::turn::process::{root_image, EngineShared, HostCmd, LLM_DEVICE};
+use crate::turn::{EngineConfig, LoopFlags};
+
+/// Why a host call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The store refused or failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The kernel refused (a missing driver, a shut-down kernel).
+    #[error("kernel: {0}")]
+    Kernel(String),
+    /// The engine root is gone (the kernel shut down).
+    #[error("the engine is not running")]
+    NotRunning,
+    /// A deterministic kernel went idle with the loop unfinished.
+    #[error("loop {loop_id} is stuck at status {status}: the kernel is idle")]
+    Stuck {
+        /// The loop.
+        loop_id: LoopId,
+        /// Its status.
+        status: u16,
+    },
+    /// Waiting for a loop timed out.
+    #[error("timed out waiting for loop {0}")]
+    Timeout(LoopId),
+}
+
+/// How to run a loop.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoopOptions {
+    /// Flags (mode, yolo, budget…).
+    pub flags: LoopFlags,
+    /// Turn limit (`None`: the engine's default).
+    pub max_turns: Option<u32>,
+}
+
+/// The engine: a kernel with the store device, the engine root process, and the store.
+pub struct Engine {
+    kernel: Kernel,
+    store: Arc<Store>,
+    shared: Arc<EngineShared>,
+    root: Pid,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("root", &self.root).finish()
+    }
+}
+
+impl Engine {
+    /// Registers the `store` device on `kernel` (which must already have an `llm` driver)
+    /// and boots the engine root.
+    pub fn start(
+        kernel: Kernel,
+        store: Arc<Store>,
+        config: EngineConfig,
+    ) -> Result<Engine, EngineError> {
+        let driver = Arc::new(StoreDriver::new(store.clone()));
+        kernel
+            .register_driver(driver.clone())
+            .map_err(|e| EngineError::Kernel(e.to_string()))?;
+        let shared = Arc::new(EngineShared {
+            driver,
+            config: Arc::new(config),
+        });
+        let root = kernel
+            .boot(
+                root_image(shared.clone()),
+                BootOpts {
+                    quota: Quota::default(),
+                    grant: vec![STORE_DEVICE.into(), LLM_DEVICE.into()],
+                    ..BootOpts::default()
+                },
+            )
+            .map_err(|e| EngineError::Kernel(e.to_string()))?;
+        Ok(Engine {
+            kernel,
+            store,
+            shared,
+            root,
+        })
+    }
+
+    /// The kernel the engine runs on.
+    pub fn kernel(&self) -> &Kernel {
+        &self.kernel
+    }
+
+    /// The sessions store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// The engine's configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.shared.config
+    }
+
+    /// Creates a session and materialises its documentation entries (`plurnk:///docs/<scheme>.md`
+    /// for every scheme, `plurnk:///<ALIAS>.md` for every operator doc).
+    pub fn create_session(
+        &self,
+        name: Option<&str>,
+        project_root: Option<&str>,
+        settings_json: &str,
+    ) -> Result<SessionRow, EngineError> {
+        let s = self
+            .store
+            .create_session(name, project_root, settings_json)?;
+        let mut docs: Vec<EntryWrite> = BUILTIN
+            .iter()
+            .map(|m| EntryWrite::Put {
+                key: EntryKey::session("plurnk", format!("/docs/{}.md", m.name)),
+                channel: channel("body", m.documentation.to_owned(), "text/markdown"),
+                tags: None,
+            })
+            .collect();
+        for (alias, text) in &self.shared.config.operator_docs {
+            docs.push(EntryWrite::Put {
+                key: EntryKey::session("plurnk", format!("/{alias}.md")),
+                channel: channel("body", text.clone(), "text/markdown"),
+                tags: None,
+            });
+        }
+        self.store.write_entries(s.id, 0, &docs)?;
+        Ok(s)
+    }
+
+    /// Creates a run in a session.
+    pub fn create_run(
+        &self,
+        session_id: SessionId,
+        name: &str,
+        origin: Origin,
+    ) -> Result<RunRow, EngineError> {
+        Ok(self.store.create_run(session_id, name, origin, None)?)
+    }
+
+    fn tell(&self, cmd: HostCmd) -> Result<(), EngineError> {
+        self.kernel
+            .deliver_external(self.root, Body::local(cmd))
+            .map_err(|_| EngineError::NotRunning)
+    }
+
+    /// Queues a loop on a run and wakes the run's drain. Returns the queued loop (status
+    /// 100); its outcome arrives as a `Loop` store event, or through [`Engine::wait_loop`].
+    pub fn start_loop(
+        &self,
+        run_id: RunId,
+        prompt: &str,
+        opts: &LoopOptions,
+    ) -> Result<LoopRow, EngineError> {
+        let run = self.store.run(run_id)?;
+        let lp = self.store.create_loop(
+            run_id,
+            prompt,
+            &opts.flags.to_json(),
+            opts.max_turns.map(i64::from),
+        )?;
+        self.tell(HostCmd::Run {
+            session_id: run.session_id,
+            run_id,
+        })?;
+        Ok(lp)
+    }
+
+    /// Speaks into a run: the prompt joins its active loop's next turn, or queues a loop.
+    pub fn inject(
+        &self,
+        run_id: RunId,
+        prompt: &str,
+        flags: &LoopFlags,
+    ) -> Result<(), EngineError> {
+        let run = self.store.run(run_id)?;
+        self.tell(HostCmd::Inject {
+            session_id: run.session_id,
+            run_id,
+            prompt: prompt.to_owned(),
+            flags: flags.to_json(),
+        })
+    }
+
+    /// Cancels a run's active loop: its process is killed (an in-flight model call is
+    /// dropped) and the loop ends 499.
+    pub fn cancel(&self, run_id: RunId) -> Result<(), EngineError> {
+        self.store.run(run_id)?;
+        self.tell(HostCmd::Cancel { run_id })
+    }
+
+    /// A run's log, in write order.
+    pub fn log(&self, run_id: RunId) -> Result<Vec<LogRow>, EngineError> {
+        Ok(self.store.log_rows(run_id)?)
+    }
+
+    /// One loop's rows, in write order.
+    pub fn loop_log(&self, loop_id: LoopId) -> Result<Vec<LogRow>, EngineError> {
+        Ok(self.store.log_query(&LogQuery {
+            loop_id: Some(loop_id),
+            ..LogQuery::default()
+        })?)
+    }
+
+    /// Calls `f` after every committed store write (rows, turns, loop statuses, sessions).
+    pub fn subscribe(&self, f: impl Fn(&StoreEvent) + Send + Sync + 'static) -> SubscriberId {
+        self.store.subscribe(f)
+    }
+
+    /// Stops a subscription.
+    pub fn unsubscribe(&self, id: SubscriberId) {
+        self.store.unsubscribe(id)
+    }
+
+    /// Waits until a loop has a terminal status and returns it. A deterministic kernel is
+    /// driven on this thread; a multi-threaded one is waited on (up to `timeout`).
+    pub fn wait_loop(
+        &self,
+        loop_id: LoopId,
+        timeout: Option<Duration>,
+    ) -> Result<LoopRow, EngineError> {
+        if let Mode::Deterministic { .. } = self.kernel.mode() {
+            loop {
+                let before = self.store.loop_row(loop_id)?;
+                if status::is_terminal(before.status) {
+                    return Ok(before);
+                }
+                self.kernel.run();
+                let after = self.store.loop_row(loop_id)?;
+                if status::is_terminal(after.status) {
+                    return Ok(after);
+                }
+                if after == before {
+                    return Err(EngineError::Stuck {
+                        loop_id,
+                        status: after.status,
+                    });
+                }
+            }
+        }
+        let (tx, rx) = mpsc::channel::<()>();
+        let sub = self.store.subscribe(move |ev| {
+            if let StoreEvent::Loop {
+                loop_id: l,
+                status: s,
+                ..
+            } = ev
+            {
+                if *l == loop_id && status::is_terminal(*s) {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        let result = (|| {
+            let deadline = timeout.map(|t| std::time::Instant::now() + t);
+            loop {
+                let row = self.store.loop_row(loop_id)?;
+                if status::is_terminal(row.status) {
+                    return Ok(row);
+                }
+                let wait = match deadline {
+                    Some(d) => d.saturating_duration_since(std::time::Instant::now()),
+                    None => Duration::from_secs(3600),
+                };
+                if wait.is_zero() {
+                    return Err(EngineError::Timeout(loop_id));
+                }
+                // The event only wakes us; the row is the truth (checked above).
+                let _ = rx.recv_timeout(wait.min(Duration::from_millis(250)));
+            }
+        })();
+        self.store.unsubscribe(sub);
+        result
+    }
+}

@@ -1,0 +1,382 @@
+//! # Schemes: where statements point
+//!
+//! Every target is an address in a URI scheme (PLURNK.md §2). This module owns the
+//! [`SchemeRegistry`] of manifests (name, channels, default channel, category, scope,
+//! writers, affinity flags, the one-line example taught every turn, the deep documentation
+//! materialised at `plurnk:///docs/<name>.md`), the address rules of §2.1 ([`Address`]:
+//! `known://x`, `known:///x` and `/x`-in-`known` are one entry; `run://` keeps its authority
+//! as the run name; bare paths are project files) and the op implementations of the entry
+//! schemes ([`entry`]: `known`, `unknown`, `plurnk`), the ledger ([`log`]) and the
+//! engine-orchestrated COPY/MOVE ([`copy`]).
+//!
+//! **Invariants:** the writer check (`writable_by`) and the loop-flag gate run before any
+//! scheme code; a scheme never writes outside the [`world::TurnWorld`] it is handed (so a
+//! turn's effects commit with its rows or not at all); every op answers a status of
+//! PLURNK.md §1.6 and bad input is a status, never a panic.
+//!
+//! **API boundary:** [`SchemeRegistry::builtin`], [`Manifest`], [`Address::resolve`], and
+//! the dispatch entry point in [`dispatch`].
+
+pub mod copy;
+pub mod dispatch;
+pub mod entry;
+pub mod log;
+pub mod world;
+
+use serde::Serialize;
+
+use crate::grammar::ParsedPath;
+use crate::store::{EntryKey, Origin, Scope};
+
+/// What a scheme holds (§2.2 `category`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Category {
+    /// Entries.
+    Data,
+    /// Log rows.
+    Logging,
+    /// Actors (run://): owns no entries of its own name.
+    Control,
+}
+
+/// A scheme's affinity flags: which loop flags switch it off (§2.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SchemeFlags {
+    /// Dropped in `mode = ask`.
+    pub excluded_in_ask: bool,
+    /// Dropped under `noWeb`.
+    pub requires_web: bool,
+    /// Dropped under `noInteraction`.
+    pub requires_interaction: bool,
+    /// Its side effects propose (202).
+    pub proposes: bool,
+}
+
+/// A scheme's manifest (§2.2).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    /// The URI scheme.
+    pub name: &'static str,
+    /// Channels and their mimetypes; empty = dynamic per entry.
+    pub channels: &'static [(&'static str, &'static str)],
+    /// The channel used without a `#fragment`.
+    pub default_channel: &'static str,
+    /// What it holds.
+    pub category: Category,
+    /// Default entry scope.
+    pub scope: Scope,
+    /// Who may mutate it.
+    pub writable_by: &'static [Origin],
+    /// Fast-changing content (sorted last for prompt-cache stability).
+    pub volatile: bool,
+    /// Shown to the model.
+    pub model_visible: bool,
+    /// Entries land folded.
+    pub folded_by_default: bool,
+    /// Affinity flags.
+    pub flags: SchemeFlags,
+    /// One hot-path usage line, taught every turn.
+    pub example: &'static str,
+    /// The deep documentation, READ on demand at `plurnk:///docs/<name>.md`.
+    pub documentation: &'static str,
+}
+
+impl Manifest {
+    /// Whether `origin` may mutate this scheme's entries.
+    pub fn writable(&self, origin: Origin) -> bool {
+        self.writable_by.contains(&origin)
+    }
+}
+
+const MD: &str = "text/markdown";
+
+/// The schemes this build ships.
+pub static BUILTIN: [Manifest; 4] = [
+    Manifest {
+        name: "known",
+        channels: &[("body", MD)],
+        default_channel: "body",
+        category: Category::Data,
+        scope: Scope::Session,
+        writable_by: &[Origin::Model, Origin::Client, Origin::Plurnk],
+        volatile: false,
+        model_visible: true,
+        folded_by_default: false,
+        flags: SchemeFlags {
+            excluded_in_ask: false,
+            requires_web: false,
+            requires_interaction: false,
+            proposes: false,
+        },
+        example: "<<EDIT[tag](known:///topic/fact.md):What you learned and where.:EDIT",
+        documentation:
+            "# known://\n\nThe session's long-term knowledge base: markdown or JSON entries \
+with tags, shared by every run of the session.\n\n- `EDIT[tags](known:///path.md)<L>:content:EDIT` \
+writes (201 created, 200 updated, 304 unchanged); `<N>`, `<N,M>`, `<0>`, `<-1>`, `<N.5>` edit \
+lines; `.json` entries edit by item.\n- `READ(known:///path.md)<N,M>::READ` reads lines; a glob \
+or folder target reads every match.\n- `FIND[tag](known:///**):matcher:FIND` lists entries.\n- \
+`COPY`/`MOVE` take the destination URI as body; `KILL(known:///path.md)::KILL` deletes.\n",
+    },
+    Manifest {
+        name: "unknown",
+        channels: &[("body", MD)],
+        default_channel: "body",
+        category: Category::Data,
+        scope: Scope::Session,
+        writable_by: &[Origin::Model, Origin::Client, Origin::Plurnk],
+        volatile: false,
+        model_visible: true,
+        folded_by_default: false,
+        flags: SchemeFlags {
+            excluded_in_ask: false,
+            requires_web: false,
+            requires_interaction: false,
+            proposes: false,
+        },
+        example: "<<EDIT[tag](unknown:///question.md):An open question to settle.:EDIT",
+        documentation:
+            "# unknown://\n\nOpen questions and the decomposition of the task: one entry per \
+question, with tags. Same operations as known://; KILL an entry once it is answered (and write \
+the answer to known://).\n",
+    },
+    Manifest {
+        name: "log",
+        channels: &[("body", MD)],
+        default_channel: "body",
+        category: Category::Logging,
+        scope: Scope::Run,
+        writable_by: &[Origin::Plurnk],
+        volatile: true,
+        model_visible: true,
+        folded_by_default: false,
+        flags: SchemeFlags {
+            excluded_in_ask: false,
+            requires_web: false,
+            requires_interaction: false,
+            proposes: false,
+        },
+        example: "<<FOLD(log:///1/**/READ)::FOLD",
+        documentation:
+            "# log://\n\nThis run's actions, one row per op at `log:///<loop>/<turn>/<seq>/<OP>`. \
+Read-only. `READ(log:///1/2/3)::READ` shows a row; `FIND(log:///**):matcher:FIND` lists rows; \
+`FOLD(log:///1/**)::FOLD` collapses rows to one line and `OPEN` expands them again — both only \
+change what the next turn shows.\n",
+    },
+    Manifest {
+        name: "plurnk",
+        channels: &[("body", MD)],
+        default_channel: "body",
+        category: Category::Data,
+        scope: Scope::Session,
+        writable_by: &[Origin::Plurnk, Origin::Plugin],
+        volatile: false,
+        model_visible: true,
+        folded_by_default: false,
+        flags: SchemeFlags {
+            excluded_in_ask: false,
+            requires_web: false,
+            requires_interaction: false,
+            proposes: false,
+        },
+        example: "<<READ(plurnk:///docs/known.md)::READ",
+        documentation:
+            "# plurnk://\n\nRuntime entries, read-only to the model: the prompts of this run \
+(`plurnk:///prompt/<loop>/<n>`) and the documentation of every scheme \
+(`plurnk:///docs/<scheme>.md`) and operator doc (`plurnk:///<ALIAS>.md`).\n",
+    },
+];
+
+/// The manifests available to a loop.
+#[derive(Debug, Clone)]
+pub struct SchemeRegistry {
+    manifests: Vec<&'static Manifest>,
+}
+
+impl SchemeRegistry {
+    /// Every built-in scheme.
+    pub fn builtin() -> Self {
+        SchemeRegistry {
+            manifests: BUILTIN.iter().collect(),
+        }
+    }
+
+    /// The manifest of `name`.
+    pub fn get(&self, name: &str) -> Option<&'static Manifest> {
+        self.manifests.iter().copied().find(|m| m.name == name)
+    }
+
+    /// All manifests, in registration order.
+    pub fn all(&self) -> impl Iterator<Item = &'static Manifest> + '_ {
+        self.manifests.iter().copied()
+    }
+
+    /// The schemes a loop with `flags` may use (`resolveForLoop`): ask mode drops
+    /// `excluded_in_ask`, `noWeb` drops `requires_web`, `noInteraction` drops
+    /// `requires_interaction`. A dropped scheme answers 403.
+    pub fn resolve_for_loop(&self, flags: &crate::turn::LoopFlags) -> SchemeRegistry {
+        SchemeRegistry {
+            manifests: self
+                .manifests
+                .iter()
+                .copied()
+                .filter(|m| {
+                    !(flags.is_ask() && m.flags.excluded_in_ask
+                        || flags.no_web && m.flags.requires_web
+                        || flags.no_interaction && m.flags.requires_interaction)
+                })
+                .collect(),
+        }
+    }
+
+    /// The schemes section: one example line per model-visible scheme.
+    pub fn teach(&self) -> String {
+        let mut s = String::new();
+        for m in self.all().filter(|m| m.model_visible) {
+            s.push_str("* ");
+            s.push_str(m.example);
+            s.push_str("  (docs: plurnk:///docs/");
+            s.push_str(m.name);
+            s.push_str(".md)\n");
+        }
+        s
+    }
+}
+
+/// Where a target points, after the address rules of §2.1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Address {
+    /// An entry (or a glob/folder of entries) of a registered entry scheme.
+    Entry {
+        /// Scheme name.
+        scheme: String,
+        /// Normalised path, always starting with `/` (may hold glob characters).
+        pathname: String,
+        /// Channel (`#fragment`).
+        channel: Option<String>,
+    },
+    /// This run's log rows (`log:///L/T/S[/OP]`, globs allowed).
+    Log {
+        /// Path after `log://`, starting with `/`.
+        pathname: String,
+    },
+    /// A sibling run or its scratch (`run://name[/path]`).
+    Run {
+        /// The run name (`self`/`.` for the current run).
+        name: String,
+        /// Scratch path, if any.
+        path: Option<String>,
+    },
+    /// A bare path: a project file.
+    File {
+        /// The path as written (relative to the project root).
+        path: String,
+    },
+    /// A path-name regex scope `#pattern#flags`.
+    Regex {
+        /// Pattern.
+        pattern: String,
+        /// Flags.
+        flags: String,
+    },
+    /// A scheme this build does not implement (`http`, `sh`, …).
+    Unsupported {
+        /// Its name.
+        scheme: String,
+    },
+}
+
+impl Address {
+    /// Applies the address rules to a parsed target.
+    pub fn resolve(target: &ParsedPath) -> Address {
+        match target {
+            ParsedPath::Local { .. } => Address::File {
+                path: target.decoded_pathname(),
+            },
+            ParsedPath::Regex { pattern, flags, .. } => Address::Regex {
+                pattern: pattern.clone(),
+                flags: flags.clone(),
+            },
+            ParsedPath::Url {
+                scheme,
+                hostname,
+                fragment,
+                ..
+            } => {
+                let path = target.decoded_pathname();
+                // Opaque schemes keep what follows `://` as path; an authority scheme's host
+                // is folded back in, so `known://x` and `known:///x` are one entry.
+                let full = match hostname {
+                    Some(h) if !h.is_empty() => format!("{h}{path}"),
+                    _ => path,
+                };
+                match scheme.as_str() {
+                    "run" => {
+                        let rest = full.strip_prefix('/').unwrap_or(&full);
+                        let (name, path) = match rest.split_once('/') {
+                            Some((n, p)) => (n, Some(format!("/{p}"))),
+                            None => (rest, None),
+                        };
+                        Address::Run {
+                            name: if name.is_empty() { "self" } else { name }.to_owned(),
+                            path: path.filter(|p| p != "/"),
+                        }
+                    }
+                    "log" => Address::Log {
+                        pathname: normalise(&full),
+                    },
+                    "known" | "unknown" | "plurnk" => Address::Entry {
+                        scheme: scheme.clone(),
+                        pathname: normalise(&full),
+                        channel: fragment.clone(),
+                    },
+                    other => Address::Unsupported {
+                        scheme: other.to_owned(),
+                    },
+                }
+            }
+        }
+    }
+
+    /// The scheme name this address dispatches to (`file` for bare paths).
+    pub fn scheme(&self) -> &str {
+        match self {
+            Address::Entry { scheme, .. } => scheme,
+            Address::Log { .. } => "log",
+            Address::Run { .. } => "run",
+            Address::File { .. } | Address::Regex { .. } => "file",
+            Address::Unsupported { scheme } => scheme,
+        }
+    }
+
+    /// The entry key of an exact entry address.
+    pub fn entry_key(&self) -> Option<EntryKey> {
+        match self {
+            Address::Entry {
+                scheme, pathname, ..
+            } => Some(EntryKey {
+                scope: Scope::Session,
+                scheme: Some(scheme.clone()),
+                hostname: None,
+                pathname: pathname.clone(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// `x` → `/x`, `//x` → `/x`; an empty path is `/`.
+fn normalise(p: &str) -> String {
+    let t = p.trim_start_matches('/');
+    format!("/{t}")
+}
+
+/// Whether a path holds glob syntax (or names a folder with a trailing `/`).
+pub fn is_pattern(pathname: &str) -> bool {
+    pathname.ends_with('/')
+        || pathname
+            .bytes()
+            .any(|b| matches!(b, b'*' | b'?' | b'[' | b'{'))
+}

@@ -1,0 +1,232 @@
+//! The `store` device: the sessions database behind the kernel's driver ABI.
+//!
+//! A run and its loops touch the database only through handles of this device, so every
+//! row they write is a device I/O (journaled, replayable) and a handle can write only its
+//! own run's rows and its own session's entries. The scope is bound at `open`: trusted
+//! engine code (the engine root and run processes) calls [`StoreDriver::grant`] for a
+//! child's pid before the child opens the device, and the open consumes that grant. A
+//! process with the device cap but no grant cannot open it at all — there is no ambient
+//! "admin" handle.
+//!
+//! **Invariants:** a handle never reads another run's log or writes outside its
+//! `(session, run)`; requests and replies are [`StoreRequest`] / reply values encoded with
+//! the abi serde bridge; a malformed request is a `BadRequest`, never a panic.
+//!
+//! **API boundary:** [`StoreDriver`] (register it with the kernel), [`StoreScope`],
+//! [`StoreRequest`]. When the kernel's device caps carry scopes, the grant table becomes
+//! the cap's scope and nothing else here changes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use agentos_abi::device::{from_value, to_value};
+use agentos_abi::driver::BoxFuture;
+use agentos_abi::{Driver, DriverError, DriverHandle, Pid, Reply, Value};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use super::{EntryKey, EntryWrite, LoopId, RunId, Scope, SessionId, Store, StoreError, TurnCommit};
+
+/// The device name.
+pub const STORE_DEVICE: &str = "store";
+
+/// What a handle may touch: one session's entries and one run's rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreScope {
+    /// The session.
+    pub session_id: SessionId,
+    /// The run.
+    pub run_id: RunId,
+}
+
+/// A request to the `store` device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum StoreRequest {
+    /// The handle's session row.
+    Session,
+    /// A loop of the handle's run → `LoopRow`.
+    Loop {
+        /// The loop.
+        loop_id: LoopId,
+    },
+    /// The oldest queued loop of the run → `Option<LoopRow>`.
+    NextQueued,
+    /// Claim a queued loop (100 → 102) → `bool`.
+    Claim {
+        /// The loop.
+        loop_id: LoopId,
+    },
+    /// Set a loop's status → `LoopRow` (refused once terminal).
+    SetStatus {
+        /// The loop.
+        loop_id: LoopId,
+        /// The status.
+        status: u16,
+        /// Why.
+        message: Option<String>,
+    },
+    /// Queue a loop on the run → `LoopRow`.
+    Queue {
+        /// The prompt.
+        prompt: String,
+        /// Flags as JSON text.
+        flags: String,
+        /// Turn limit.
+        max_turns: Option<i64>,
+    },
+    /// The run's whole log → `Vec<LogRow>`.
+    Log,
+    /// The prompts of loop `loop_seq` → `Vec<(i64, String)>`.
+    Prompts {
+        /// The loop's ordinal.
+        loop_seq: i64,
+    },
+    /// One entry → `Option<Entry>`.
+    Entry {
+        /// The entry.
+        key: EntryKey,
+    },
+    /// Every entry of a scheme in a scope → `Vec<Entry>`.
+    Entries {
+        /// Session or run scope.
+        scope: Scope,
+        /// The scheme (`None`: files).
+        scheme: Option<String>,
+    },
+    /// Commit a turn → `TurnCommitted`.
+    Commit(TurnCommit),
+    /// Apply entry writes in one transaction → `()`.
+    Write(Vec<EntryWrite>),
+}
+
+/// The `store` driver. One serves every run; each handle is scoped by its grant.
+pub struct StoreDriver {
+    store: Arc<Store>,
+    grants: Mutex<HashMap<Pid, StoreScope>>,
+}
+
+impl StoreDriver {
+    /// A driver over `store`.
+    pub fn new(store: Arc<Store>) -> Self {
+        StoreDriver {
+            store,
+            grants: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The store behind the device.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Lets process `pid` open one handle scoped to `scope`. Only engine code that spawned
+    /// `pid` calls this, before telling the child to open.
+    pub fn grant(&self, pid: Pid, scope: StoreScope) {
+        self.grants.lock().insert(pid, scope);
+    }
+}
+
+impl Driver for StoreDriver {
+    fn name(&self) -> &str {
+        STORE_DEVICE
+    }
+
+    fn open(&self, pid: Pid) -> BoxFuture<'static, Result<Arc<dyn DriverHandle>, DriverError>> {
+        let r = match self.grants.lock().remove(&pid) {
+            Some(scope) => Ok(Arc::new(StoreHandle {
+                store: self.store.clone(),
+                scope,
+            }) as Arc<dyn DriverHandle>),
+            None => Err(DriverError::Failed(format!(
+                "store: process {pid:?} holds no store scope (a run's engine grants it)"
+            ))),
+        };
+        Box::pin(async move { r })
+    }
+}
+
+struct StoreHandle {
+    store: Arc<Store>,
+    scope: StoreScope,
+}
+
+fn err(e: StoreError) -> DriverError {
+    match e {
+        StoreError::Refused(m) => DriverError::BadRequest(format!("store: refused: {m}")),
+        other => DriverError::Failed(format!("store: {other}")),
+    }
+}
+
+fn reply<T: Serialize>(v: Result<T, StoreError>) -> Result<Reply, DriverError> {
+    let v = v.map_err(err)?;
+    to_value(&v)
+        .map(Reply::free)
+        .map_err(|e| DriverError::Failed(format!("store: encoding a reply: {e}")))
+}
+
+impl StoreHandle {
+    fn own_loop(&self, loop_id: LoopId) -> Result<super::LoopRow, StoreError> {
+        let l = self.store.loop_row(loop_id)?;
+        if l.run_id != self.scope.run_id {
+            return Err(StoreError::Refused(format!(
+                "loop {loop_id} is not in run {}",
+                self.scope.run_id
+            )));
+        }
+        Ok(l)
+    }
+
+    fn serve(&self, req: StoreRequest) -> Result<Reply, DriverError> {
+        let StoreScope { session_id, run_id } = self.scope;
+        let s = &self.store;
+        match req {
+            StoreRequest::Session => reply(s.session(session_id)),
+            StoreRequest::Loop { loop_id } => reply(self.own_loop(loop_id)),
+            StoreRequest::NextQueued => reply(
+                s.loops(run_id)
+                    .map(|ls| ls.into_iter().find(|l| l.status == super::status::QUEUED)),
+            ),
+            StoreRequest::Claim { loop_id } => {
+                reply(self.own_loop(loop_id).and_then(|_| s.claim_loop(loop_id)))
+            }
+            StoreRequest::SetStatus {
+                loop_id,
+                status,
+                message,
+            } => reply(
+                self.own_loop(loop_id)
+                    .and_then(|_| s.set_loop_status(loop_id, status, message.as_deref())),
+            ),
+            StoreRequest::Queue {
+                prompt,
+                flags,
+                max_turns,
+            } => reply(s.create_loop(run_id, &prompt, &flags, max_turns)),
+            StoreRequest::Log => reply(s.log_rows(run_id)),
+            StoreRequest::Prompts { loop_seq } => reply(s.prompts(session_id, run_id, loop_seq)),
+            StoreRequest::Entry { key } => reply(s.entry(session_id, run_id, &key)),
+            StoreRequest::Entries { scope, scheme } => {
+                reply(s.entries(session_id, run_id, scope, scheme.as_deref()))
+            }
+            StoreRequest::Commit(c) => reply(s.commit_turn(session_id, run_id, c)),
+            StoreRequest::Write(w) => reply(s.write_entries(session_id, run_id, &w)),
+        }
+    }
+}
+
+impl DriverHandle for StoreHandle {
+    fn read(&self, req: Value) -> BoxFuture<'static, Result<Reply, DriverError>> {
+        // SQLite under WAL with synchronous=NORMAL never fsyncs on commit, so a request is
+        // bounded by page-cache work: it runs inline, which keeps a turn's rows on the
+        // scheduler thread that produced them and a deterministic kernel deterministic.
+        let r = match from_value::<StoreRequest>(req) {
+            Ok(req) => self.serve(req),
+            Err(e) => Err(DriverError::BadRequest(format!("store: {e}"))),
+        };
+        Box::pin(async move { r })
+    }
+
+    fn write(&self, data: Value) -> BoxFuture<'static, Result<Reply, DriverError>> {
+        self.read(data)
+    }
+}

@@ -1,0 +1,144 @@
+//! # The turn loop on kernel processes
+//!
+//! How plurnk's runLoop/runTurn (PLURNK.md §3.2–§3.5, §3.8) runs as processes (DESIGN.md
+//! "The engine"): the engine root process owns the device caps and spawns one **run**
+//! process per run; a run serializes `run` / `inject` / `cancel` in its mailbox and drains
+//! its queued loops one at a time, each as a **loop** child process; a loop process does
+//! the turns — packet, grinder, one read of the LLM device, parse, steers, dispatch, one
+//! store transaction — until a terminal status. Cancel kills the loop process, which drops
+//! an in-flight model call, and the run records 499.
+//!
+//! - [`process`]: the root, run and loop process images and their messages.
+//! - [`runner`]: one loop's turns (the rails wired: strikes, cycles, idle and premature
+//!   steers, max commands, max turns, the grinder, provider failures).
+//! - [`packet`]: the request packet — sections, slots, the budget readout.
+//! - [`render`]: how a log row reads in the packet.
+//! - [`docs`]: the grammar sheet and the requirements footer the model is taught.
+//!
+//! **Invariants:** a loop touches the world only through its store and LLM handles; every
+//! turn commits in one store transaction; the model never sees strike counts, cycles or
+//! thresholds, only the failures that happened (error rows).
+//!
+//! **API boundary:** [`EngineConfig`], [`LoopFlags`], the process images (used by
+//! [`crate::host::Engine`]), and the packet/render functions (used by the bench and tests).
+
+pub mod docs;
+pub mod packet;
+pub mod process;
+pub mod render;
+pub mod runner;
+
+use serde::{Deserialize, Serialize};
+
+use crate::rails::RailsConfig;
+
+/// Token estimate used for render weights (the seed's: 1.5 per CJK character, one per four
+/// other characters).
+pub fn count_tokens(text: &str) -> u64 {
+    agentos_drivers::llm::estimate_tokens(text)
+}
+
+/// Loop flags (`loops.flags`), merged over the defaults (PLURNK.md §2.2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct LoopFlags {
+    /// `act` (default) or `ask` (read-only).
+    pub mode: String,
+    /// Auto-accept proposals.
+    pub yolo: bool,
+    /// Drop schemes that need the web.
+    pub no_web: bool,
+    /// Drop schemes that need a human.
+    pub no_interaction: bool,
+    /// Auto-reject proposals.
+    pub no_proposals: bool,
+    /// Token budget of the loop (an account quota on its process).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget_tokens: Option<u64>,
+}
+
+impl Default for LoopFlags {
+    fn default() -> Self {
+        LoopFlags {
+            mode: "act".into(),
+            yolo: false,
+            no_web: false,
+            no_interaction: false,
+            no_proposals: false,
+            budget_tokens: None,
+        }
+    }
+}
+
+impl LoopFlags {
+    /// Whether the loop is read-only.
+    pub fn is_ask(&self) -> bool {
+        self.mode == "ask"
+    }
+
+    /// Parses `loops.flags` JSON (unknown keys ignored, missing keys default).
+    pub fn from_json(s: &str) -> Result<LoopFlags, serde_json::Error> {
+        serde_json::from_str(s)
+    }
+
+    /// The flags as JSON text.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| "{}".into())
+    }
+}
+
+/// Operator knobs of the engine (PLURNK.md §3.10), with the engine defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineConfig {
+    /// Strikes, cycles, max commands.
+    pub rails: RailsConfig,
+    /// Turns per loop when `loop.run` asks for none (plurnk: 50).
+    pub max_turns: u32,
+    /// The model's context window in tokens.
+    pub context_size: u64,
+    /// Completion tokens reserved per turn (`max_tokens` on every generate).
+    pub max_output_tokens: u32,
+    /// Fraction of the window held back for tokenizer disagreement (0.05 = 5 %).
+    pub safety: f64,
+    /// The GBNF sent with every generate (`None` when the provider takes no grammar).
+    pub grammar: Option<String>,
+    /// Operator docs `(ALIAS, markdown)`, materialised as `plurnk:///<ALIAS>.md` and READ on
+    /// the first turn of a run's first loop.
+    pub operator_docs: Vec<(String, String)>,
+    /// The system policy section (`~/.plurnk/AGENTS.md` in plurnk).
+    pub system_policy: Option<String>,
+    /// The requirements footer.
+    pub requirements: String,
+    /// Model name asked for (`None`: the device's default).
+    pub model: Option<String>,
+    /// Provider failures retried within a turn before the loop ends 500.
+    pub provider_retries: u32,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            rails: RailsConfig::default(),
+            max_turns: 50,
+            context_size: 32_768,
+            max_output_tokens: 1024,
+            safety: 0.05,
+            grammar: None,
+            operator_docs: Vec::new(),
+            system_policy: None,
+            requirements: docs::REQUIREMENTS.to_owned(),
+            model: None,
+            provider_retries: 1,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// The prompt budget: the window minus the completion reserve and the safety margin.
+    pub fn prompt_ceiling(&self) -> u64 {
+        let safety = (self.context_size as f64 * self.safety) as u64;
+        self.context_size
+            .saturating_sub(self.max_output_tokens as u64)
+            .saturating_sub(safety)
+    }
+}

@@ -1,0 +1,743 @@
+//! One loop's turns: runTurn (PLURNK.md §3.3) inside runLoop (§3.2), with every rail wired.
+//!
+//! A turn: the turn-1 foist (operator docs, the prompt as a folded `EDIT
+//! plurnk:///prompt/<loop>/1`, the catalog preview), injected prompts, the packet, the
+//! grinder, one read of the LLM device, parse, the premature-terminate and idle-turn
+//! steers, the turn status, the command cap, dispatch in order, the model's verbatim
+//! emission as a folded `model` row, the strike verdict — and one store commit holding all
+//! of it, with the loop's terminal status when the turn ends the loop.
+//!
+//! **Invariants:** one store transaction per turn; errors are rows (`op = 'error'`), never
+//! exceptions; the model sees the failures, never strike counts or thresholds; hostile model
+//! output ends as parse-error rows.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use agentos_abi::device::{ChatReply, ChatRequest, DeviceMessage};
+use agentos_abi::{CapRef, Syscalls};
+
+use super::packet::{self, Packet, PacketInput, Section, Slot};
+use super::render::open_tokens;
+use super::{docs, EngineConfig, LoopFlags};
+use crate::grammar::{parse_turn, Body, Item, Op, Statement};
+use crate::rails::{cap_commands, is_idle_turn, LoopRails, StreakDecision};
+use crate::schemes::dispatch::{dispatch, Action, DispatchCtx};
+use crate::schemes::entry::entry_key;
+use crate::schemes::world::{channel, store_call, TurnWorld, WorldError};
+use crate::schemes::SchemeRegistry;
+use crate::store::device::StoreRequest;
+use crate::store::{
+    status, LogRow, LoopRow, Origin, RowOp, RowTarget, SessionRow, TurnCommit, TurnCommitted,
+    TurnRow, TurnUsage,
+};
+
+/// Why a loop process stopped early (the run records the loop as 500 with this).
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] WorldError),
+}
+
+/// One loop's state across its turns.
+pub struct LoopRunner<S: Syscalls> {
+    sys: S,
+    store: CapRef,
+    llm: CapRef,
+    cfg: Arc<EngineConfig>,
+    lp: LoopRow,
+    schemes: SchemeRegistry,
+    log: Vec<LogRow>,
+    rails: LoopRails,
+    system: Vec<Section>,
+    requirements: Section,
+    prompts: Vec<String>,
+    prompts_seen: i64,
+    notices: Vec<String>,
+    turn_seq: i64,
+    max_turns: i64,
+}
+
+/// A row in the making (ids are assigned at commit).
+fn row(lp: &LoopRow, turn_seq: i64, sequence: i64, at: i64, origin: Origin, op: RowOp) -> LogRow {
+    LogRow {
+        id: 0,
+        run_id: lp.run_id,
+        loop_id: lp.id,
+        turn_id: 0,
+        loop_seq: lp.sequence,
+        turn_seq,
+        sequence,
+        at,
+        origin,
+        source: None,
+        op,
+        suffix: String::new(),
+        signal: None,
+        target: None,
+        line_marker: None,
+        tx: None,
+        mimetype_tx: None,
+        rx: None,
+        mimetype_rx: None,
+        status: 200,
+        tokens: 0,
+        state: None,
+        outcome: None,
+        expanded: true,
+    }
+}
+
+/// The rows of one turn, numbered as they are added.
+struct TurnRows<'a> {
+    lp: &'a LoopRow,
+    turn_seq: i64,
+    at: i64,
+    rows: Vec<LogRow>,
+}
+
+impl TurnRows<'_> {
+    fn push(&mut self, mut r: LogRow) -> usize {
+        r.sequence = self.rows.len() as i64 + 1;
+        r.tokens = open_tokens(&r);
+        self.rows.push(r);
+        self.rows.len() - 1
+    }
+
+    fn new_row(&self, origin: Origin, op: RowOp) -> LogRow {
+        row(self.lp, self.turn_seq, 0, self.at, origin, op)
+    }
+
+    /// An error row (`op = 'error'`): status plus a canonical term, no advice.
+    fn error(&mut self, origin: Origin, source: &str, status: u16, rx: String) {
+        let mut r = self.new_row(origin, RowOp::Error);
+        r.source = Some(source.to_owned());
+        r.status = status;
+        r.rx = Some(rx);
+        r.mimetype_rx = Some("text/plain".into());
+        self.push(r);
+    }
+
+    /// The row of a dispatched statement and its action.
+    fn action(&mut self, origin: Origin, s: &Statement, a: Action) {
+        let mut r = self.new_row(origin, RowOp::Op(s.op));
+        r.suffix = s.suffix.clone();
+        r.signal = s
+            .signal
+            .as_ref()
+            .and_then(|sig| serde_json::to_string(sig).ok());
+        r.line_marker = s
+            .line_marker
+            .as_ref()
+            .and_then(|m| serde_json::to_string(&m.marks).ok());
+        r.target = a.target.or_else(|| s.target.as_ref().map(statement_target));
+        r.tx = Some(s.body_raw().to_owned()).filter(|t| !t.is_empty());
+        r.mimetype_tx = r.tx.as_ref().map(|_| "text/plain".to_owned());
+        r.status = a.status;
+        r.rx = a.rx;
+        r.mimetype_rx = a.mimetype_rx;
+        r.expanded = !a.folded;
+        self.push(r);
+    }
+}
+
+/// A row target from a statement's parsed target (used when the scheme gave none).
+fn statement_target(p: &crate::grammar::ParsedPath) -> RowTarget {
+    use crate::grammar::ParsedPath;
+    match p {
+        ParsedPath::Url {
+            scheme,
+            hostname,
+            fragment,
+            ..
+        } => RowTarget {
+            scheme: Some(scheme.clone()),
+            hostname: hostname.clone().filter(|h| !h.is_empty()),
+            pathname: p.decoded_pathname(),
+            fragment: fragment.clone(),
+        },
+        other => RowTarget {
+            scheme: None,
+            hostname: None,
+            pathname: other.decoded_pathname(),
+            fragment: None,
+        },
+    }
+}
+
+fn url_target(scheme: &str, path: &str) -> crate::grammar::ParsedPath {
+    crate::grammar::parse_path(&format!("{scheme}://{path}")).unwrap_or(
+        crate::grammar::ParsedPath::Local {
+            raw: path.to_owned(),
+        },
+    )
+}
+
+/// A statement the engine foists on turn 1 (origin `plurnk`).
+fn foist(op: Op, target: crate::grammar::ParsedPath, body: Option<Body>) -> Statement {
+    Statement {
+        op,
+        suffix: String::new(),
+        signal: None,
+        target: Some(target),
+        line_marker: None,
+        body,
+        position: Default::default(),
+    }
+}
+
+impl<S: Syscalls> LoopRunner<S> {
+    /// Loads a claimed loop: its row, its session, the run's log so far.
+    pub async fn load(
+        sys: S,
+        store: CapRef,
+        llm: CapRef,
+        cfg: Arc<EngineConfig>,
+        loop_id: i64,
+    ) -> Result<Self, RunnerError> {
+        let lp: LoopRow = store_call(&sys, store, &StoreRequest::Loop { loop_id }).await?;
+        let session: SessionRow = store_call(&sys, store, &StoreRequest::Session).await?;
+        let log: Vec<LogRow> = store_call(&sys, store, &StoreRequest::Log).await?;
+        let flags = LoopFlags::from_json(&lp.flags).unwrap_or_default();
+        let schemes = SchemeRegistry::builtin().resolve_for_loop(&flags);
+        let mut system = vec![
+            Section::new(
+                "definition",
+                Slot::System,
+                None,
+                docs::GRAMMAR_SHEET.to_owned(),
+            ),
+            Section::new(
+                "tools",
+                Slot::System,
+                None,
+                "* Begin every response with <<PLAN:...:PLAN".to_owned(),
+            ),
+            Section::new(
+                "schemes",
+                Slot::System,
+                Some("## Plurnk System Schemes"),
+                schemes.teach(),
+            ),
+        ];
+        if let Some(p) = &cfg.system_policy {
+            system.push(Section::new(
+                "system-policy",
+                Slot::System,
+                Some("## Plurnk System Policy"),
+                p.clone(),
+            ));
+        }
+        if let Some(root) = &session.project_root {
+            if let Ok(p) = std::fs::read_to_string(std::path::Path::new(root).join("AGENTS.md")) {
+                system.push(Section::new(
+                    "project-policy",
+                    Slot::System,
+                    Some("## Project Policy"),
+                    p,
+                ));
+            }
+        }
+        let requirements = Section::new(
+            "requirements",
+            Slot::User,
+            Some("## Plurnk System Requirements"),
+            cfg.requirements.clone(),
+        );
+        let max_turns = lp.max_turns.unwrap_or(cfg.max_turns as i64);
+        Ok(LoopRunner {
+            prompts: vec![lp.prompt.clone()],
+            sys,
+            store,
+            llm,
+            rails: LoopRails::new(cfg.rails),
+            cfg,
+            lp,
+            schemes,
+            log,
+            system,
+            requirements,
+            prompts_seen: 1,
+            notices: Vec::new(),
+            turn_seq: 0,
+            max_turns,
+        })
+    }
+
+    /// Runs turns until the loop has a terminal status (written with its last turn).
+    pub async fn run(mut self) -> Result<u16, RunnerError> {
+        loop {
+            if self.turn_seq >= self.max_turns {
+                let _: LoopRow = store_call(
+                    &self.sys,
+                    self.store,
+                    &StoreRequest::SetStatus {
+                        loop_id: self.lp.id,
+                        status: status::MAX_TURNS,
+                        message: Some("max_turns".into()),
+                    },
+                )
+                .await?;
+                return Ok(status::MAX_TURNS);
+            }
+            if let Some(s) = self.turn().await? {
+                return Ok(s);
+            }
+        }
+    }
+
+    fn errors_section(&mut self, pending: &[LogRow]) -> String {
+        let mut s = String::new();
+        let prev = self.turn_seq - 1;
+        let recent = self
+            .log
+            .iter()
+            .filter(|r| r.loop_id == self.lp.id && r.turn_seq == prev)
+            .chain(pending);
+        for r in recent.filter(|r| r.status >= 400) {
+            let _ = writeln!(s, "{} {}", r.status, r.path());
+        }
+        for n in self.notices.drain(..) {
+            let _ = writeln!(s, "notice: {n}");
+        }
+        s
+    }
+
+    fn build(&self, pending: &[LogRow], errors: &str) -> Packet {
+        packet::build(&PacketInput {
+            system: &self.system,
+            requirements: &self.requirements,
+            prompts: &self.prompts,
+            errors,
+            log: &self.log,
+            pending,
+            ceiling: self.cfg.prompt_ceiling(),
+        })
+    }
+
+    async fn generate(&mut self, packet: &Packet) -> Result<ChatReply, String> {
+        let req = ChatRequest {
+            messages: packet.messages(),
+            grammar: self.cfg.grammar.clone(),
+            max_tokens: Some(self.cfg.max_output_tokens),
+            model: self.cfg.model.clone(),
+            ..ChatRequest::default()
+        };
+        let v = req.to_value();
+        let mut last = String::new();
+        for attempt in 0..=self.cfg.provider_retries {
+            match self.sys.read(self.llm, v.clone()).await {
+                Ok(out) => {
+                    return ChatReply::from_value(out).map_err(|e| format!("provider reply: {e}"))
+                }
+                Err(e) => {
+                    last = e.to_string();
+                    if attempt < self.cfg.provider_retries {
+                        self.notices
+                            .push(format!("provider failure, retried: {last}"));
+                    }
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// One turn; `Some(status)` when it ended the loop.
+    async fn turn(&mut self) -> Result<Option<u16>, RunnerError> {
+        self.turn_seq += 1;
+        let now = self.sys.now() as i64;
+        let lp = self.lp.clone();
+        let mut rows = TurnRows {
+            lp: &lp,
+            turn_seq: self.turn_seq,
+            at: now,
+            rows: Vec::new(),
+        };
+        let sys = self.sys.clone();
+        let mut world = TurnWorld::new(&sys, self.store);
+        let mut folds: Vec<(i64, bool)> = Vec::new();
+        let mut turn_errors = 0u32;
+
+        // Turn 1: foist the operator docs (first loop of the run), the prompt, the catalog.
+        if self.turn_seq == 1 {
+            if self.lp.sequence == 1 {
+                for (alias, _) in &self.cfg.operator_docs {
+                    let st = foist(
+                        Op::Read,
+                        url_target("plurnk", &format!("/{alias}.md")),
+                        None,
+                    );
+                    self.dispatch_into(&mut world, &mut rows, &mut folds, Origin::Plurnk, &st)
+                        .await;
+                }
+            }
+            let path = format!("/prompt/{}/1", self.lp.sequence);
+            let key = entry_key("plurnk", &path);
+            world.put(
+                &key,
+                channel("body", self.lp.prompt.clone(), "text/markdown"),
+                None,
+            );
+            let mut r = rows.new_row(Origin::Plurnk, RowOp::Op(Op::Edit));
+            r.target = Some(RowTarget {
+                scheme: Some("plurnk".into()),
+                hostname: None,
+                pathname: path,
+                fragment: None,
+            });
+            r.status = 201;
+            r.tx = Some(self.lp.prompt.clone());
+            r.rx = Some(self.lp.prompt.clone());
+            r.expanded = false;
+            rows.push(r);
+            for scheme in ["known", "unknown"] {
+                if self.schemes.get(scheme).is_some() {
+                    let st = foist(
+                        Op::Find,
+                        url_target(scheme, "/**"),
+                        Some(Body::Matcher(crate::grammar::matcher::classify(""))),
+                    );
+                    self.dispatch_into(&mut world, &mut rows, &mut folds, Origin::Plurnk, &st)
+                        .await;
+                }
+            }
+        }
+
+        // Prompts injected into this loop since the last turn.
+        let injected: Vec<(i64, String)> = store_call(
+            &self.sys,
+            self.store,
+            &StoreRequest::Prompts {
+                loop_seq: self.lp.sequence,
+            },
+        )
+        .await?;
+        for (n, text) in injected {
+            if n <= self.prompts_seen {
+                continue;
+            }
+            self.prompts_seen = n;
+            self.prompts.push(text.clone());
+            let mut r = rows.new_row(Origin::Client, RowOp::Op(Op::Edit));
+            r.target = Some(RowTarget {
+                scheme: Some("plurnk".into()),
+                hostname: None,
+                pathname: format!("/prompt/{}/{n}", self.lp.sequence),
+                fragment: None,
+            });
+            r.status = 201;
+            r.tx = Some(text.clone());
+            r.rx = Some(text);
+            r.expanded = false;
+            rows.push(r);
+        }
+
+        // The packet, and the grinder on real overflow.
+        let errors = self.errors_section(&rows.rows);
+        let mut packet = self.build(&rows.rows, &errors);
+        let ceiling = self.cfg.prompt_ceiling();
+        if packet.tokens > ceiling {
+            let newest = self.log.iter().map(|r| (r.loop_seq, r.turn_seq)).max();
+            for r in self.log.iter_mut() {
+                if Some((r.loop_seq, r.turn_seq)) == newest && r.expanded && r.op != RowOp::Error {
+                    r.expanded = false;
+                    folds.push((r.id, false));
+                }
+            }
+            for r in rows.rows.iter_mut().filter(|r| r.op != RowOp::Error) {
+                r.expanded = false;
+            }
+            rows.error(Origin::Plurnk, "rail", 413, "413 Budget Overflow".into());
+            // Turn 1 overflow is the environment, never a strike.
+            if self.turn_seq > 1 {
+                turn_errors += 1;
+            }
+            let errors = self.errors_section(&rows.rows);
+            packet = self.build(&rows.rows, &errors);
+            if packet.tokens > ceiling {
+                let turn = self.turn_row(now, status::BUDGET, &packet, None, None);
+                let writes = world.into_writes();
+                self.commit(
+                    turn,
+                    rows.rows,
+                    folds,
+                    writes,
+                    Some((status::BUDGET, Some("budget_overflow".into()))),
+                )
+                .await?;
+                return Ok(Some(status::BUDGET));
+            }
+        }
+
+        // Generate.
+        let reply = match self.generate(&packet).await {
+            Ok(r) => r,
+            Err(cause) => {
+                rows.error(
+                    Origin::Plurnk,
+                    "provider",
+                    500,
+                    format!("500 provider: {cause}"),
+                );
+                let turn = self.turn_row(now, status::FAILED, &packet, None, None);
+                let writes = world.into_writes();
+                self.commit(
+                    turn,
+                    rows.rows,
+                    folds,
+                    writes,
+                    Some((status::FAILED, Some(format!("provider: {cause}")))),
+                )
+                .await?;
+                return Ok(Some(status::FAILED));
+            }
+        };
+
+        // Parse; errors become rows.
+        let parsed = parse_turn(&reply.content);
+        let statements: Vec<Statement> = parsed.result.statements().cloned().collect();
+        for item in &parsed.result.items {
+            if let Item::Error { error } = item {
+                if error.severity == crate::grammar::Severity::Error {
+                    rows.error(
+                        Origin::Model,
+                        "grammar",
+                        400,
+                        format!("400 {} at {}:{}", error.message, error.line, error.column),
+                    );
+                }
+            }
+        }
+        if let Some(t) = &parsed.result.unparsed_tail {
+            rows.error(
+                Origin::Model,
+                "grammar",
+                400,
+                format!(
+                    "400 unparsed tail from {}:{}: {}",
+                    t.from.line, t.from.column, t.reason
+                ),
+            );
+        }
+
+        // The terminal SEND and the steers.
+        let terminal = statements
+            .last()
+            .filter(|s| s.op == Op::Send && s.target.is_none())
+            .and_then(|s| s.signal_int());
+        let mut code = terminal;
+        if let Some(c) = code {
+            if !matches!(c, 102 | 200 | 499) {
+                rows.error(
+                    Origin::Plurnk,
+                    "rail",
+                    400,
+                    format!("400 SEND[{c}] is not a loop disposition (102, 200 or 499)"),
+                );
+                turn_errors += 1;
+                code = Some(102);
+            }
+        }
+        let retrieval = statements
+            .iter()
+            .any(|s| matches!(s.op, Op::Read | Op::Find));
+        if code == Some(200) && retrieval {
+            rows.error(
+                Origin::Plurnk,
+                "rail",
+                409,
+                "409 Premature Termination".into(),
+            );
+            turn_errors += 1;
+            code = Some(102);
+        }
+        if is_idle_turn(&statements) {
+            rows.error(Origin::Plurnk, "rail", 409, "409 Idle Turn".into());
+            turn_errors += 1;
+        }
+        let turn_status = match code {
+            Some(c) if c >= 200 => c as u16,
+            _ if statements.is_empty() => crate::rails::NO_OPS_STATUS,
+            _ => status::RUNNING,
+        };
+
+        // Dispatch in order under the command cap.
+        let cap = cap_commands(&statements, self.cfg.rails.max_commands);
+        if cap.dropped > 0 {
+            rows.error(
+                Origin::Plurnk,
+                "rail",
+                429,
+                format!("429 Max Commands Exceeded ({} dropped)", cap.dropped),
+            );
+        }
+        let mut statuses = Vec::with_capacity(cap.dispatch.len());
+        let last = statements.len().checked_sub(1);
+        for (i, s) in statements.iter().enumerate() {
+            if !cap.dispatch.iter().any(|d| std::ptr::eq(*d, s)) {
+                continue;
+            }
+            let is_terminal = Some(i) == last && terminal.is_some();
+            if s.op == Op::Plan || is_terminal {
+                let mut r = rows.new_row(Origin::Model, RowOp::Op(s.op));
+                r.suffix = s.suffix.clone();
+                r.signal = s
+                    .signal
+                    .as_ref()
+                    .and_then(|x| serde_json::to_string(x).ok());
+                r.status = if s.op == Op::Send {
+                    s.signal_int().map_or(102, |c| c.clamp(100, 599) as u16)
+                } else {
+                    200
+                };
+                r.rx = Some(s.body_raw().to_owned()).filter(|b| !b.is_empty());
+                r.tx = r.rx.clone();
+                statuses.push(r.status);
+                rows.push(r);
+                continue;
+            }
+            let before = rows.rows.len();
+            self.dispatch_into(&mut world, &mut rows, &mut folds, Origin::Model, s)
+                .await;
+            statuses.extend(rows.rows[before..].iter().map(|r| r.status));
+        }
+
+        // The model's verbatim emission, folded.
+        let mut m = rows.new_row(Origin::Model, RowOp::Model);
+        m.rx = Some(reply.content.clone());
+        m.mimetype_rx = Some("text/plain".into());
+        m.expanded = false;
+        rows.push(m);
+
+        // Rails: strikes, cycles; the loop's disposition.
+        let verdict = self.rails.observe(&statements, &statuses, turn_errors);
+        let loop_status = if let Some(c) = code.filter(|c| *c >= 200) {
+            let body = statements.last().map(|s| s.body_raw().to_owned());
+            Some((c as u16, body))
+        } else if let StreakDecision::Abandon { status: s, .. } = verdict.decision {
+            let why = if s == crate::rails::LOOP_DETECTED_STATUS {
+                "loop_detected"
+            } else {
+                "strike_threshold"
+            };
+            Some((s, Some(why.to_owned())))
+        } else if self.turn_seq >= self.max_turns {
+            Some((status::MAX_TURNS, Some("max_turns".to_owned())))
+        } else {
+            None
+        };
+        let turn = self.turn_row(
+            now,
+            turn_status,
+            &packet,
+            Some(&reply),
+            Some(&reply.content),
+        );
+        let writes = world.into_writes();
+        let end = loop_status.as_ref().map(|(s, _)| *s);
+        self.commit(turn, rows.rows, folds, writes, loop_status)
+            .await?;
+        Ok(end)
+    }
+
+    async fn dispatch_into(
+        &self,
+        world: &mut TurnWorld<'_, S>,
+        rows: &mut TurnRows<'_>,
+        folds: &mut Vec<(i64, bool)>,
+        origin: Origin,
+        s: &Statement,
+    ) {
+        let mut ctx = DispatchCtx {
+            world,
+            schemes: &self.schemes,
+            log: &self.log,
+            origin,
+        };
+        for a in dispatch(&mut ctx, s).await {
+            folds.extend(a.folds.iter().copied());
+            if a.writes_row {
+                rows.action(origin, s, a);
+            }
+        }
+    }
+
+    fn turn_row(
+        &self,
+        now: i64,
+        status: u16,
+        packet: &Packet,
+        reply: Option<&ChatReply>,
+        content: Option<&str>,
+    ) -> TurnRow {
+        let usage = reply.and_then(|r| r.usage).unwrap_or_default();
+        let model = reply.map(|r| r.model.clone()).filter(|m| !m.is_empty());
+        let cost_pico = reply.map_or(0, |_| {
+            let m = model.as_deref().or(self.cfg.model.as_deref()).unwrap_or("");
+            agentos_drivers::llm::PriceTable::common().usd_micros(m, &usage) as i64 * 1_000_000
+        });
+        let mut summary = packet.summary();
+        if let Some(c) = content {
+            summary["assistant"] = serde_json::json!({
+                "content": c,
+                "tokens": super::count_tokens(c),
+            });
+        }
+        TurnRow {
+            id: 0,
+            loop_id: self.lp.id,
+            sequence: self.turn_seq,
+            timestamp: now,
+            status,
+            usage: TurnUsage {
+                prompt: usage.prompt_tokens as i64,
+                completion: usage.completion_tokens as i64,
+                cached: usage.cached_tokens as i64,
+                cost_pico,
+                context_size: Some(self.cfg.context_size as i64),
+            },
+            packet: summary.to_string(),
+            finish_reason: reply.map(|r| {
+                serde_json::to_value(r.finish_reason)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            }),
+            model,
+        }
+    }
+
+    async fn commit(
+        &mut self,
+        turn: TurnRow,
+        rows: Vec<LogRow>,
+        folds: Vec<(i64, bool)>,
+        entries: Vec<crate::store::EntryWrite>,
+        loop_status: Option<(u16, Option<String>)>,
+    ) -> Result<(), RunnerError> {
+        let commit = TurnCommit {
+            turn,
+            rows,
+            folds,
+            entries,
+            loop_status,
+        };
+        let committed: TurnCommitted =
+            store_call(&self.sys, self.store, &StoreRequest::Commit(commit.clone())).await?;
+        let TurnCommit {
+            mut rows, folds, ..
+        } = commit;
+        for (r, id) in rows.iter_mut().zip(&committed.row_ids) {
+            r.id = *id;
+            r.turn_id = committed.turn_id;
+        }
+        for (id, expanded) in folds {
+            if let Some(r) = self.log.iter_mut().find(|r| r.id == id) {
+                r.expanded = expanded;
+            }
+        }
+        self.log.extend(rows);
+        Ok(())
+    }
+}

@@ -1,0 +1,6 @@
+//! Engine scenarios, one module per PLURNK.md section they check. Each scenario is a table:
+//! model emissions per turn → expected per-op statuses, turn statuses and the loop's
+//! terminal status, on a deterministic kernel with a scripted model.
+
+mod common;
+mod s1_4_ops;
