@@ -4,3 +4,6 @@
 
 mod common;
 mod s1_4_ops;
+mod s3_2_rails;
+mod s3_3_turn;
+mod s3_5_budget;
