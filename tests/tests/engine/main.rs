@@ -7,3 +7,4 @@ mod s1_4_ops;
 mod s3_2_rails;
 mod s3_3_turn;
 mod s3_5_budget;
+mod s5_store;
