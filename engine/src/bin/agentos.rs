@@ -152,7 +152,7 @@ fn run_loop(args: &[&str]) -> ExitCode {
         None => match OpenAiProvider::from_env() {
             Ok(p) => {
                 if p.config().supports_grammar {
-                    cfg.grammar = Some(gbnf(&GbnfOptions::default()));
+                    cfg.grammar = Some(agentos_engine::turn::engine_gbnf());
                 }
                 Arc::new(p)
             }
