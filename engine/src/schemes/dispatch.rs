@@ -112,6 +112,9 @@ pub async fn dispatch<S: Syscalls>(ctx: &mut DispatchCtx<'_, '_, S>, s: &Stateme
     let addr = Address::resolve(target);
     let scheme = addr.scheme().to_owned();
     match &addr {
+        Address::Regex { pattern, flags } if matches!(s.op, Op::Find | Op::Read) => {
+            return super::entry::regex_scope(ctx, s, pattern, flags).await;
+        }
         Address::File { .. } | Address::Regex { .. } => {
             return vec![Action::status(
                 403,

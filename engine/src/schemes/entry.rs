@@ -263,9 +263,15 @@ async fn find<S: Syscalls>(
         Ok(f) => f,
         Err(e) => return Ok(content_err(e)),
     };
+    Ok(catalog(&found, s, manifest.default_channel))
+}
+
+/// FIND's answer over `found`: catalog items (`path`, `tags`, `channels`), one per match
+/// of the matcher body when there is one, sliced by the result range.
+pub(super) fn catalog(found: &[Entry], s: &Statement, default_channel: &str) -> Action {
     let matcher = matcher_of(s);
     let mut items = Vec::new();
-    for e in &found {
+    for e in found {
         let mut channels = serde_json::Map::new();
         for c in &e.channels {
             channels.insert(
@@ -280,12 +286,12 @@ async fn find<S: Syscalls>(
         match matcher {
             None => items.push(item),
             Some(m) => {
-                let Some(c) = e.channel(manifest.default_channel) else {
+                let Some(c) = e.channel(default_channel) else {
                     continue;
                 };
                 match content::match_content(m, &c.content, &c.mimetype) {
                     Err(err) if err.status() == 415 => continue,
-                    Err(err) => return Ok(content_err(err)),
+                    Err(err) => return content_err(err),
                     Ok(out) => {
                         for sp in out.spans {
                             let mut it = item.clone();
@@ -299,16 +305,70 @@ async fn find<S: Syscalls>(
     }
     let items = match result_range(items, marks_of(s)) {
         Ok(i) => i,
-        Err(e) => return Ok(content_err(e)),
+        Err(e) => return content_err(e),
     };
     let status = if items.is_empty() { 204 } else { 200 };
-    Ok(Action {
+    Action {
         status,
         rx: Some(serde_json::Value::Array(items).to_string()),
         mimetype_rx: Some("application/json".into()),
         writes_row: true,
         ..Action::default()
-    })
+    }
+}
+
+/// A path-name regex scope `#pattern#flags` (FIND and READ): every entry of the loop's
+/// entry schemes whose path or URI the pattern matches. (Project files join the scope when
+/// the session has an fs device.)
+pub async fn regex_scope<S: Syscalls>(
+    ctx: &mut DispatchCtx<'_, '_, S>,
+    s: &Statement,
+    pattern: &str,
+    flags: &str,
+) -> Vec<Action> {
+    let mut b = regex::RegexBuilder::new(pattern);
+    b.case_insensitive(flags.contains('i'))
+        .multi_line(flags.contains('m'))
+        .dot_matches_new_line(flags.contains('s'))
+        .size_limit(1 << 21);
+    let re = match b.build() {
+        Ok(re) => re,
+        Err(e) => return vec![Action::status(400, format!("400 regex scope: {e}"))],
+    };
+    let tags = tags_of(s);
+    let mut found = Vec::new();
+    for m in ctx
+        .schemes
+        .all()
+        .filter(|m| m.category == super::Category::Data)
+    {
+        if m.name == "plurnk" {
+            continue;
+        }
+        match ctx.world.entries(Scope::Session, Some(m.name)).await {
+            Ok(es) => found.extend(es.into_iter().filter(|e| {
+                (re.is_match(&e.key.pathname) || re.is_match(&e.key.uri()))
+                    && tags.iter().all(|t| e.tags.contains(t))
+            })),
+            Err(e) => return vec![Action::status(500, format!("500 {e}"))],
+        }
+    }
+    match s.op {
+        Op::Find => vec![catalog(&found, s, "body")],
+        Op::Read if found.is_empty() => vec![Action::status(
+            404,
+            format!("404 no entry matches #{pattern}#{flags}"),
+        )],
+        Op::Read => found
+            .iter()
+            .filter_map(|e| ctx.schemes.get(e.key.scheme.as_deref()?).map(|m| (e, m)))
+            .map(|(e, m)| read_entry(e, s, None, m))
+            .collect(),
+        _ => vec![Action::status(
+            400,
+            format!("400 {} takes one target, not a regex scope", s.op),
+        )],
+    }
 }
 
 async fn edit<S: Syscalls>(

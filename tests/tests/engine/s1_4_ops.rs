@@ -111,7 +111,7 @@ fn json_entries_edit_by_item() {
 fn find_by_glob_regex_and_tag() {
     let h = Harness::new(&[
         "<<PLAN:seed:PLAN\n<<EDIT[net](known:///net/timeouts.md):retry after 30s:EDIT\n<<EDIT[net,db](known:///db/pool.md):pool size 8:EDIT\n<<EDIT(known:///readme.md):hello:EDIT\n<<SEND[102]:seeded:SEND",
-        "<<PLAN:find:PLAN\n<<FIND(known:///net/)::FIND\n<<FIND(known:///**):#retry|pool#i:FIND\n<<FIND[db](known:///**)::FIND\n<<FIND(known:///nothing/**)::FIND\n<<SEND[102]:looking:SEND",
+        "<<PLAN:find:PLAN\n<<FIND(known:///net/)::FIND\n<<FIND(known:///**):#retry|pool#i:FIND\n<<FIND[db](known:///**)::FIND\n<<FIND(known:///nothing/**)::FIND\n<<FIND(#^/(net|db)/#)::FIND\n<<READ(#pool#i)::READ\n<<SEND[102]:looking:SEND",
         "<<PLAN:done:PLAN\n<<SEND[200]:found:SEND",
     ]);
     let lp = h.run_loop("find things", LoopOptions::default());
@@ -122,7 +122,14 @@ fn find_by_glob_regex_and_tag() {
     );
     assert_eq!(
         h.ops(&lp, 2),
-        ops(&[("FIND", 200), ("FIND", 200), ("FIND", 200), ("FIND", 204)])
+        ops(&[
+            ("FIND", 200),
+            ("FIND", 200),
+            ("FIND", 200),
+            ("FIND", 204),
+            ("FIND", 200),
+            ("READ", 200),
+        ])
     );
     let rows: Vec<_> = h
         .rows(&lp)
@@ -147,6 +154,12 @@ fn find_by_glob_regex_and_tag() {
     );
     assert_eq!(rows[1][0]["matchSpan"], serde_json::json!([1, 1]));
     assert_eq!(paths(&rows[2]), vec!["known:///db/pool.md"]);
+    // A path-name regex scope spans the entry schemes.
+    assert_eq!(
+        paths(&rows[4]),
+        vec!["known:///net/timeouts.md", "known:///db/pool.md"]
+    );
+    assert_eq!(h.rx(&lp, 2, "READ"), "1:\tpool size 8");
 }
 
 /// The COPY/MOVE status table: 201, 304, 409, 404, 415, 416, 400, and MOVE deletes its source.
