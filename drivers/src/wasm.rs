@@ -30,7 +30,7 @@
 
 use agentos_abi::device::{DeviceMessage, WasmRequest};
 use agentos_abi::driver::BoxFuture;
-use agentos_abi::{Cost, Driver, DriverError, DriverHandle, Pid, Reply, Value};
+use agentos_abi::{Cost, Driver, DriverError, DriverHandle, OpenCtx, Reply, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
 use thiserror::Error;
@@ -264,7 +264,10 @@ impl Driver for WasmDriver {
     fn name(&self) -> &str {
         &self.name
     }
-    fn open(&self, _pid: Pid) -> BoxFuture<'static, Result<Arc<dyn DriverHandle>, DriverError>> {
+    fn open(&self, at: OpenCtx) -> BoxFuture<'static, Result<Arc<dyn DriverHandle>, DriverError>> {
+        if let Err(e) = at.unscoped(&self.name) {
+            return Box::pin(async move { Err(e) });
+        }
         let h: Arc<dyn DriverHandle> = Arc::new(WasmHandle {
             engine: self.engine.clone(),
             modules: self.modules.clone(),

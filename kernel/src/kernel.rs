@@ -337,6 +337,8 @@ impl Kernel {
             rng: seed,
             quantum: cfg.quantum.max(1),
             net: None,
+            mrefs: FxHashMap::default(),
+            next_mref: 0,
         };
         let sealer = cfg.net.as_ref().map(|n| {
             let epoch = n.epoch.unwrap_or_else(crate::remote::fresh_epoch);
@@ -416,7 +418,7 @@ impl Kernel {
                 let name: Arc<str> = Arc::from(g.as_str());
                 let c = st
                     .caps
-                    .mint(pid, Resource::Device(name.clone()), Right::Open.into());
+                    .mint(pid, Resource::Device(name.clone()), device_rights());
                 devices.push((name, c));
             }
             if let Some(p) = st.procs.get_mut(&pid) {
@@ -762,6 +764,12 @@ fn shutdown(shared: &Arc<Shared>, reason: ExitReason) {
     run_deferred(rest);
 }
 
+/// What a granted device cap holds: `open`, and the `read` and `write` its handles inherit
+/// (attenuate it to hand out a read-only device).
+pub(crate) fn device_rights() -> agentos_abi::Rights {
+    agentos_abi::Rights::of(&[Right::Open, Right::Read, Right::Write])
+}
+
 pub(crate) fn arm_wall(st: &mut State, pid: Pid, acct: AccountId) {
     if let Some(w) = st.accounts.wall_ms(acct) {
         let at = st.now().saturating_add(w).saturating_add(1);
@@ -815,6 +823,7 @@ fn schedule(shared: &Arc<Shared>, until: Option<Pid>, horizon: Option<u64>) -> S
                     _ => {}
                 }
                 match st.timers.pop_next() {
+                    Some(t) if st.timer_stale(t.kind, t.token) => continue,
                     Some(t) => {
                         st.clock.advance_to(t.fire);
                         st.fire(t.kind, t.token);

@@ -15,7 +15,7 @@
 //! **Invariant:** the kernel lock is never held while sealing user bodies or calling a
 //! transport; egress produced under the lock (downs from a dying process) is deferred.
 
-use crate::kernel::{arm_wall, BootOpts, Kernel, KernelError};
+use crate::kernel::{arm_wall, device_rights, BootOpts, Kernel, KernelError};
 use crate::seal::{IngressError, NonceGuard, Opened, Sealer};
 use crate::state::{Pcb, State};
 use crate::syscalls::{maybe_yield, Sys};
@@ -24,8 +24,8 @@ use agentos_abi::wire::{
     Addr, Egress, EgressError, GatewaySeal, GatewaySealError, WireBody, GATEWAY_BODY_TAG,
 };
 use agentos_abi::{
-    Body, CapRef, EventKind, ExitReason, Message, NodeId, Pid, Resource, Right, Rights, SysError,
-    SysMsg, Value,
+    Body, CapRef, EventKind, ExitReason, Message, MonitorRef, NodeId, Pid, Resource, Right, Rights,
+    SysError, SysMsg, Value,
 };
 use bytes::Bytes;
 use rustc_hash::FxHashMap;
@@ -117,7 +117,7 @@ pub(crate) struct NetState {
     /// Local target → (node, watcher) of remote monitors.
     remote_monitors: FxHashMap<Pid, Vec<(NodeId, Pid)>>,
     /// Peer → (local watcher, remote target): who gets a `noconnection` if the peer is lost.
-    watches: FxHashMap<NodeId, Vec<(Pid, Pid)>>,
+    watches: FxHashMap<NodeId, Vec<(Pid, Pid, MonitorRef)>>,
     pending_spawns: FxHashMap<u64, PendingSpawn>,
     nonces: NonceGuard,
     pub stats: NetStats,
@@ -351,14 +351,16 @@ impl Kernel {
                 pid: Pid::KERNEL,
                 error: format!("net: lost the connection to node \"{node}\""),
             });
-            for (watcher, target) in watches {
+            for (watcher, target, r) in watches {
                 let down = SysMsg::RemoteDown {
                     node: node.clone(),
                     pid: target,
                     reason: ExitReason::NoConnection,
                 };
                 if st.procs.contains_key(&watcher) {
-                    st.deliver(watcher, Message::new(Pid::KERNEL, Body::Sys(down)));
+                    let mut m = Message::new(Pid::KERNEL, Body::Sys(down));
+                    m.corr = Some(r.0);
+                    st.deliver(watcher, m);
                 }
             }
             for w in woken {
@@ -457,17 +459,24 @@ impl Kernel {
                     ),
                 },
                 (false, WireBody::Down { pid, reason }) => {
-                    if let Some(ws) = net.watches.get_mut(from) {
-                        if let Some(i) = ws.iter().position(|w| *w == (to_pid, pid)) {
-                            ws.swap_remove(i);
+                    // A down nobody watches any more (demonitored) is dropped.
+                    let watch = net.watches.get_mut(from).and_then(|ws| {
+                        let i = ws.iter().position(|w| (w.0, w.1) == (to_pid, pid))?;
+                        Some(ws.swap_remove(i).2)
+                    });
+                    match watch {
+                        None => Ok(()),
+                        Some(r) => {
+                            let down = SysMsg::RemoteDown {
+                                node: NodeId::from(from),
+                                pid,
+                                reason,
+                            };
+                            let mut m = Message::new(Pid::KERNEL, Body::Sys(down));
+                            m.corr = Some(r.0);
+                            st.deliver_wire(to_pid, m)
                         }
                     }
-                    let down = SysMsg::RemoteDown {
-                        node: NodeId::from(from),
-                        pid,
-                        reason,
-                    };
-                    st.deliver_wire(to_pid, Message::new(Pid::KERNEL, Body::Sys(down)))
                 }
                 (
                     true,
@@ -601,9 +610,9 @@ impl Kernel {
                     let mut devices = Vec::new();
                     for g in &opts.grant {
                         let name: Arc<str> = Arc::from(g.as_str());
-                        let c =
-                            st.caps
-                                .mint(pid, Resource::Device(name.clone()), Right::Open.into());
+                        let c = st
+                            .caps
+                            .mint(pid, Resource::Device(name.clone()), device_rights());
                         devices.push((name, c));
                     }
                     let reply = st.caps.mint(
@@ -763,8 +772,13 @@ impl Sys {
 
     /// `monitor` of a remote process: ask the peer; if it cannot be asked, the down arrives
     /// at once with `NoConnection` (Erlang's semantics for an unreachable node).
-    pub(crate) async fn remote_monitor(&self, node: NodeId, target: Pid) -> Result<(), SysError> {
+    pub(crate) async fn remote_monitor(
+        &self,
+        node: NodeId,
+        target: Pid,
+    ) -> Result<MonitorRef, SysError> {
         let me = self.pid;
+        let mref = self.shared.with(|st| st.mint_mref());
         let prepared = self.shared.with(|st| {
             let ts = st.wire_now();
             let y = st.tick(me, 1);
@@ -772,7 +786,7 @@ impl Sys {
             net.watches
                 .entry(node.clone())
                 .or_default()
-                .push((me, target));
+                .push((me, target, mref));
             Some((net.peers.get(&node).cloned(), net.sealer.clone(), ts, y))
         });
         let sent = match &prepared {
@@ -795,7 +809,7 @@ impl Sys {
         if !sent {
             self.shared.with(|st| {
                 if let Some(ws) = st.net.as_mut().and_then(|n| n.watches.get_mut(&node)) {
-                    if let Some(i) = ws.iter().position(|w| *w == (me, target)) {
+                    if let Some(i) = ws.iter().position(|w| w.2 == mref) {
                         ws.swap_remove(i);
                     }
                 }
@@ -804,13 +818,31 @@ impl Sys {
                     pid: target,
                     reason: ExitReason::NoConnection,
                 };
-                st.deliver(me, Message::new(Pid::KERNEL, Body::Sys(down)));
+                let mut m = Message::new(Pid::KERNEL, Body::Sys(down));
+                m.corr = Some(mref.0);
+                st.deliver(me, m);
             });
         }
         if let Some((_, _, _, y)) = prepared {
             maybe_yield(y).await;
         }
-        Ok(())
+        Ok(mref)
+    }
+
+    /// Stop watching a remote process: its down, when the peer sends it, is dropped. (The peer
+    /// is not told; its monitor fires once into nothing.) True if the watch was live.
+    pub(crate) fn remote_demonitor(&self, st: &mut State, mref: MonitorRef) -> bool {
+        let me = self.pid;
+        let Some(net) = st.net.as_mut() else {
+            return false;
+        };
+        for ws in net.watches.values_mut() {
+            if let Some(i) = ws.iter().position(|w| w.2 == mref && w.0 == me) {
+                ws.swap_remove(i);
+                return true;
+            }
+        }
+        false
     }
 
     pub(crate) fn do_dial(&self, node: &NodeId, pid: Pid) -> Result<CapRef, SysError> {

@@ -499,7 +499,7 @@ impl agentos_abi::Driver for Blob64 {
     }
     fn open(
         &self,
-        _pid: agentos_abi::Pid,
+        _at: agentos_abi::OpenCtx,
     ) -> agentos_abi::driver::BoxFuture<
         'static,
         Result<Arc<dyn agentos_abi::DriverHandle>, agentos_abi::DriverError>,

@@ -291,7 +291,9 @@ fn the_fuel_used_is_the_cost_in_reductions() {
         .build()
         .unwrap();
     let d = driver();
-    let h = rt.block_on(d.open(Pid(1))).unwrap();
+    let h = rt
+        .block_on(d.open(agentos_abi::OpenCtx::new(Pid(1))))
+        .unwrap();
     let cost = |n: u64| {
         rt.block_on(h.read(call("math", "count", vec![Value::U64(n)])))
             .unwrap()
@@ -352,8 +354,11 @@ impl Driver for Logged {
     fn name(&self) -> &str {
         self.inner.name()
     }
-    fn open(&self, pid: Pid) -> BoxFuture<'static, Result<Arc<dyn DriverHandle>, DriverError>> {
-        let (open, order) = (self.inner.open(pid), self.order.clone());
+    fn open(
+        &self,
+        at: agentos_abi::OpenCtx,
+    ) -> BoxFuture<'static, Result<Arc<dyn DriverHandle>, DriverError>> {
+        let (open, order) = (self.inner.open(at), self.order.clone());
         Box::pin(async move {
             let h: Arc<dyn DriverHandle> = Arc::new(LoggedHandle {
                 inner: open.await?,

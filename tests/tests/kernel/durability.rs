@@ -57,7 +57,10 @@ impl Driver for Oracle {
     fn name(&self) -> &str {
         "oracle"
     }
-    fn open(&self, _pid: Pid) -> BoxFuture<'static, Result<Arc<dyn DriverHandle>, DriverError>> {
+    fn open(
+        &self,
+        _at: agentos_abi::OpenCtx,
+    ) -> BoxFuture<'static, Result<Arc<dyn DriverHandle>, DriverError>> {
         assert!(!self.panic_if_called, "replay touched the driver (open)");
         let h: Arc<dyn DriverHandle> = Arc::new(OracleHandle {
             salt: self.salt,
