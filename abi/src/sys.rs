@@ -171,13 +171,14 @@ pub enum Select {
     From(Pid),
     /// The kernel's `Down` for this process (a genuine one: sent by the dead process itself).
     Down(Pid),
-    /// A reply to a request: a message with correlation id `corr`, or the `Down` of `server`
-    /// (so a client that monitors its server never waits for a reply from the dead).
+    /// A reply to a request: a message with correlation id `corr`, or the kernel's `Down` /
+    /// `RemoteDown` for `monitor` (a monitor's down carries its reference as its correlation
+    /// id), so a client that monitors its server never waits for a reply from the dead.
     Reply {
         /// The request's correlation id.
         corr: u64,
-        /// The server being monitored.
-        server: Pid,
+        /// The monitor on the server.
+        monitor: MonitorRef,
     },
 }
 
@@ -191,7 +192,14 @@ impl Select {
             Select::Corr(c) => m.corr == Some(c),
             Select::From(p) => m.from == p,
             Select::Down(p) => down(p),
-            Select::Reply { corr, server } => m.corr == Some(corr) || down(server),
+            Select::Reply { corr, monitor } => {
+                m.corr == Some(corr)
+                    || (m.corr == Some(monitor.0)
+                        && matches!(
+                            m.sys(),
+                            Some(SysMsg::Down { .. } | SysMsg::RemoteDown { .. })
+                        ))
+            }
         }
     }
 }
@@ -326,8 +334,9 @@ pub trait Syscalls: Clone + Send + Sync + Sized + 'static {
         data: Value,
     ) -> impl Future<Output = Result<Value, SysError>> + Send;
     /// Monitor a process (`monitor` right): a `down` message arrives when it dies, at once if
-    /// it is already dead. Returns the monitor's reference (monitoring the same process again
-    /// returns the same one: a watcher gets one `down` per process).
+    /// it is already dead. Returns the monitor's reference, which the `down` carries as its
+    /// correlation id. Each call is a monitor of its own (Erlang's semantics): monitoring twice
+    /// gives two references and two downs, and a link's down is separate from a monitor's.
     fn monitor(&self, target: CapRef) -> impl Future<Output = Result<MonitorRef, SysError>> + Send;
     /// Stop a monitor. With `flush`, a `down` for it already in the mailbox is removed too (one
     /// a link to the same process put there stays). Returns false if the monitor was not active

@@ -537,33 +537,31 @@ impl State {
                 error: error.clone(),
             });
         }
-        // Links and monitors each get one down (a process both linked and monitoring gets one).
-        // A monitor's down carries its reference as the correlation id, so `demonitor` can
-        // flush exactly it; a link's carries none.
-        let mut watchers: Vec<(Pid, Option<MonitorRef>)> =
-            x.links.drain(..).map(|w| (w, None)).collect();
-        let linked = watchers.len();
-        for (m, r) in x.monitors.drain(..) {
-            self.mrefs.remove(&r);
-            if !watchers.iter().any(|(w, _)| *w == m) {
-                watchers.push((m, Some(r)));
-            }
-        }
-        for (i, (w, r)) in watchers.into_iter().enumerate() {
-            if i < linked {
-                if let Some(wp) = self.procs.get_mut(&w) {
-                    if let Some(wx) = wp.x.as_mut() {
-                        wx.links.retain(|l| *l != pid);
-                    }
-                }
+        // Each link gets a down (no correlation id), and each monitor its own down carrying its
+        // reference as the correlation id (Erlang's semantics: a reference names one monitor,
+        // so `demonitor` can stop or flush exactly it, and a request/reply that monitors its
+        // server for one call never takes a down meant for someone else).
+        for w in x.links.drain(..) {
+            if let Some(wx) = self.procs.get_mut(&w).and_then(|wp| wp.x.as_mut()) {
+                wx.links.retain(|l| *l != pid);
             }
             if self.procs.contains_key(&w) {
                 let down = SysMsg::Down {
                     pid,
                     reason: reason.clone(),
                 };
+                self.deliver(w, Message::new(pid, Body::Sys(down)));
+            }
+        }
+        for (w, r) in x.monitors.drain(..) {
+            self.mrefs.remove(&r);
+            if self.procs.contains_key(&w) {
+                let down = SysMsg::Down {
+                    pid,
+                    reason: reason.clone(),
+                };
                 let mut m = Message::new(pid, Body::Sys(down));
-                m.corr = r.map(|r| r.0);
+                m.corr = Some(r.0);
                 self.deliver(w, m);
             }
         }

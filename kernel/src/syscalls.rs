@@ -1196,22 +1196,13 @@ impl Syscalls for Sys {
         };
         let (r, y) = self.shared.with(|st| {
             let r = match st.procs.get(&t) {
-                Some(tp) => {
-                    let known = tp
-                        .x
-                        .as_ref()
-                        .and_then(|x| x.monitors.iter().find(|(w, _)| *w == me).map(|(_, r)| *r));
-                    match known {
-                        Some(r) => r,
-                        None => {
-                            let r = st.mint_mref();
-                            st.mrefs.insert(r, (me, t));
-                            if let Some(tp) = st.procs.get_mut(&t) {
-                                tp.ext().monitors.push((me, r));
-                            }
-                            r
-                        }
+                Some(_) => {
+                    let r = st.mint_mref();
+                    st.mrefs.insert(r, (me, t));
+                    if let Some(tp) = st.procs.get_mut(&t) {
+                        tp.ext().monitors.push((me, r));
                     }
+                    r
                 }
                 None => {
                     // Already dead: the down arrives at once.

@@ -165,15 +165,14 @@ fn demonitor_with_flush_leaves_no_stale_down() {
         // A monitor that already fired: its down is queued; flush removes exactly it.
         let quick = sys.spawn(exits_with(), SpawnOpts::default()).await?;
         let mref = sys.monitor(quick.cap).await?;
-        assert_eq!(
-            sys.monitor(quick.cap).await?,
-            mref,
-            "same watcher, same ref"
-        );
+        let other = sys.monitor(quick.cap).await?;
+        assert_ne!(other, mref, "each monitor has its own reference");
         sys.sleep(1).await;
-        assert_eq!(sys.mailbox_len(), 1);
+        assert_eq!(sys.mailbox_len(), 2, "and its own down");
         assert!(!sys.demonitor(mref, true), "it had fired already");
-        assert_eq!(sys.mailbox_len(), 0, "flush removed the queued down");
+        assert_eq!(sys.mailbox_len(), 1, "flush removed exactly its down");
+        let left = sys.try_recv(Select::Any).unwrap();
+        assert_eq!(left.corr, Some(other.0));
         // A live monitor stopped before the death: no down ever arrives.
         let slow = sys.spawn(until_term(), SpawnOpts::default()).await?;
         let mref = sys.monitor(slow.cap).await?;
