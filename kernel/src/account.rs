@@ -125,6 +125,46 @@ impl Accounts {
         Ok(())
     }
 
+    /// Charge several chained meters at once, all or nothing across the meters as well as up
+    /// the chain: if any meter at any level would go below zero nothing is charged and that
+    /// meter is returned (the first refused, in the order given). A meter listed twice is
+    /// charged the sum.
+    pub fn charge_all(&mut self, a: AccountId, charges: &[(Meter, u64)]) -> Result<(), Meter> {
+        let mut sum = [0u64; 4];
+        let mut order: Vec<Meter> = Vec::with_capacity(charges.len());
+        for &(meter, n) in charges {
+            let i = idx(meter);
+            if n > 0 && sum[i] == 0 {
+                order.push(meter);
+            }
+            sum[i] = sum[i].saturating_add(n);
+        }
+        for &meter in &order {
+            let (i, n) = (idx(meter), sum[idx(meter)]);
+            let mut cur = Some(a);
+            while let Some(id) = cur {
+                let node = self.node(id);
+                if node.rem[i].is_some_and(|left| n > left) {
+                    return Err(meter);
+                }
+                cur = node.parent;
+            }
+        }
+        for meter in order {
+            let n = sum[idx(meter)];
+            let mut cur = Some(a);
+            while let Some(id) = cur {
+                let node = self.node_mut(id);
+                if let Some(left) = node.rem[idx(meter)].as_mut() {
+                    *left -= n;
+                }
+                node.spent[idx(meter)] += n;
+                cur = node.parent;
+            }
+        }
+        Ok(())
+    }
+
     /// Give `n` back up the chain. Never fails.
     pub fn refund(&mut self, a: AccountId, meter: Meter, n: u64) {
         let i = idx(meter);
@@ -283,6 +323,42 @@ mod tests {
     }
 
     proptest! {
+        /// A charge of several meters either debits all of them at every level or changes
+        /// nothing: a cost that exceeds one meter leaves the others uncharged too.
+        #[test]
+        fn a_multi_meter_charge_is_all_or_nothing_across_meters(
+            limits in proptest::collection::vec((proptest::option::of(0u64..100), proptest::option::of(0u64..100)), 1..5),
+            charges in proptest::collection::vec((0usize..5, 0u64..60, 0u64..60), 1..30),
+        ) {
+            let mut a = Accounts::new();
+            let quota = |(t, c): (Option<u64>, Option<u64>)| Quota { tokens: t, tool_calls: c, ..Quota::default() };
+            let mut chain = vec![a.root(&quota(limits[0]), 0)];
+            for l in &limits[1..] {
+                let parent = *chain.last().unwrap();
+                chain.push(a.child(parent, &quota(*l), 0).unwrap());
+            }
+            let state = |a: &Accounts| -> Vec<(Usage, Budget)> {
+                chain.iter().map(|c| (a.usage(*c), a.remaining(*c, 0))).collect()
+            };
+            for (at, t, c) in charges {
+                let acc = chain[at % chain.len()];
+                let before = state(&a);
+                let res = a.charge_all(acc, &[(Meter::Tokens, t), (Meter::ToolCalls, c)]);
+                let after = state(&a);
+                match res {
+                    Err(_) => prop_assert_eq!(before, after),
+                    Ok(()) => {
+                        let lvl = chain.iter().position(|x| *x == acc).unwrap();
+                        for (i, (b, f)) in before.iter().zip(&after).enumerate() {
+                            let (dt, dc) = if i <= lvl { (t, c) } else { (0, 0) };
+                            prop_assert_eq!(f.0.tokens, b.0.tokens + dt);
+                            prop_assert_eq!(f.0.tool_calls, b.0.tool_calls + dc);
+                        }
+                    }
+                }
+            }
+        }
+
         /// Whatever the limits and charges, a charge either debits every level of the chain by
         /// exactly n or changes nothing anywhere; and no level ever goes below zero.
         #[test]

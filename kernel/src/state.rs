@@ -475,23 +475,25 @@ impl State {
         let Some(acct) = self.procs.get(&pid).map(|p| p.account) else {
             return Ok(());
         };
-        for (meter, n) in [
+        let charges = [
             (Meter::Tokens, cost.tokens),
             (Meter::ToolCalls, cost.tool_calls),
             (Meter::Usd, cost.usd_micros),
-        ] {
-            if n == 0 {
-                continue;
+        ];
+        // All or nothing across the meters too: a cost that exceeds one meter charges none.
+        if let Err(m) = self.accounts.charge_all(acct, &charges) {
+            let n = charges.iter().find(|(mm, _)| *mm == m).map_or(0, |c| c.1);
+            self.emit(EventKind::Fault {
+                pid,
+                error: format!("quota exceeded: {} (charge of {n} refused)", m.name()),
+            });
+            self.terminate(pid, ExitReason::Quota { resource: m });
+            return Err(m);
+        }
+        for (meter, n) in charges {
+            if n > 0 {
+                self.emit(EventKind::Charge { pid, meter, n });
             }
-            if let Err(m) = self.accounts.charge(acct, meter, n) {
-                self.emit(EventKind::Fault {
-                    pid,
-                    error: format!("quota exceeded: {} (charge of {n} refused)", m.name()),
-                });
-                self.terminate(pid, ExitReason::Quota { resource: m });
-                return Err(m);
-            }
-            self.emit(EventKind::Charge { pid, meter, n });
         }
         Ok(())
     }
