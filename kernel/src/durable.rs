@@ -89,6 +89,10 @@ impl Kernel {
 
     /// Make every journaled record durable now (write out and fsync).
     pub fn flush_journal(&self) -> Result<(), KernelError> {
+        let evs = self.shared.with(|st| st.log.take_outbox());
+        if !evs.is_empty() {
+            crate::kernel::persist(&self.shared, evs);
+        }
         match self.shared.store.lock().as_mut() {
             Some(s) => s.flush().map_err(|e| KernelError::Journal(e.to_string())),
             None => Ok(()),

@@ -49,6 +49,7 @@ pub mod syscalls;
 pub use durable::RestoreOpts;
 pub use journal::JournalMode;
 pub use kernel::{BootOpts, Kernel, KernelConfig, KernelError, Metrics, Mode, ProcInfo};
+pub use log::{HostEvent, LogLine};
 pub use memory::MemoryConfig;
 pub use remote::{NetConfig, NetStats};
 pub use state::QUANTUM;

@@ -162,6 +162,8 @@ pub(crate) enum Deferred {
     DropMailbox(VecDeque<Message>),
     /// An envelope for a peer (remote downs), handed to its transport after the lock.
     Egress(Arc<dyn agentos_abi::wire::Egress>, bytes::Bytes),
+    /// Kernel events for the journal store (record mode), appended after the lock.
+    Persist(Vec<agentos_abi::Event>),
 }
 
 /// The kernel state behind the lock.

@@ -1436,6 +1436,19 @@ impl Syscalls for Sys {
             LogLevel::Warn => tracing::warn!(pid, "{msg}"),
             LogLevel::Error => tracing::error!(pid, "{msg}"),
         }
+        if self.shared.tapped.load(Ordering::Relaxed) {
+            self.shared.with(|st| {
+                if st.log.has_sinks() {
+                    let line = crate::log::LogLine {
+                        ts: st.now(),
+                        pid: self.pid,
+                        level,
+                        line: Arc::from(msg),
+                    };
+                    st.log.log_line(line);
+                }
+            });
+        }
     }
 
     fn on_cleanup(&self, f: Cleanup) {

@@ -4,6 +4,7 @@ mod accounts;
 mod caps;
 mod determinism;
 mod durability;
+mod events;
 mod ipc;
 mod lifecycle;
 mod memory;
