@@ -50,4 +50,4 @@ pub use value::Value;
 /// Version of the serialized ABI (snapshots, journal records, wire envelopes).
 ///
 /// A snapshot or journal written under another version is rejected with a clear error.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;

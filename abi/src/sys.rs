@@ -363,6 +363,15 @@ pub trait Syscalls: Clone + Send + Sync + Sized + 'static {
     fn yield_now(&self) -> impl Future<Output = ()> + Send;
     /// Change this process's priority and/or deadline.
     fn sched(&self, opts: SchedOpts);
+    /// Charge this process's account for work it metered itself — a sandbox's guest fuel as
+    /// [`crate::quota::Meter::Cpu`] reductions — all or nothing up the chain, like a driver's
+    /// cost. Only the cumulative meters (tokens, tool calls, usd, cpu) can be charged. A charge
+    /// the quota refuses ends the process with a quota exit (it does not return).
+    fn charge(
+        &self,
+        meter: crate::quota::Meter,
+        n: u64,
+    ) -> impl Future<Output = Result<(), SysError>> + Send;
     /// What this process's account has left.
     fn budget(&self) -> Budget;
     /// What this process's account subtree has spent.

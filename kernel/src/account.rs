@@ -6,7 +6,8 @@
 //! - refunds never fail and are not pre-checked;
 //! - usage aggregates upward: every ancestor sees the spend of its subtree;
 //! - `children` is a concurrent cap (like cgroup `pids.max`): a child takes a slot when it is
-//!   created and gives it back when its process exits; tokens, tool calls and usd are cumulative;
+//!   created and gives it back when its process exits; tokens, tool calls, usd and cpu are
+//!   cumulative;
 //! - wall time, the memory ceiling and the mailbox bound are per process, never bubbled.
 //!
 //! Accounts live in a slab and are reference counted by their process and their child
@@ -22,10 +23,10 @@ pub struct AccountId(u32);
 #[derive(Clone, Debug)]
 struct Node {
     parent: Option<AccountId>,
-    /// Remaining at this level for the chained meters (tokens, tool_calls, usd, children).
-    rem: [Option<u64>; 4],
+    /// Remaining at this level for the chained meters (tokens, tool_calls, usd, children, cpu).
+    rem: [Option<u64>; 5],
     /// Subtree usage seen at this level.
-    spent: [u64; 4],
+    spent: [u64; 5],
     wall_ms: Option<u64>,
     mem: Option<u64>,
     max_mailbox: Option<u32>,
@@ -80,8 +81,8 @@ impl Accounts {
     pub fn root(&mut self, q: &Quota, now: u64) -> AccountId {
         self.insert(Node {
             parent: None,
-            rem: [q.tokens, q.tool_calls, q.usd_micros, q.children],
-            spent: [0; 4],
+            rem: [q.tokens, q.tool_calls, q.usd_micros, q.children, q.cpu],
+            spent: [0; 5],
             wall_ms: q.wall_ms,
             mem: q.mem,
             max_mailbox: q.max_mailbox,
@@ -130,7 +131,7 @@ impl Accounts {
     /// meter is returned (the first refused, in the order given). A meter listed twice is
     /// charged the sum.
     pub fn charge_all(&mut self, a: AccountId, charges: &[(Meter, u64)]) -> Result<(), Meter> {
-        let mut sum = [0u64; 4];
+        let mut sum = [0u64; 5];
         let mut order: Vec<Meter> = Vec::with_capacity(charges.len());
         for &(meter, n) in charges {
             let i = idx(meter);
@@ -226,6 +227,7 @@ impl Accounts {
             tool_calls: n.rem[1],
             usd_micros: n.rem[2],
             children: n.rem[3],
+            cpu: self.least_left(a, 4),
             wall_ms: n
                 .wall_ms
                 .map(|w| w.saturating_sub(now.saturating_sub(n.born_at))),
@@ -242,7 +244,22 @@ impl Accounts {
             tool_calls: s[1],
             usd_micros: s[2],
             children: s[3],
+            cpu: s[4],
         }
+    }
+
+    /// The least left of chained meter `i` over `a` and its ancestors (`None`: unlimited).
+    fn least_left(&self, a: AccountId, i: usize) -> Option<u64> {
+        let mut least: Option<u64> = None;
+        let mut cur = Some(a);
+        while let Some(id) = cur {
+            let n = self.node(id);
+            if let Some(l) = n.rem[i] {
+                least = Some(least.map_or(l, |m| m.min(l)));
+            }
+            cur = n.parent;
+        }
+        least
     }
 
     /// Number of live account nodes (for leak tests and metrics).

@@ -171,6 +171,7 @@ impl Kernel {
             wall_ms: b.wall_ms,
             mem: opts.mem.or(b.mem),
             max_mailbox: b.max_mailbox,
+            cpu: b.cpu,
         };
         let shared = &self.shared;
         let ctx = if snap.context.is_empty() {

@@ -102,7 +102,7 @@ pub struct EventLog {
     seq: u64,
     by_type: [u64; KINDS],
     exits: FxHashMap<String, u64>,
-    charged: [u64; 7],
+    charged: [u64; 8],
     hash: u64,
     taps: Option<Box<Taps>>,
 }
@@ -149,7 +149,7 @@ impl EventLog {
             seq: 0,
             by_type: [0; KINDS],
             exits: FxHashMap::default(),
-            charged: [0; 7],
+            charged: [0; 8],
             hash: HASH_SEED,
             taps: None,
         }
@@ -281,6 +281,7 @@ impl EventLog {
             Meter::WallMs,
             Meter::Mem,
             Meter::Mailbox,
+            Meter::Cpu,
         ];
         LogStats {
             by_type: KIND_NAMES.iter().copied().zip(self.by_type).collect(),

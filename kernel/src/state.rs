@@ -481,6 +481,9 @@ impl State {
             (Meter::Tokens, cost.tokens),
             (Meter::ToolCalls, cost.tool_calls),
             (Meter::Usd, cost.usd_micros),
+            // The reductions a driver reports (the wasm device's fuel) are CPU spent on the
+            // caller's behalf; the default of one per op is scheduling only.
+            (Meter::Cpu, cost.reductions as u64),
         ];
         // All or nothing across the meters too: a cost that exceeds one meter charges none.
         if let Err(m) = self.accounts.charge_all(acct, &charges) {

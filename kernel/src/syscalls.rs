@@ -1405,6 +1405,64 @@ impl Syscalls for Sys {
         })
     }
 
+    async fn charge(&self, meter: agentos_abi::Meter, n: u64) -> Result<(), SysError> {
+        use agentos_abi::Meter;
+        let mut cost = Cost::FREE;
+        match meter {
+            Meter::Tokens => cost.tokens = n,
+            Meter::ToolCalls => cost.tool_calls = n,
+            Meter::Usd => cost.usd_micros = n,
+            Meter::Cpu => {
+                // Cost::reductions is 32-bit; the account meter is not.
+                return match self.shared.with(|st| {
+                    if !st.procs.contains_key(&self.pid) {
+                        return None;
+                    }
+                    let acct = st.procs.get(&self.pid).map(|p| p.account)?;
+                    match st.accounts.charge_all(acct, &[(Meter::Cpu, n)]) {
+                        Ok(()) => {
+                            if n > 0 {
+                                st.emit(EventKind::Charge {
+                                    pid: self.pid,
+                                    meter: Meter::Cpu,
+                                    n,
+                                });
+                            }
+                            Some(st.tick(self.pid, 1))
+                        }
+                        Err(m) => {
+                            st.emit(EventKind::Fault {
+                                pid: self.pid,
+                                error: format!("quota exceeded: cpu (charge of {n} refused)"),
+                            });
+                            st.terminate(self.pid, ExitReason::Quota { resource: m });
+                            None
+                        }
+                    }
+                }) {
+                    None => self.dead().await,
+                    Some(y) => {
+                        maybe_yield(y).await;
+                        Ok(())
+                    }
+                };
+            }
+            other => {
+                return Err(SysError::Unsupported(format!(
+                    "charge: {} is not a cumulative meter",
+                    other.name()
+                )))
+            }
+        }
+        match self.shared.with(|st| self.charge_tick(st, &[cost])) {
+            None => self.dead().await,
+            Some(y) => {
+                maybe_yield(y).await;
+                Ok(())
+            }
+        }
+    }
+
     fn budget(&self) -> Budget {
         self.shared.with(|st| {
             let now = st.now();

@@ -152,6 +152,8 @@ fn numeric_exports_are_called_and_each_call_costs_one_tool_call() {
         ]
     );
     assert_eq!(seen.usage.tool_calls, 8, "one tool call per call");
+    // The fuel the calls burnt is CPU on the caller's account.
+    assert!(seen.usage.cpu >= 8, "{:?}", seen.usage);
 }
 
 #[test]
