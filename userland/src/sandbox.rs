@@ -188,60 +188,8 @@ pub enum SandboxError {
     NoMemory,
 }
 
-/// A guest's resource limiter: growth past a limit is an error, so the guest traps and the
-/// process learns why.
-struct Limiter {
-    memory_bytes: usize,
-    table_elements: usize,
-}
-
-/// A growth the limiter refused.
-#[derive(Clone, Copy, Debug, Error, PartialEq, Eq)]
-#[error("{what} limit exceeded: {desired} wanted, {limit} allowed")]
-struct LimitExceeded {
-    what: &'static str,
-    desired: usize,
-    limit: usize,
-}
-
-impl wasmtime::ResourceLimiter for Limiter {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        if desired > self.memory_bytes {
-            return Err(wasmtime::Error::new(LimitExceeded {
-                what: "memory",
-                desired,
-                limit: self.memory_bytes,
-            }));
-        }
-        Ok(true)
-    }
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        if desired > self.table_elements {
-            return Err(wasmtime::Error::new(LimitExceeded {
-                what: "table",
-                desired,
-                limit: self.table_elements,
-            }));
-        }
-        Ok(true)
-    }
-    fn instances(&self) -> usize {
-        1
-    }
-    fn memories(&self) -> usize {
-        1
-    }
-}
+// The resource limiter is the one the wasm device uses too (`agentos-wasmlimit`).
+use agentos_wasmlimit::{LimitExceeded, Limiter};
 
 /// The guest asked to exit; carried out of the wasm call as its error.
 #[derive(Debug, Error)]
