@@ -132,34 +132,38 @@ impl Accounts {
     /// charged the sum.
     pub fn charge_all(&mut self, a: AccountId, charges: &[(Meter, u64)]) -> Result<(), Meter> {
         let mut sum = [0u64; 5];
-        let mut order: Vec<Meter> = Vec::with_capacity(charges.len());
+        // The order meters were first named in, so the refusal reported is the first one.
+        let mut order = [usize::MAX; 5];
+        let mut k = 0;
         for &(meter, n) in charges {
             let i = idx(meter);
             if n > 0 && sum[i] == 0 {
-                order.push(meter);
+                order[k] = i;
+                k += 1;
             }
             sum[i] = sum[i].saturating_add(n);
         }
-        for &meter in &order {
-            let (i, n) = (idx(meter), sum[idx(meter)]);
+        let order = &order[..k];
+        for &i in order {
+            let n = sum[i];
             let mut cur = Some(a);
             while let Some(id) = cur {
                 let node = self.node(id);
                 if node.rem[i].is_some_and(|left| n > left) {
-                    return Err(meter);
+                    return Err(Meter::CHAINED[i]);
                 }
                 cur = node.parent;
             }
         }
-        for meter in order {
-            let n = sum[idx(meter)];
+        for &i in order {
+            let n = sum[i];
             let mut cur = Some(a);
             while let Some(id) = cur {
                 let node = self.node_mut(id);
-                if let Some(left) = node.rem[idx(meter)].as_mut() {
+                if let Some(left) = node.rem[i].as_mut() {
                     *left -= n;
                 }
-                node.spent[idx(meter)] += n;
+                node.spent[i] += n;
                 cur = node.parent;
             }
         }

@@ -229,6 +229,23 @@ impl Shared {
         }
         r
     }
+
+    /// [`Shared::with`], timed as critical section `k` when the `lockstat` feature is on.
+    #[inline]
+    #[allow(unused_variables)]
+    pub fn with_held<R>(&self, k: crate::syscalls::HeldKind, f: impl FnOnce(&mut State) -> R) -> R {
+        #[cfg(feature = "lockstat")]
+        {
+            self.with(|st| {
+                let t = std::time::Instant::now();
+                let r = f(st);
+                crate::lockstat::record(k, t);
+                r
+            })
+        }
+        #[cfg(not(feature = "lockstat"))]
+        self.with(f)
+    }
 }
 
 struct ProcWaker {
@@ -838,6 +855,8 @@ fn schedule(shared: &Arc<Shared>, until: Option<Pid>, horizon: Option<u64>) -> S
     let was = IN_SCHEDULER.replace(true);
     let mut st = shared.state.lock();
     let mut ticks = 0u32;
+    #[cfg(feature = "lockstat")]
+    let mut held_since: Option<std::time::Instant> = None;
     let stop = loop {
         if st.shutdown {
             break Stop::Shutdown;
@@ -929,10 +948,18 @@ fn schedule(shared: &Arc<Shared>, until: Option<Pid>, horizon: Option<u64>) -> S
             st.notify = false;
             shared.cv.notify_one();
         }
+        #[cfg(feature = "lockstat")]
+        if let Some(t) = held_since.take() {
+            crate::lockstat::record(crate::lockstat::Held::Dispatch, t);
+        }
         let res = MutexGuard::unlocked(&mut st, || {
             let mut cx = Context::from_waker(&waker);
             catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)))
         });
+        #[cfg(feature = "lockstat")]
+        {
+            held_since = Some(std::time::Instant::now());
+        }
         match res {
             Ok(Poll::Pending) => match st.procs.get_mut(&pid) {
                 Some(p) => {

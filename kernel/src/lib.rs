@@ -22,8 +22,14 @@
 //! - a panic inside a process becomes `ExitReason::Fault` and never reaches the kernel;
 //! - pids and cap refs are never reused;
 //! - a capability is the only authority: every privileged syscall passes `CapTable::require`;
-//! - a charge is all-or-nothing up the account chain; quota exhaustion terminates the process
-//!   with `ExitReason::Quota` (kernel-enforced, not left to the program);
+//! - a charge is all-or-nothing up the account chain and across its meters; quota exhaustion
+//!   terminates the process with `ExitReason::Quota` (kernel-enforced, not left to the program);
+//! - a device handle has exactly the `read`/`write` rights of the device cap it was opened
+//!   through and its scope; a derivation never widens rights or scope;
+//! - a selective receive leaves the messages it does not take in order, and its predicate
+//!   (`recv_where`) runs in the process, never under the lock;
+//! - the kernel never waits for an event subscriber (full channels drop and count) and never
+//!   appends to the journal store under its lock;
 //! - in deterministic mode the same program, seed and inputs give the same event trace hash.
 //!
 //! **API boundary:** depends on `agentos-abi` only (plus libraries). Programs see the kernel
@@ -37,6 +43,8 @@ pub mod clock;
 pub mod durable;
 pub mod journal;
 pub mod kernel;
+#[cfg(feature = "lockstat")]
+pub mod lockstat;
 pub mod log;
 pub mod memory;
 mod memsys;

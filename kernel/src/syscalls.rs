@@ -25,6 +25,17 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+/// Which critical section a `with_held` times (the `lockstat` feature).
+#[cfg(feature = "lockstat")]
+pub(crate) type HeldKind = crate::lockstat::Held;
+/// Which critical section a `with_held` times (unused without the `lockstat` feature).
+#[cfg(not(feature = "lockstat"))]
+#[derive(Clone, Copy)]
+pub(crate) enum HeldKind {
+    Send,
+    Recv,
+}
+
 /// The syscall handle a process receives. Cloning it is one reference-count bump.
 #[derive(Clone)]
 pub struct Sys {
@@ -569,7 +580,7 @@ impl Syscalls for Sys {
     async fn recv(&self) -> Message {
         let me = self.pid;
         let (msg, y) = poll_fn(|_| {
-            self.shared.with(|st| {
+            self.shared.with_held(HeldKind::Recv, |st| {
                 let Some(m) = st.take_msg(me, 0) else {
                     return Poll::Pending;
                 };
@@ -681,7 +692,7 @@ impl Syscalls for Sys {
         let me = self.pid;
         let mut slot = Some((body, opts));
         let r = poll_fn(|_| {
-            self.shared.with(|st| {
+            self.shared.with_held(HeldKind::Send, |st| {
                 if !st.procs.contains_key(&me) {
                     return Poll::Ready(None);
                 }
