@@ -14,7 +14,8 @@
 //! and recallers, behind the `remember`/`recall` syscalls in `memsys`), [`journal`] (record,
 //! replay, recover and the stores), [`durable`] (the host API for journal modes, `inspect`,
 //! snapshot/restore) and [`snapshot`]; then the cluster: [`seal`] (HMAC envelopes, the nonce
-//! guard) and [`remote`] (routes, ingress, remote send, spawn and monitor).
+//! guard), `seam` (the one place the core and the cluster meet: what each asks of the other)
+//! and [`remote`] (routes, ingress, remote send, spawn and monitor).
 //!
 //! **Invariants:**
 //! - the kernel never calls program or driver code while holding its lock (futures, cleanups,
@@ -50,6 +51,7 @@ pub mod memory;
 mod memsys;
 pub mod remote;
 pub mod seal;
+mod seam;
 pub mod snapshot;
 mod state;
 pub mod syscalls;

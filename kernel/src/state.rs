@@ -191,8 +191,9 @@ pub(crate) struct State {
     pub io_inflight: usize,
     pub rng: u64,
     pub quantum: i32,
-    /// Cluster state: routes, remote monitors, pending remote spawns, the nonce guard.
-    pub net: Option<Box<crate::remote::NetState>>,
+    /// Cluster state (routes, remote monitors, pending remote spawns, the nonce guard),
+    /// behind the seam: the core does not know its type.
+    pub net: Option<Box<dyn crate::seam::Cluster>>,
     /// Live local monitors: reference → (watcher, target).
     pub mrefs: FxHashMap<MonitorRef, (Pid, Pid)>,
     /// The next monitor reference (never reused).
@@ -381,7 +382,16 @@ impl State {
                     self.terminate(pid, ExitReason::Deadline);
                 }
             }
-            TimerKind::SpawnTimeout(corr) => self.spawn_timeout(corr),
+            TimerKind::SpawnTimeout(corr) => {
+                let procs = &self.procs;
+                let waiter = self
+                    .net
+                    .as_mut()
+                    .and_then(|n| n.spawn_timed_out(corr, &|p| procs.contains_key(&p)));
+                if let Some(w) = waiter {
+                    self.wake(w);
+                }
+            }
             TimerKind::Wall(pid) => {
                 if self.procs.contains_key(&pid) {
                     self.terminate(
@@ -580,7 +590,15 @@ impl State {
             }
             self.wake(w);
         }
-        self.remote_downs(pid, &reason);
+        if self.net.is_some() {
+            // Its remote monitors get downs, sealed now and sent after the lock.
+            let now = crate::seam::Core::wire_now(self);
+            if let Some(n) = self.net.as_mut() {
+                for (e, b) in n.process_died(pid, &reason, now) {
+                    self.deferred.push(Deferred::Egress(e, b));
+                }
+            }
+        }
         for w in x.send_waiters.drain(..) {
             if let Some(wp) = self.procs.get_mut(&w) {
                 wp.blocked_on = None;

@@ -8,7 +8,7 @@
 
 use crate::journal::{IoResult, JournalMode, Record};
 use crate::kernel::{arm_wall, Shared};
-use crate::remote::{RemoteSend, Target};
+use crate::seam::{RemoteSend, Target};
 use crate::state::{IoHandle, Pcb, State};
 use agentos_abi::driver::{BoxFuture, DriverHandle};
 use agentos_abi::sys::{Attenuation, Cleanup, LogLevel};
