@@ -163,4 +163,164 @@ pub struct CapInfo {
     pub rights: Rights,
     /// Kernel-clock expiry in ms, if any caveat sets one (the earliest).
     pub expires_at: Option<u64>,
+    /// The scope a device capability (or a handle opened through one) carries; empty for
+    /// every other kind and for an unscoped device.
+    pub scope: Scope,
+}
+
+/// The scope a device capability carries: what part of the device it reaches. The driver
+/// receives it at `open` (in [`crate::driver::OpenCtx`]) and confines the handle to it, so one
+/// driver serves many scopes with no ambient authority.
+///
+/// A scope is a set of `key = value` string pairs, kept sorted by key with each key at most
+/// once. The empty scope is the widest: the whole device. **Narrowing** (what `attenuate` may
+/// do, and all it may do) is defined key by key — scope `n` is at least as narrow as `w`
+/// ([`Scope::narrows`]) when every key of `w` is in `n` and
+/// - for the key [`Scope::ROOT`] (a directory root): `n`'s path lies at or under `w`'s, compared
+///   component by component after lexical normalization (`.` dropped, `..` taken back, never
+///   above the path's own start, so a `..` can never climb out); both absolute or both relative;
+/// - for every other key (a session id, a run id, …): the values are equal.
+///
+/// `n` may add keys `w` does not have: a new constraint only narrows. Nothing else narrows, so
+/// no derivation can widen a scope; the kernel checks [`Scope::narrows`] on every attenuation.
+/// Symbolic links are the driver's business: the kernel's rule is lexical.
+#[derive(Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct Scope(Vec<(String, String)>);
+
+impl Scope {
+    /// The key whose value is a directory root, narrowed by descending into it.
+    pub const ROOT: &'static str = "root";
+
+    /// The empty (widest) scope.
+    pub fn new() -> Self {
+        Scope(Vec::new())
+    }
+    /// This scope with `key` set to `value` (replacing any value it had). A [`Scope::ROOT`]
+    /// value is stored normalized.
+    pub fn with(mut self, key: &str, value: &str) -> Self {
+        let value = if key == Self::ROOT {
+            normalize_path(value)
+        } else {
+            value.to_owned()
+        };
+        match self.0.binary_search_by(|(k, _)| k.as_str().cmp(key)) {
+            Ok(i) => self.0[i].1 = value,
+            Err(i) => self.0.insert(i, (key.to_owned(), value)),
+        }
+        self
+    }
+    /// The value of `key`, if the scope constrains it.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .binary_search_by(|(k, _)| k.as_str().cmp(key))
+            .ok()
+            .map(|i| self.0[i].1.as_str())
+    }
+    /// The directory root, if the scope has one.
+    pub fn root(&self) -> Option<&str> {
+        self.get(Self::ROOT)
+    }
+    /// Whether the scope is empty (the whole device).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    /// The pairs, sorted by key.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+    /// Whether `self` is at least as narrow as `wider` (see the type's rule).
+    pub fn narrows(&self, wider: &Scope) -> bool {
+        wider.iter().all(|(k, wv)| match self.get(k) {
+            None => false,
+            Some(nv) if k == Self::ROOT => path_within(nv, wv),
+            Some(nv) => nv == wv,
+        })
+    }
+    /// `other` laid over `self`: the keys of both, `other`'s value where both have one. The
+    /// result narrows `self` exactly when [`Scope::narrows`] says so; the kernel checks.
+    pub fn overlay(&self, other: &Scope) -> Scope {
+        let mut out = self.clone();
+        for (k, v) in other.iter() {
+            out = out.with(k, v);
+        }
+        out
+    }
+}
+
+impl fmt::Debug for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("{")?;
+        for (i, (k, v)) in self.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{k}={v:?}")?;
+        }
+        f.write_str("}")
+    }
+}
+
+/// Lexical normalization: `.` and empty components dropped, `..` takes the previous component
+/// back and is dropped at the start (a root cannot be climbed out of). Keeps a leading `/`.
+pub fn normalize_path(p: &str) -> String {
+    let abs = p.starts_with('/');
+    let mut parts: Vec<&str> = Vec::new();
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    let body = parts.join("/");
+    if abs {
+        format!("/{body}")
+    } else {
+        body
+    }
+}
+
+/// Whether path `inner` is `outer` or lies under it (component-wise, after normalization).
+fn path_within(inner: &str, outer: &str) -> bool {
+    let (i, o) = (normalize_path(inner), normalize_path(outer));
+    if i.starts_with('/') != o.starts_with('/') {
+        return false;
+    }
+    let ic: Vec<&str> = i.split('/').filter(|c| !c.is_empty()).collect();
+    let oc: Vec<&str> = o.split('/').filter(|c| !c.is_empty()).collect();
+    ic.len() >= oc.len() && ic[..oc.len()] == oc[..]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_root_narrows_by_descending_and_never_by_climbing() {
+        let w = Scope::new().with(Scope::ROOT, "/srv/proj");
+        assert!(Scope::new().with(Scope::ROOT, "/srv/proj/src").narrows(&w));
+        assert!(Scope::new()
+            .with(Scope::ROOT, "/srv/proj/./src/")
+            .narrows(&w));
+        assert!(!Scope::new()
+            .with(Scope::ROOT, "/srv/proj/../etc")
+            .narrows(&w));
+        assert!(!Scope::new().with(Scope::ROOT, "/srv/projx").narrows(&w));
+        assert!(!Scope::new().with(Scope::ROOT, "srv/proj/a").narrows(&w));
+        assert!(!Scope::new().narrows(&w));
+        assert!(w.narrows(&Scope::new()));
+    }
+
+    #[test]
+    fn other_keys_narrow_by_being_added_or_kept_equal() {
+        let w = Scope::new().with("session", "s1");
+        let n = w.clone().with("run", "r1");
+        assert!(n.narrows(&w));
+        assert!(!w.narrows(&n));
+        assert!(!Scope::new().with("session", "s2").narrows(&w));
+        assert_eq!(n.get("run"), Some("r1"));
+        assert_eq!(w.overlay(&Scope::new().with("run", "r1")), n);
+    }
 }

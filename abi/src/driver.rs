@@ -5,6 +5,7 @@
 //! [`Reply`]: a value plus the [`Cost`] the kernel charges to the caller's account before the
 //! value is delivered. A driver never panics on bad input; failure is a [`DriverError`] value.
 
+use crate::cap::{Rights, Scope};
 use crate::ids::Pid;
 use crate::value::Value;
 use serde::{Deserialize, Serialize};
@@ -72,12 +73,53 @@ pub enum DriverError {
     Failed(String),
 }
 
+/// What a driver learns when a process opens it: who, with which rights, within which scope.
+///
+/// The kernel has already checked the device capability; the handle cap it mints carries
+/// exactly `rights` (the `read`/`write` rights of the device cap it was opened through), so a
+/// driver never needs to refuse a write on a read-only handle itself. The scope is the driver's
+/// to enforce: a handle must reach nothing outside it.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct OpenCtx {
+    /// The opening process.
+    pub pid: Pid,
+    /// The handle's rights: the device cap's `read`/`write` rights (a subset of `READ_WRITE`).
+    pub rights: Rights,
+    /// The device cap's scope (empty: the whole device).
+    pub scope: Scope,
+}
+
+impl OpenCtx {
+    /// An open by `pid` with read + write and no scope (what tests and hosts mostly want).
+    pub fn new(pid: Pid) -> Self {
+        OpenCtx {
+            pid,
+            rights: Rights::READ_WRITE,
+            scope: Scope::new(),
+        }
+    }
+    /// For a driver that has no notion of scope: refuse a scoped open (a scope it ignored
+    /// would silently reach the whole device).
+    pub fn unscoped(&self, driver: &str) -> Result<(), DriverError> {
+        if self.scope.is_empty() {
+            Ok(())
+        } else {
+            Err(DriverError::BadRequest(format!(
+                "{driver}: this device takes no scope (got {:?})",
+                self.scope
+            )))
+        }
+    }
+}
+
 /// A registered driver: opened by processes holding a device capability.
 pub trait Driver: Send + Sync + 'static {
     /// The name device capabilities refer to.
     fn name(&self) -> &str;
-    /// Open a handle for process `pid`.
-    fn open(&self, pid: Pid) -> BoxFuture<'static, Result<Arc<dyn DriverHandle>, DriverError>>;
+    /// Open a handle for `at.pid`, confined to `at.scope`. A driver that does not understand a
+    /// scope key must refuse the open (`DriverError::BadRequest`) rather than ignore it, or a
+    /// scoped cap would silently reach the whole device.
+    fn open(&self, at: OpenCtx) -> BoxFuture<'static, Result<Arc<dyn DriverHandle>, DriverError>>;
 }
 
 /// An open device handle. Closed by the kernel when its process exits.

@@ -29,6 +29,9 @@ pub enum CapError {
     /// The caller holds no spawn capability.
     #[error("caller holds no spawn capability")]
     NoSpawn,
+    /// A derivation asked for a scope that is not within the parent's.
+    #[error("cannot widen the scope")]
+    Widen,
 }
 
 /// Why a syscall failed.
@@ -81,6 +84,13 @@ pub enum SysError {
     /// The kernel is shutting down.
     #[error("kernel is shutting down")]
     Shutdown,
+    /// The process is dead and its exit reason has left the bounded reaped cache: the kernel
+    /// no longer knows how it ended.
+    #[error("process {0} is gone and its exit reason is forgotten")]
+    Forgotten(crate::ids::Pid),
+    /// A deadline passed before the awaited event (e.g. `await_start`).
+    #[error("timed out")]
+    Timeout,
 }
 
 impl SysError {

@@ -66,3 +66,8 @@ impl fmt::Display for NodeId {
         f.write_str(&self.0)
     }
 }
+
+/// A monitor reference: what `monitor` returns and `demonitor` takes. Unique per kernel and
+/// never reused.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Debug)]
+pub struct MonitorRef(pub u64);

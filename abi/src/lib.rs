@@ -29,25 +29,25 @@ pub mod sys;
 pub mod value;
 pub mod wire;
 
-pub use cap::{CapInfo, Caveat, Resource, Right, Rights};
+pub use cap::{CapInfo, Caveat, Resource, Right, Rights, Scope};
 pub use device::{
     ChatMessage, ChatReply, ChatRequest, DeviceMessage, Role, TokenUsage, ToolCall, ToolSpec,
 };
-pub use driver::{Cost, Driver, DriverError, DriverHandle, Reply};
+pub use driver::{Cost, Driver, DriverError, DriverHandle, OpenCtx, Reply};
 pub use error::{CapError, SendError, SysError};
 pub use event::{Event, EventKind, Signal};
 pub use exit::ExitReason;
-pub use ids::{CapRef, NodeId, Pid};
+pub use ids::{CapRef, MonitorRef, NodeId, Pid};
 pub use memory::{MemStats, RememberOpts, SegId, Segment, SegmentDump};
 pub use msg::{Body, Message, SysMsg};
 pub use quota::{Budget, Meter, Quota, Usage};
 pub use sys::{
-    Attenuation, Cleanup, Image, LogLevel, ProcFuture, ProcResult, SchedOpts, SendOpts, SpawnOpts,
-    Spawned, Syscalls,
+    Attenuation, Cleanup, Image, LogLevel, ProcFuture, ProcResult, SchedOpts, Select, SendOpts,
+    SpawnOpts, Spawned, Started, Syscalls,
 };
 pub use value::Value;
 
 /// Version of the serialized ABI (snapshots, journal records, wire envelopes).
 ///
 /// A snapshot or journal written under another version is rejected with a clear error.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;

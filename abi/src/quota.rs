@@ -19,11 +19,22 @@ pub enum Meter {
     Mem,
     /// Mailbox depth (per process).
     Mailbox,
+    /// CPU in scheduler reductions (cumulative, charged up the chain): the reductions a
+    /// driver reports in its cost (the wasm device's fuel) and what a process charges for work
+    /// it metered itself (a sandbox guest's fuel). Plain syscalls tick the scheduler's quantum
+    /// but are not charged here.
+    Cpu,
 }
 
 impl Meter {
-    /// The four meters that are charged up the account chain.
-    pub const CHAINED: [Meter; 4] = [Meter::Tokens, Meter::ToolCalls, Meter::Usd, Meter::Children];
+    /// The meters that are charged up the account chain.
+    pub const CHAINED: [Meter; 5] = [
+        Meter::Tokens,
+        Meter::ToolCalls,
+        Meter::Usd,
+        Meter::Children,
+        Meter::Cpu,
+    ];
 
     /// The snake_case name used in events, metrics and errors.
     pub fn name(self) -> &'static str {
@@ -35,6 +46,7 @@ impl Meter {
             Meter::WallMs => "wall_ms",
             Meter::Mem => "mem",
             Meter::Mailbox => "max_mailbox",
+            Meter::Cpu => "cpu",
         }
     }
     /// Index into per-meter arrays for the chained meters.
@@ -44,6 +56,7 @@ impl Meter {
             Meter::ToolCalls => Some(1),
             Meter::Usd => Some(2),
             Meter::Children => Some(3),
+            Meter::Cpu => Some(4),
             _ => None,
         }
     }
@@ -66,6 +79,8 @@ pub struct Quota {
     pub mem: Option<u64>,
     /// Maximum mailbox depth of this process; a full mailbox blocks local senders.
     pub max_mailbox: Option<u32>,
+    /// CPU for the whole subtree, in reductions ([`Meter::Cpu`]).
+    pub cpu: Option<u64>,
 }
 
 impl Quota {
@@ -78,6 +93,7 @@ impl Quota {
         wall_ms: None,
         mem: None,
         max_mailbox: None,
+        cpu: None,
     };
 }
 
@@ -98,6 +114,9 @@ pub struct Budget {
     pub mem: Option<u64>,
     /// Mailbox bound.
     pub max_mailbox: Option<u32>,
+    /// CPU reductions left: the least left at any level of the chain (unlike the other
+    /// fields), so a process can bound work it meters itself by what it may still spend.
+    pub cpu: Option<u64>,
 }
 
 /// Usage aggregated over an account's subtree (charges bubble up to every ancestor).
@@ -111,4 +130,6 @@ pub struct Usage {
     pub usd_micros: u64,
     /// Live children right now (concurrent).
     pub children: u64,
+    /// CPU reductions charged.
+    pub cpu: u64,
 }

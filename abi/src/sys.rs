@@ -7,12 +7,12 @@
 //! `dial` and `spawn_remote` reach processes on other nodes through proxy capabilities; a proxy
 //! carries an address, never authority on the peer.
 
-use crate::cap::Rights;
+use crate::cap::{CapInfo, Rights, Scope};
 use crate::error::{SendError, SysError};
 use crate::exit::ExitReason;
-use crate::ids::{CapRef, NodeId, Pid};
+use crate::ids::{CapRef, MonitorRef, NodeId, Pid};
 use crate::memory::{RememberOpts, SegId, Segment};
-use crate::msg::{Body, Message};
+use crate::msg::{Body, Message, SysMsg};
 use crate::quota::{Budget, Quota, Usage};
 use crate::value::Value;
 use std::convert::Infallible;
@@ -114,6 +114,9 @@ pub struct SpawnOpts {
     pub quota: Quota,
     /// Capabilities to transfer to the child.
     pub caps: Vec<CapRef>,
+    /// Capabilities to transfer to the child under a name, as the boot grant names devices:
+    /// the child finds them with [`Syscalls::grant`] instead of raw numbers in its args.
+    pub grants: Vec<(Arc<str>, CapRef)>,
     /// Link parent and child: each gets a `down` message when the other dies.
     pub link: bool,
     /// Scheduling priority (higher runs first; 0 is normal).
@@ -141,12 +144,73 @@ pub struct SchedOpts {
 }
 
 /// Options for `attenuate`.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct Attenuation {
     /// The rights to keep (`None` keeps all of the parent's).
     pub rights: Option<Rights>,
     /// Add an expiry caveat this many ms from now on the kernel clock.
     pub expires_in_ms: Option<u64>,
+    /// Narrow a device cap's scope: these pairs are laid over the parent's scope
+    /// ([`Scope::overlay`]) and the result must narrow it ([`Scope::narrows`]), or the
+    /// attenuation fails with `CapError::Widen`. `None` keeps the parent's scope.
+    pub scope: Option<Scope>,
+}
+
+/// Which message a selective receive takes: the first in the mailbox that matches. The others
+/// stay where they are, in order. Matching is plain data, so the kernel tests it under its
+/// lock without running program code; for a predicate over the body use
+/// [`Syscalls::recv_where`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Select {
+    /// Any message (a plain receive).
+    #[default]
+    Any,
+    /// A message carrying this correlation id.
+    Corr(u64),
+    /// A message from this sender.
+    From(Pid),
+    /// The kernel's `Down` for this process (a genuine one: sent by the dead process itself).
+    Down(Pid),
+    /// A reply to a request: a message with correlation id `corr`, or the kernel's `Down` /
+    /// `RemoteDown` for `monitor` (a monitor's down carries its reference as its correlation
+    /// id), so a client that monitors its server never waits for a reply from the dead.
+    Reply {
+        /// The request's correlation id.
+        corr: u64,
+        /// The monitor on the server.
+        monitor: MonitorRef,
+    },
+}
+
+impl Select {
+    /// Whether `m` is what this selects.
+    pub fn matches(&self, m: &Message) -> bool {
+        let down =
+            |p: Pid| matches!(m.sys(), Some(SysMsg::Down { pid, .. }) if *pid == p && m.from == p);
+        match *self {
+            Select::Any => true,
+            Select::Corr(c) => m.corr == Some(c),
+            Select::From(p) => m.from == p,
+            Select::Down(p) => down(p),
+            Select::Reply { corr, monitor } => {
+                m.corr == Some(corr)
+                    || (m.corr == Some(monitor.0)
+                        && matches!(
+                            m.sys(),
+                            Some(SysMsg::Down { .. } | SysMsg::RemoteDown { .. })
+                        ))
+            }
+        }
+    }
+}
+
+/// How a started child answered [`Syscalls::await_start`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Started {
+    /// It called [`Syscalls::init_ack`] with this value.
+    Acked(Value),
+    /// It died before acknowledging.
+    Exited(ExitReason),
 }
 
 /// Log levels for the `log` syscall.
@@ -180,6 +244,35 @@ pub trait Syscalls: Clone + Send + Sync + Sized + 'static {
     fn lookup(&self, name: &str) -> impl Future<Output = Option<CapRef>> + Send;
     /// Take the next message, parking until one arrives.
     fn recv(&self) -> impl Future<Output = Message> + Send;
+    /// Erlang's `receive … after`: take the first message `select` matches, leaving the rest
+    /// of the mailbox in order, parking until one arrives; `None` once the kernel clock reaches
+    /// `deadline` (absolute ms, as `now` reads it; `None` waits forever). In deterministic mode
+    /// the deadline is a virtual-clock timer: it fires when nothing else can run, without wall
+    /// time passing.
+    fn recv_until(
+        &self,
+        select: Select,
+        deadline: Option<u64>,
+    ) -> impl Future<Output = Option<Message>> + Send;
+    /// A receive that gives up after `ms` of kernel time: `recv_until(Select::Any, now + ms)`.
+    fn recv_timeout(&self, ms: u64) -> impl Future<Output = Option<Message>> + Send {
+        let deadline = self.now().saturating_add(ms);
+        self.recv_until(Select::Any, Some(deadline))
+    }
+    /// Selective receive with a predicate over the message: the first message `pred` accepts,
+    /// the rest left in order; `None` at `deadline`. `pred` runs in this process, never under
+    /// the kernel lock, and sees each message at most once per call.
+    fn recv_where<F>(
+        &self,
+        pred: F,
+        deadline: Option<u64>,
+    ) -> impl Future<Output = Option<Message>> + Send
+    where
+        F: FnMut(&Message) -> bool + Send;
+    /// Take the first message `select` matches without parking; `None` if there is none.
+    fn try_recv(&self, select: Select) -> Option<Message>;
+    /// How many messages wait in this process's mailbox.
+    fn mailbox_len(&self) -> usize;
     /// Send `body` to the process `to` designates (`send` right). Parks while the target's
     /// bounded mailbox is full (backpressure); parked senders resume, in the order they parked,
     /// once the receiver has drained it to half. A failed send hands the body back.
@@ -203,7 +296,24 @@ pub trait Syscalls: Clone + Send + Sync + Sized + 'static {
     fn attenuate(&self, cap: CapRef, how: Attenuation) -> Result<CapRef, SysError>;
     /// Revoke a cap this process owns and, transitively, everything derived from it.
     fn revoke(&self, cap: CapRef) -> Result<(), SysError>;
-    /// Open a device (`open` right on a device cap): returns a `read + write` handle cap.
+    /// Inspect a cap this process owns: what it designates, its rights, expiry and scope.
+    fn cap_info(&self, cap: CapRef) -> Result<CapInfo, SysError>;
+    /// A capability the spawner handed over by name ([`SpawnOpts::grants`]), if this process
+    /// still owns it.
+    fn grant(&self, name: &str) -> Option<CapRef>;
+    /// OTP's `init_ack`: tell whoever waits in [`Syscalls::await_start`] on this process that
+    /// it has started, with `info`. Only the first call counts.
+    fn init_ack(&self, info: Value);
+    /// Wait for a child's [`Syscalls::init_ack`] (`monitor` right on it): its value, or its
+    /// exit reason if it died first; `Err(SysError::Timeout)` once the kernel clock reaches
+    /// `deadline` (absolute ms).
+    fn await_start(
+        &self,
+        child: CapRef,
+        deadline: Option<u64>,
+    ) -> impl Future<Output = Result<Started, SysError>> + Send;
+    /// Open a device (`open` right on a device cap): returns a handle cap with the device
+    /// cap's `read`/`write` rights (and no others) and its scope, which the driver receives.
     fn open(&self, device: CapRef) -> impl Future<Output = Result<CapRef, SysError>> + Send;
     /// One driver read; its cost is charged to this process's account chain.
     fn read(
@@ -224,9 +334,16 @@ pub trait Syscalls: Clone + Send + Sync + Sized + 'static {
         data: Value,
     ) -> impl Future<Output = Result<Value, SysError>> + Send;
     /// Monitor a process (`monitor` right): a `down` message arrives when it dies, at once if
-    /// it is already dead.
-    fn monitor(&self, target: CapRef) -> impl Future<Output = Result<(), SysError>> + Send;
-    /// Wait for a process to exit (`monitor` right); works after its death too.
+    /// it is already dead. Returns the monitor's reference, which the `down` carries as its
+    /// correlation id. Each call is a monitor of its own (Erlang's semantics): monitoring twice
+    /// gives two references and two downs, and a link's down is separate from a monitor's.
+    fn monitor(&self, target: CapRef) -> impl Future<Output = Result<MonitorRef, SysError>> + Send;
+    /// Stop a monitor. With `flush`, a `down` for it already in the mailbox is removed too (one
+    /// a link to the same process put there stays). Returns false if the monitor was not active
+    /// (already fired, stopped, or never this process's).
+    fn demonitor(&self, mref: MonitorRef, flush: bool) -> bool;
+    /// Wait for a process to exit (`monitor` right); works after its death too, while the
+    /// bounded reaped cache remembers it (`SysError::Forgotten` after that).
     fn waitpid(&self, target: CapRef) -> impl Future<Output = Result<ExitReason, SysError>> + Send;
     /// Force-terminate a process (`kill` right); default reason `Killed { by: self }`.
     fn signal(
@@ -246,6 +363,15 @@ pub trait Syscalls: Clone + Send + Sync + Sized + 'static {
     fn yield_now(&self) -> impl Future<Output = ()> + Send;
     /// Change this process's priority and/or deadline.
     fn sched(&self, opts: SchedOpts);
+    /// Charge this process's account for work it metered itself — a sandbox's guest fuel as
+    /// [`crate::quota::Meter::Cpu`] reductions — all or nothing up the chain, like a driver's
+    /// cost. Only the cumulative meters (tokens, tool calls, usd, cpu) can be charged. A charge
+    /// the quota refuses ends the process with a quota exit (it does not return).
+    fn charge(
+        &self,
+        meter: crate::quota::Meter,
+        n: u64,
+    ) -> impl Future<Output = Result<(), SysError>> + Send;
     /// What this process's account has left.
     fn budget(&self) -> Budget;
     /// What this process's account subtree has spent.

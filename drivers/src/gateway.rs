@@ -19,7 +19,7 @@ use agentos_abi::device::{DeviceMessage, GatewayInbound, GatewayReply, GatewaySe
 use agentos_abi::driver::BoxFuture;
 use agentos_abi::wire::{GatewaySeal, GatewaySealError};
 use agentos_abi::NodeId;
-use agentos_abi::{Cost, Driver, DriverError, DriverHandle, Pid, Reply, Value};
+use agentos_abi::{Cost, Driver, DriverError, DriverHandle, OpenCtx, Reply, Value};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -183,7 +183,10 @@ impl Driver for GatewayDriver {
     fn name(&self) -> &str {
         &self.name
     }
-    fn open(&self, _pid: Pid) -> BoxFuture<'static, Result<Arc<dyn DriverHandle>, DriverError>> {
+    fn open(&self, at: OpenCtx) -> BoxFuture<'static, Result<Arc<dyn DriverHandle>, DriverError>> {
+        if let Err(e) = at.unscoped(&self.name) {
+            return Box::pin(async move { Err(e) });
+        }
         let h: Arc<dyn DriverHandle> = Arc::new(GatewayHandle {
             forward: self.forward.clone(),
             seal: self.seal.clone(),
@@ -288,7 +291,10 @@ mod tests {
             let g = GatewayDriver::new(4)
                 .forwarding(|to, body| Value::List(vec![Value::Str(to), body]));
             let client = g.client();
-            let h = g.open(Pid(1)).await.unwrap();
+            let h = g
+                .open(agentos_abi::OpenCtx::new(agentos_abi::Pid(1)))
+                .await
+                .unwrap();
             let call = tokio::spawn(async move { client.call(Value::U64(7)).await });
             let inbound =
                 GatewayInbound::from_value(h.read(Value::Unit).await.unwrap().value).unwrap();
@@ -337,7 +343,10 @@ mod tests {
         rt.block_on(async {
             let g = GatewayDriver::new(1);
             let client = g.client();
-            let h = g.open(Pid(1)).await.unwrap();
+            let h = g
+                .open(agentos_abi::OpenCtx::new(agentos_abi::Pid(1)))
+                .await
+                .unwrap();
             let pending = client.try_call(Value::Unit).unwrap();
             assert_eq!(client.try_call(Value::Unit).err(), Some(GatewayError::Full));
             h.read(Value::Unit).await.unwrap();

@@ -5,11 +5,17 @@
 //! [`KvReply`] values. Two stores: [`MemoryKv`] (a sorted map) and [`RedbKv`] (a redb file
 //! that survives reopening). Store operations on a persistent store run on the driver
 //! runtime's blocking pool, never on a kernel scheduler thread. KV operations are free.
+//!
+//! Scoped devices: a device cap whose scope has a `root` (say `/tenant/a`) opens a handle that
+//! sees only the keys under `tenant/a/`, as if they were the whole store (keys are prefixed on
+//! the way in and the prefix is stripped from `list` on the way out), so one driver serves many
+//! tenants with no ambient authority. A handle without the `write` right answers `get` and
+//! `list` only. Any other scope key is refused at open.
 
 use crate::rt::{IoRuntime, RuntimeError};
 use agentos_abi::device::{DeviceMessage, KvReply, KvRequest};
 use agentos_abi::driver::BoxFuture;
-use agentos_abi::{Driver, DriverError, DriverHandle, Pid, Reply, Value};
+use agentos_abi::{Driver, DriverError, DriverHandle, OpenCtx, Reply, Right, Scope, Value};
 use bytes::Bytes;
 use parking_lot::RwLock;
 use redb::{ReadableDatabase, TableDefinition};
@@ -240,10 +246,27 @@ impl Driver for KvDriver {
     fn name(&self) -> &str {
         &self.name
     }
-    fn open(&self, _pid: Pid) -> BoxFuture<'static, Result<Arc<dyn DriverHandle>, DriverError>> {
+    fn open(&self, at: OpenCtx) -> BoxFuture<'static, Result<Arc<dyn DriverHandle>, DriverError>> {
+        if let Some((k, _)) = at.scope.iter().find(|(k, _)| *k != Scope::ROOT) {
+            let e = DriverError::BadRequest(format!("{}: unknown scope key \"{k}\"", self.name));
+            return Box::pin(async move { Err(e) });
+        }
+        let prefix = match at.scope.root() {
+            Some(r) => {
+                let r = r.trim_matches('/');
+                if r.is_empty() {
+                    String::new()
+                } else {
+                    format!("{r}/")
+                }
+            }
+            None => String::new(),
+        };
         let h: Arc<dyn DriverHandle> = Arc::new(KvHandle {
             store: self.store.clone(),
             runtime: self.runtime.clone(),
+            prefix,
+            writable: at.rights.has(Right::Write),
         });
         Box::pin(async move { Ok(h) })
     }
@@ -252,6 +275,10 @@ impl Driver for KvDriver {
 struct KvHandle {
     store: Arc<dyn KvStore>,
     runtime: Option<IoRuntime>,
+    /// The scope's key namespace (`""`: the whole store).
+    prefix: String,
+    /// Whether the handle has the `write` right (else `set` and `delete` are refused).
+    writable: bool,
 }
 
 impl KvHandle {
@@ -262,10 +289,31 @@ impl KvHandle {
                 return Box::pin(async move { Err(DriverError::BadRequest(format!("kv: {e}"))) })
             }
         };
+        if !self.writable && matches!(req, KvRequest::Set { .. } | KvRequest::Delete(_)) {
+            let e = DriverError::BadRequest("kv: read-only handle".into());
+            return Box::pin(async move { Err(e) });
+        }
+        let p = &self.prefix;
+        let req = match req {
+            KvRequest::Get(k) => KvRequest::Get(format!("{p}{k}")),
+            KvRequest::Set { key, value } => KvRequest::Set {
+                key: format!("{p}{key}"),
+                value,
+            },
+            KvRequest::Delete(k) => KvRequest::Delete(format!("{p}{k}")),
+            KvRequest::List(k) => KvRequest::List(format!("{p}{k}")),
+        };
         let store = self.store.clone();
-        let done = |r: Result<KvReply, KvError>| {
-            r.map(|reply| Reply::free(reply.to_value()))
-                .map_err(|e| DriverError::Failed(e.to_string()))
+        let strip = self.prefix.len();
+        let done = move |r: Result<KvReply, KvError>| {
+            r.map(|reply| match reply {
+                KvReply::Keys(ks) => {
+                    KvReply::Keys(ks.into_iter().map(|k| k[strip..].to_owned()).collect())
+                }
+                other => other,
+            })
+            .map(|reply| Reply::free(reply.to_value()))
+            .map_err(|e| DriverError::Failed(e.to_string()))
         };
         match &self.runtime {
             None => {

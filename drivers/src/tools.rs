@@ -10,7 +10,7 @@ use crate::json::parse_json;
 use crate::rt::{IoRuntime, RuntimeError};
 use agentos_abi::device::{CallOutcome, DeviceMessage, ToolSpec, ToolsRequest};
 use agentos_abi::driver::BoxFuture;
-use agentos_abi::{Cost, Driver, DriverError, DriverHandle, Pid, Reply, Value};
+use agentos_abi::{Cost, Driver, DriverError, DriverHandle, OpenCtx, Reply, Value};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -224,7 +224,10 @@ impl Driver for ToolDriver {
     fn name(&self) -> &str {
         &self.name
     }
-    fn open(&self, _pid: Pid) -> BoxFuture<'static, Result<Arc<dyn DriverHandle>, DriverError>> {
+    fn open(&self, at: OpenCtx) -> BoxFuture<'static, Result<Arc<dyn DriverHandle>, DriverError>> {
+        if let Err(e) = at.unscoped(&self.name) {
+            return Box::pin(async move { Err(e) });
+        }
         let h: Arc<dyn DriverHandle> = Arc::new(ToolHandle {
             registry: self.registry.clone(),
             runtime: self.runtime.clone(),

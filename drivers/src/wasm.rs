@@ -30,7 +30,7 @@
 
 use agentos_abi::device::{DeviceMessage, WasmRequest};
 use agentos_abi::driver::BoxFuture;
-use agentos_abi::{Cost, Driver, DriverError, DriverHandle, Pid, Reply, Value};
+use agentos_abi::{Cost, Driver, DriverError, DriverHandle, OpenCtx, Reply, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
 use thiserror::Error;
@@ -105,17 +105,9 @@ impl From<WasmError> for DriverError {
     }
 }
 
-/// A memory or table growth refused by the limiter.
-#[derive(Clone, Copy, Debug, Error, PartialEq, Eq)]
-#[error("{what} limit exceeded: {desired} wanted, {limit} allowed")]
-pub struct LimitExceeded {
-    /// `"memory"` (bytes) or `"table"` (elements).
-    pub what: &'static str,
-    /// The size asked for.
-    pub desired: usize,
-    /// The limit.
-    pub limit: usize,
-}
+/// A memory or table growth refused by the limiter (the shared one, `agentos-wasmlimit`).
+pub use agentos_wasmlimit::LimitExceeded;
+use agentos_wasmlimit::Limiter;
 
 /// The device's limits, per call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -140,52 +132,6 @@ impl Default for WasmLimits {
             table_elements: 10_000,
             yield_interval: 100_000,
         }
-    }
-}
-
-/// The per-store resource limiter: growth past a limit is an error (a trap in the guest, a
-/// failed instantiation for a declared minimum), so the caller learns why.
-struct Limiter {
-    memory_bytes: usize,
-    table_elements: usize,
-}
-
-impl wasmtime::ResourceLimiter for Limiter {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        if desired > self.memory_bytes {
-            return Err(wasmtime::Error::new(LimitExceeded {
-                what: "memory",
-                desired,
-                limit: self.memory_bytes,
-            }));
-        }
-        Ok(true)
-    }
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        if desired > self.table_elements {
-            return Err(wasmtime::Error::new(LimitExceeded {
-                what: "table",
-                desired,
-                limit: self.table_elements,
-            }));
-        }
-        Ok(true)
-    }
-    fn instances(&self) -> usize {
-        1
-    }
-    fn memories(&self) -> usize {
-        1
     }
 }
 
@@ -264,7 +210,10 @@ impl Driver for WasmDriver {
     fn name(&self) -> &str {
         &self.name
     }
-    fn open(&self, _pid: Pid) -> BoxFuture<'static, Result<Arc<dyn DriverHandle>, DriverError>> {
+    fn open(&self, at: OpenCtx) -> BoxFuture<'static, Result<Arc<dyn DriverHandle>, DriverError>> {
+        if let Err(e) = at.unscoped(&self.name) {
+            return Box::pin(async move { Err(e) });
+        }
         let h: Arc<dyn DriverHandle> = Arc::new(WasmHandle {
             engine: self.engine.clone(),
             modules: self.modules.clone(),

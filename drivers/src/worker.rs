@@ -10,7 +10,7 @@
 use crate::rt::panic_message;
 use agentos_abi::device::{DeviceMessage, WorkerRequest};
 use agentos_abi::driver::BoxFuture;
-use agentos_abi::{Cost, Driver, DriverError, DriverHandle, Pid, Reply, Value};
+use agentos_abi::{Cost, Driver, DriverError, DriverHandle, OpenCtx, Reply, Value};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -174,7 +174,10 @@ impl Driver for WorkerDriver {
     fn name(&self) -> &str {
         &self.name
     }
-    fn open(&self, _pid: Pid) -> BoxFuture<'static, Result<Arc<dyn DriverHandle>, DriverError>> {
+    fn open(&self, at: OpenCtx) -> BoxFuture<'static, Result<Arc<dyn DriverHandle>, DriverError>> {
+        if let Err(e) = at.unscoped(&self.name) {
+            return Box::pin(async move { Err(e) });
+        }
         let h: Arc<dyn DriverHandle> = Arc::new(WorkerHandle {
             tasks: self.tasks.clone(),
             pool: self.pool.clone(),

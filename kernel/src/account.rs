@@ -6,7 +6,8 @@
 //! - refunds never fail and are not pre-checked;
 //! - usage aggregates upward: every ancestor sees the spend of its subtree;
 //! - `children` is a concurrent cap (like cgroup `pids.max`): a child takes a slot when it is
-//!   created and gives it back when its process exits; tokens, tool calls and usd are cumulative;
+//!   created and gives it back when its process exits; tokens, tool calls, usd and cpu are
+//!   cumulative;
 //! - wall time, the memory ceiling and the mailbox bound are per process, never bubbled.
 //!
 //! Accounts live in a slab and are reference counted by their process and their child
@@ -22,10 +23,10 @@ pub struct AccountId(u32);
 #[derive(Clone, Debug)]
 struct Node {
     parent: Option<AccountId>,
-    /// Remaining at this level for the chained meters (tokens, tool_calls, usd, children).
-    rem: [Option<u64>; 4],
+    /// Remaining at this level for the chained meters (tokens, tool_calls, usd, children, cpu).
+    rem: [Option<u64>; 5],
     /// Subtree usage seen at this level.
-    spent: [u64; 4],
+    spent: [u64; 5],
     wall_ms: Option<u64>,
     mem: Option<u64>,
     max_mailbox: Option<u32>,
@@ -80,8 +81,8 @@ impl Accounts {
     pub fn root(&mut self, q: &Quota, now: u64) -> AccountId {
         self.insert(Node {
             parent: None,
-            rem: [q.tokens, q.tool_calls, q.usd_micros, q.children],
-            spent: [0; 4],
+            rem: [q.tokens, q.tool_calls, q.usd_micros, q.children, q.cpu],
+            spent: [0; 5],
             wall_ms: q.wall_ms,
             mem: q.mem,
             max_mailbox: q.max_mailbox,
@@ -121,6 +122,50 @@ impl Accounts {
             }
             node.spent[i] += n;
             cur = node.parent;
+        }
+        Ok(())
+    }
+
+    /// Charge several chained meters at once, all or nothing across the meters as well as up
+    /// the chain: if any meter at any level would go below zero nothing is charged and that
+    /// meter is returned (the first refused, in the order given). A meter listed twice is
+    /// charged the sum.
+    pub fn charge_all(&mut self, a: AccountId, charges: &[(Meter, u64)]) -> Result<(), Meter> {
+        let mut sum = [0u64; 5];
+        // The order meters were first named in, so the refusal reported is the first one.
+        let mut order = [usize::MAX; 5];
+        let mut k = 0;
+        for &(meter, n) in charges {
+            let i = idx(meter);
+            if n > 0 && sum[i] == 0 {
+                order[k] = i;
+                k += 1;
+            }
+            sum[i] = sum[i].saturating_add(n);
+        }
+        let order = &order[..k];
+        for &i in order {
+            let n = sum[i];
+            let mut cur = Some(a);
+            while let Some(id) = cur {
+                let node = self.node(id);
+                if node.rem[i].is_some_and(|left| n > left) {
+                    return Err(Meter::CHAINED[i]);
+                }
+                cur = node.parent;
+            }
+        }
+        for &i in order {
+            let n = sum[i];
+            let mut cur = Some(a);
+            while let Some(id) = cur {
+                let node = self.node_mut(id);
+                if let Some(left) = node.rem[i].as_mut() {
+                    *left -= n;
+                }
+                node.spent[i] += n;
+                cur = node.parent;
+            }
         }
         Ok(())
     }
@@ -186,6 +231,7 @@ impl Accounts {
             tool_calls: n.rem[1],
             usd_micros: n.rem[2],
             children: n.rem[3],
+            cpu: self.least_left(a, 4),
             wall_ms: n
                 .wall_ms
                 .map(|w| w.saturating_sub(now.saturating_sub(n.born_at))),
@@ -202,7 +248,22 @@ impl Accounts {
             tool_calls: s[1],
             usd_micros: s[2],
             children: s[3],
+            cpu: s[4],
         }
+    }
+
+    /// The least left of chained meter `i` over `a` and its ancestors (`None`: unlimited).
+    fn least_left(&self, a: AccountId, i: usize) -> Option<u64> {
+        let mut least: Option<u64> = None;
+        let mut cur = Some(a);
+        while let Some(id) = cur {
+            let n = self.node(id);
+            if let Some(l) = n.rem[i] {
+                least = Some(least.map_or(l, |m| m.min(l)));
+            }
+            cur = n.parent;
+        }
+        least
     }
 
     /// Number of live account nodes (for leak tests and metrics).
@@ -283,6 +344,42 @@ mod tests {
     }
 
     proptest! {
+        /// A charge of several meters either debits all of them at every level or changes
+        /// nothing: a cost that exceeds one meter leaves the others uncharged too.
+        #[test]
+        fn a_multi_meter_charge_is_all_or_nothing_across_meters(
+            limits in proptest::collection::vec((proptest::option::of(0u64..100), proptest::option::of(0u64..100)), 1..5),
+            charges in proptest::collection::vec((0usize..5, 0u64..60, 0u64..60), 1..30),
+        ) {
+            let mut a = Accounts::new();
+            let quota = |(t, c): (Option<u64>, Option<u64>)| Quota { tokens: t, tool_calls: c, ..Quota::default() };
+            let mut chain = vec![a.root(&quota(limits[0]), 0)];
+            for l in &limits[1..] {
+                let parent = *chain.last().unwrap();
+                chain.push(a.child(parent, &quota(*l), 0).unwrap());
+            }
+            let state = |a: &Accounts| -> Vec<(Usage, Budget)> {
+                chain.iter().map(|c| (a.usage(*c), a.remaining(*c, 0))).collect()
+            };
+            for (at, t, c) in charges {
+                let acc = chain[at % chain.len()];
+                let before = state(&a);
+                let res = a.charge_all(acc, &[(Meter::Tokens, t), (Meter::ToolCalls, c)]);
+                let after = state(&a);
+                match res {
+                    Err(_) => prop_assert_eq!(before, after),
+                    Ok(()) => {
+                        let lvl = chain.iter().position(|x| *x == acc).unwrap();
+                        for (i, (b, f)) in before.iter().zip(&after).enumerate() {
+                            let (dt, dc) = if i <= lvl { (t, c) } else { (0, 0) };
+                            prop_assert_eq!(f.0.tokens, b.0.tokens + dt);
+                            prop_assert_eq!(f.0.tool_calls, b.0.tool_calls + dc);
+                        }
+                    }
+                }
+            }
+        }
+
         /// Whatever the limits and charges, a charge either debits every level of the chain by
         /// exactly n or changes nothing anywhere; and no level ever goes below zero.
         #[test]

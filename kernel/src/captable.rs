@@ -11,10 +11,13 @@
 //! - revoke is transitive over derivations and unlinks the revoked cap from its parent, so
 //!   dead refs never pile up in a long-lived parent;
 //! - each owner's caps are indexed, so revoke-on-exit is O(caps owned), not O(caps minted);
-//! - expiry is checked against the kernel clock passed in by the caller (deterministic).
+//! - expiry is checked against the kernel clock passed in by the caller (deterministic);
+//! - a device cap's scope only narrows along a derivation ([`Scope::narrows`]): a derived cap
+//!   inherits its parent's scope and may only add keys or descend a root.
 
-use agentos_abi::{CapError, CapInfo, CapRef, Caveat, Pid, Resource, Right, Rights};
+use agentos_abi::{CapError, CapInfo, CapRef, Caveat, Pid, Resource, Right, Rights, Scope};
 use rustc_hash::FxHashMap;
+use std::sync::Arc;
 
 const NO_EXPIRY: u64 = u64::MAX;
 const NONE: u32 = u32::MAX;
@@ -32,6 +35,8 @@ struct Slot {
     /// Position of this cap in its parent's `children` list (O(1) unlink).
     parent_slot: u32,
     resource: Resource,
+    /// A device cap's scope (`None`: the whole device).
+    scope: Option<Arc<Scope>>,
     parent: Option<CapRef>,
     children: Vec<CapRef>,
 }
@@ -115,6 +120,7 @@ impl CapTable {
         rights: Rights,
         expires_at: u64,
         parent: Option<CapRef>,
+        scope: Option<Arc<Scope>>,
     ) -> CapRef {
         let idx = match self.free.pop() {
             Some(i) => i as usize,
@@ -128,6 +134,7 @@ impl CapTable {
                     owner_slot: NONE,
                     parent_slot: NONE,
                     resource: Resource::Spawn,
+                    scope: None,
                     parent: None,
                     children: Vec::new(),
                 });
@@ -141,6 +148,7 @@ impl CapTable {
         s.owner = owner;
         s.expires_at = expires_at;
         s.resource = resource;
+        s.scope = scope;
         s.parent = parent;
         s.parent_slot = NONE;
         let r = CapRef(((s.gen as u64) << 32) | idx as u64);
@@ -152,7 +160,19 @@ impl CapTable {
 
     /// Kernel-internal: create authority from nothing. Never reachable from a syscall.
     pub fn mint(&mut self, owner: Pid, resource: Resource, rights: Rights) -> CapRef {
-        self.alloc(owner, resource, rights, NO_EXPIRY, None)
+        self.alloc(owner, resource, rights, NO_EXPIRY, None, None)
+    }
+
+    /// Kernel-internal: mint a cap carrying a scope (an empty scope is stored as none).
+    pub fn mint_scoped(
+        &mut self,
+        owner: Pid,
+        resource: Resource,
+        rights: Rights,
+        scope: Option<Arc<Scope>>,
+    ) -> CapRef {
+        let scope = scope.filter(|s| !s.is_empty());
+        self.alloc(owner, resource, rights, NO_EXPIRY, None, scope)
     }
 
     /// Derive a weaker cap from one `owner` holds: `rights` must be a subset of the parent's
@@ -163,6 +183,20 @@ impl CapTable {
         parent: CapRef,
         rights: Option<Rights>,
         caveats: &[Caveat],
+        now: u64,
+    ) -> Result<CapRef, CapError> {
+        self.narrow(owner, parent, rights, caveats, None, now)
+    }
+
+    /// [`CapTable::attenuate`] that may also narrow a device cap's scope: `scope` is laid over
+    /// the parent's ([`Scope::overlay`]) and the result must narrow it, or `CapError::Widen`.
+    pub fn narrow(
+        &mut self,
+        owner: Pid,
+        parent: CapRef,
+        rights: Option<Rights>,
+        caveats: &[Caveat],
+        scope: Option<&Scope>,
         now: u64,
     ) -> Result<CapRef, CapError> {
         let p = self.lookup(parent, now).ok_or(CapError::Invalid)?;
@@ -179,8 +213,24 @@ impl CapTable {
                 Caveat::Expires { at } => expires = expires.min(at),
             }
         }
+        let pscope = self.slot(parent).and_then(|s| s.scope.clone());
+        let nscope = match scope {
+            None => pscope,
+            Some(_) if !matches!(p.resource, Resource::Device(_)) => {
+                return Err(CapError::WrongKind("device"))
+            }
+            Some(ask) => {
+                let empty = Scope::new();
+                let base = pscope.as_deref().unwrap_or(&empty);
+                let n = base.overlay(ask);
+                if !n.narrows(base) {
+                    return Err(CapError::Widen);
+                }
+                (!n.is_empty()).then(|| Arc::new(n))
+            }
+        };
         let resource = p.resource.clone();
-        let child = self.alloc(owner, resource, want, expires, Some(parent));
+        let child = self.alloc(owner, resource, want, expires, Some(parent), nscope);
         let (_, pidx) = split(parent);
         let kids = &mut self.slots[pidx].children;
         kids.push(child);
@@ -228,6 +278,7 @@ impl CapTable {
             rights: s.rights,
             resource: &s.resource,
             expires_at: s.expires_at,
+            scope: s.scope.as_deref(),
         })
     }
 
@@ -301,6 +352,7 @@ impl CapTable {
             s.live = false;
             s.parent = None;
             s.resource = Resource::Spawn; // drop any Arc it held
+            s.scope = None;
             stack.append(&mut s.children);
             let (owner, pos) = (s.owner, s.owner_slot);
             let retire = s.gen == u32::MAX;
@@ -334,7 +386,13 @@ impl CapTable {
             resource: c.resource.clone(),
             rights: c.rights,
             expires_at: (c.expires_at != NO_EXPIRY).then_some(c.expires_at),
+            scope: c.scope.cloned().unwrap_or_default(),
         })
+    }
+
+    /// The scope of a live cap (`None`: unscoped, or not live).
+    pub fn scope(&self, r: CapRef) -> Option<Arc<Scope>> {
+        self.slot(r).and_then(|s| s.scope.clone())
     }
 }
 
@@ -349,6 +407,8 @@ pub struct CapView<'a> {
     pub resource: &'a Resource,
     /// Kernel-clock expiry (u64::MAX when none).
     pub expires_at: u64,
+    /// A device cap's scope (`None`: the whole device).
+    pub scope: Option<&'a Scope>,
 }
 
 #[cfg(test)]

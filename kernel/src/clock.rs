@@ -17,6 +17,8 @@ use std::time::Instant;
 pub enum TimerKind {
     /// Wake a sleeping process.
     Wake(Pid),
+    /// End a timed park (a receive or `await_start` with a deadline), if its token is current.
+    Park(Pid),
     /// Terminate a process whose deadline passed.
     Deadline(Pid),
     /// Terminate a process whose wall-time quota ran out.

@@ -89,6 +89,10 @@ impl Kernel {
 
     /// Make every journaled record durable now (write out and fsync).
     pub fn flush_journal(&self) -> Result<(), KernelError> {
+        let evs = self.shared.with(|st| st.log.take_outbox());
+        if !evs.is_empty() {
+            crate::kernel::persist(&self.shared, evs);
+        }
         match self.shared.store.lock().as_mut() {
             Some(s) => s.flush().map_err(|e| KernelError::Journal(e.to_string())),
             None => Ok(()),
@@ -167,6 +171,7 @@ impl Kernel {
             wall_ms: b.wall_ms,
             mem: opts.mem.or(b.mem),
             max_mailbox: b.max_mailbox,
+            cpu: b.cpu,
         };
         let shared = &self.shared;
         let ctx = if snap.context.is_empty() {

@@ -59,6 +59,10 @@ pub struct KernelConfig {
     pub memory: crate::memory::MemoryConfig,
     /// Cluster membership: node id and transport key (`None`: a standalone kernel).
     pub net: Option<crate::remote::NetConfig>,
+    /// In record mode, persist every kernel event beside the I/O records (the seed's
+    /// `{kind: "event"}` records; read them back with `journal::events_from_store`). On by
+    /// default; off keeps the journal to I/O results only.
+    pub persist_events: bool,
 }
 
 impl Default for KernelConfig {
@@ -71,6 +75,7 @@ impl Default for KernelConfig {
             quantum: crate::state::QUANTUM,
             memory: crate::memory::MemoryConfig::default(),
             net: None,
+            persist_events: true,
         }
     }
 }
@@ -208,6 +213,8 @@ pub(crate) struct Shared {
     pub store: Mutex<Option<Box<dyn crate::journal::Store>>>,
     /// Seals and opens envelopes (with a network configuration).
     pub sealer: Option<Arc<crate::seal::Sealer>>,
+    /// Someone subscribed to events: `log` lines then go to the subscribers too.
+    pub tapped: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -221,6 +228,23 @@ impl Shared {
             self.cv.notify_one();
         }
         r
+    }
+
+    /// [`Shared::with`], timed as critical section `k` when the `lockstat` feature is on.
+    #[inline]
+    #[allow(unused_variables)]
+    pub fn with_held<R>(&self, k: crate::syscalls::HeldKind, f: impl FnOnce(&mut State) -> R) -> R {
+        #[cfg(feature = "lockstat")]
+        {
+            self.with(|st| {
+                let t = std::time::Instant::now();
+                let r = f(st);
+                crate::lockstat::record(k, t);
+                r
+            })
+        }
+        #[cfg(not(feature = "lockstat"))]
+        self.with(f)
     }
 }
 
@@ -260,8 +284,12 @@ impl Drop for Owner {
     }
 }
 
-fn run_deferred(items: Vec<Deferred>) {
+fn run_deferred(shared: &Shared, items: Vec<Deferred>) {
     for d in items {
+        if let Deferred::Persist(evs) = d {
+            persist(shared, evs);
+            continue;
+        }
         // Program code (cleanups, drops) must never take the scheduler down.
         let _ = catch_unwind(AssertUnwindSafe(move || match d {
             Deferred::Cleanup(f) => f(),
@@ -273,7 +301,21 @@ fn run_deferred(items: Vec<Deferred>) {
                     tracing::debug!("remote down not sent: {err}");
                 }
             }
+            Deferred::Persist(_) => {}
         }));
+    }
+}
+
+/// Append kernel events to the journal store (never under the kernel lock).
+pub(crate) fn persist(shared: &Shared, evs: Vec<Event>) {
+    let mut store = shared.store.lock();
+    if let Some(s) = store.as_mut() {
+        for e in evs {
+            if let Err(err) = s.append(&crate::journal::Record::Event(e)) {
+                tracing::warn!("journal: event not persisted: {err}");
+                break;
+            }
+        }
     }
 }
 
@@ -312,13 +354,19 @@ impl Kernel {
             Mode::Deterministic { seed } => (Clock::virtual_clock(), seed),
             Mode::Threads(_) => (Clock::real(), 0x5eed),
         };
+        let mut log = EventLog::new(cfg.log_cap);
+        if jmode == crate::journal::JournalMode::Record && cfg.persist_events {
+            // The seed persists every event beside the I/O records, except in recover mode
+            // (the recovered prefix's events are in the store already).
+            log.persist();
+        }
         let mut state = State {
             procs: FxHashMap::default(),
             caps: CapTable::new(),
             accounts: crate::account::Accounts::new(),
             clock,
             timers: Timers::default(),
-            log: EventLog::new(cfg.log_cap),
+            log,
             ready: VecDeque::new(),
             special: 0,
             enq_seq: 0,
@@ -337,6 +385,8 @@ impl Kernel {
             rng: seed,
             quantum: cfg.quantum.max(1),
             net: None,
+            mrefs: FxHashMap::default(),
+            next_mref: 0,
         };
         let sealer = cfg.net.as_ref().map(|n| {
             let epoch = n.epoch.unwrap_or_else(crate::remote::fresh_epoch);
@@ -357,6 +407,7 @@ impl Kernel {
             journal,
             store: Mutex::new(store),
             sealer,
+            tapped: std::sync::atomic::AtomicBool::new(false),
         });
         Kernel {
             _owner: Arc::new(Owner {
@@ -416,7 +467,7 @@ impl Kernel {
                 let name: Arc<str> = Arc::from(g.as_str());
                 let c = st
                     .caps
-                    .mint(pid, Resource::Device(name.clone()), Right::Open.into());
+                    .mint(pid, Resource::Device(name.clone()), device_rights());
                 devices.push((name, c));
             }
             if let Some(p) = st.procs.get_mut(&pid) {
@@ -726,6 +777,21 @@ impl Kernel {
         self.shared.with(|st| st.random())
     }
 
+    /// Subscribe to the kernel's events and its processes' `log` lines as they happen (the
+    /// seed's `logSink` and `onLog`): a bounded channel of `capacity`. A subscriber that falls
+    /// behind loses events (counted by [`Kernel::sink_drops`]); the kernel never waits for
+    /// one. Dropping the receiver unsubscribes.
+    pub fn subscribe(&self, capacity: usize) -> std::sync::mpsc::Receiver<crate::log::HostEvent> {
+        let rx = self.shared.with(|st| st.log.subscribe(capacity));
+        self.shared.tapped.store(true, Ordering::Relaxed);
+        rx
+    }
+
+    /// Events that subscribers' full channels dropped, over the kernel's life.
+    pub fn sink_drops(&self) -> u64 {
+        self.shared.with(|st| st.log.sink_drops())
+    }
+
     /// Graceful shutdown: terminate every live process with `reason` (pid order), emit a
     /// shutdown event, stop and join the scheduler threads. Idempotent.
     pub fn shutdown(&self, reason: ExitReason) {
@@ -747,9 +813,13 @@ fn shutdown(shared: &Arc<Shared>, reason: ExitReason) {
         st.emit(EventKind::Shutdown { reason });
         st.ready.clear();
         shared.cv.notify_all();
+        let evs = st.log.take_outbox();
+        if !evs.is_empty() {
+            st.deferred.push(Deferred::Persist(evs));
+        }
         std::mem::take(&mut st.deferred)
     });
-    run_deferred(deferred);
+    run_deferred(shared, deferred);
     let threads = std::mem::take(&mut *shared.threads.lock());
     let me = std::thread::current().id();
     for t in threads {
@@ -759,7 +829,13 @@ fn shutdown(shared: &Arc<Shared>, reason: ExitReason) {
     }
     // Futures that a thread was polling at shutdown were deferred by that thread.
     let rest = shared.with(|st| std::mem::take(&mut st.deferred));
-    run_deferred(rest);
+    run_deferred(shared, rest);
+}
+
+/// What a granted device cap holds: `open`, and the `read` and `write` its handles inherit
+/// (attenuate it to hand out a read-only device).
+pub(crate) fn device_rights() -> agentos_abi::Rights {
+    agentos_abi::Rights::of(&[Right::Open, Right::Read, Right::Write])
 }
 
 pub(crate) fn arm_wall(st: &mut State, pid: Pid, acct: AccountId) {
@@ -779,6 +855,8 @@ fn schedule(shared: &Arc<Shared>, until: Option<Pid>, horizon: Option<u64>) -> S
     let was = IN_SCHEDULER.replace(true);
     let mut st = shared.state.lock();
     let mut ticks = 0u32;
+    #[cfg(feature = "lockstat")]
+    let mut held_since: Option<std::time::Instant> = None;
     let stop = loop {
         if st.shutdown {
             break Stop::Shutdown;
@@ -788,9 +866,13 @@ fn schedule(shared: &Arc<Shared>, until: Option<Pid>, horizon: Option<u64>) -> S
                 break Stop::Target;
             }
         }
+        if st.log.has_outbox() {
+            let evs = st.log.take_outbox();
+            st.deferred.push(Deferred::Persist(evs));
+        }
         if !st.deferred.is_empty() {
             let d = std::mem::take(&mut st.deferred);
-            MutexGuard::unlocked(&mut st, || run_deferred(d));
+            MutexGuard::unlocked(&mut st, || run_deferred(shared, d));
             continue;
         }
         if !deterministic {
@@ -815,6 +897,7 @@ fn schedule(shared: &Arc<Shared>, until: Option<Pid>, horizon: Option<u64>) -> S
                     _ => {}
                 }
                 match st.timers.pop_next() {
+                    Some(t) if st.timer_stale(t.kind, t.token) => continue,
                     Some(t) => {
                         st.clock.advance_to(t.fire);
                         st.fire(t.kind, t.token);
@@ -865,10 +948,18 @@ fn schedule(shared: &Arc<Shared>, until: Option<Pid>, horizon: Option<u64>) -> S
             st.notify = false;
             shared.cv.notify_one();
         }
+        #[cfg(feature = "lockstat")]
+        if let Some(t) = held_since.take() {
+            crate::lockstat::record(crate::lockstat::Held::Dispatch, t);
+        }
         let res = MutexGuard::unlocked(&mut st, || {
             let mut cx = Context::from_waker(&waker);
             catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)))
         });
+        #[cfg(feature = "lockstat")]
+        {
+            held_since = Some(std::time::Instant::now());
+        }
         match res {
             Ok(Poll::Pending) => match st.procs.get_mut(&pid) {
                 Some(p) => {
@@ -908,7 +999,7 @@ fn schedule(shared: &Arc<Shared>, until: Option<Pid>, horizon: Option<u64>) -> S
     };
     let d = std::mem::take(&mut st.deferred);
     drop(st);
-    run_deferred(d);
+    run_deferred(shared, d);
     IN_SCHEDULER.set(was);
     stop
 }

@@ -14,7 +14,8 @@
 //! and recallers, behind the `remember`/`recall` syscalls in `memsys`), [`journal`] (record,
 //! replay, recover and the stores), [`durable`] (the host API for journal modes, `inspect`,
 //! snapshot/restore) and [`snapshot`]; then the cluster: [`seal`] (HMAC envelopes, the nonce
-//! guard) and [`remote`] (routes, ingress, remote send, spawn and monitor).
+//! guard), `seam` (the one place the core and the cluster meet: what each asks of the other)
+//! and [`remote`] (routes, ingress, remote send, spawn and monitor).
 //!
 //! **Invariants:**
 //! - the kernel never calls program or driver code while holding its lock (futures, cleanups,
@@ -22,8 +23,14 @@
 //! - a panic inside a process becomes `ExitReason::Fault` and never reaches the kernel;
 //! - pids and cap refs are never reused;
 //! - a capability is the only authority: every privileged syscall passes `CapTable::require`;
-//! - a charge is all-or-nothing up the account chain; quota exhaustion terminates the process
-//!   with `ExitReason::Quota` (kernel-enforced, not left to the program);
+//! - a charge is all-or-nothing up the account chain and across its meters; quota exhaustion
+//!   terminates the process with `ExitReason::Quota` (kernel-enforced, not left to the program);
+//! - a device handle has exactly the `read`/`write` rights of the device cap it was opened
+//!   through and its scope; a derivation never widens rights or scope;
+//! - a selective receive leaves the messages it does not take in order, and its predicate
+//!   (`recv_where`) runs in the process, never under the lock;
+//! - the kernel never waits for an event subscriber (full channels drop and count) and never
+//!   appends to the journal store under its lock;
 //! - in deterministic mode the same program, seed and inputs give the same event trace hash.
 //!
 //! **API boundary:** depends on `agentos-abi` only (plus libraries). Programs see the kernel
@@ -37,11 +44,14 @@ pub mod clock;
 pub mod durable;
 pub mod journal;
 pub mod kernel;
+#[cfg(feature = "lockstat")]
+pub mod lockstat;
 pub mod log;
 pub mod memory;
 mod memsys;
 pub mod remote;
 pub mod seal;
+mod seam;
 pub mod snapshot;
 mod state;
 pub mod syscalls;
@@ -49,6 +59,7 @@ pub mod syscalls;
 pub use durable::RestoreOpts;
 pub use journal::JournalMode;
 pub use kernel::{BootOpts, Kernel, KernelConfig, KernelError, Metrics, Mode, ProcInfo};
+pub use log::{HostEvent, LogLine};
 pub use memory::MemoryConfig;
 pub use remote::{NetConfig, NetStats};
 pub use state::QUANTUM;

@@ -6,9 +6,62 @@
 //! timestamp) into a 64-bit word-wise multiplicative digest, so two runs can be compared for determinism without
 //! keeping their traces.
 
-use agentos_abi::{Event, EventKind, ExitReason, Meter, Pid};
+use agentos_abi::{Event, EventKind, ExitReason, LogLevel, Meter, Pid};
 use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+
+/// A process's `log` line as a host sees it (the seed's `onLog`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogLine {
+    /// Kernel-clock time in ms.
+    pub ts: u64,
+    /// The process that logged it.
+    pub pid: Pid,
+    /// Its level.
+    pub level: LogLevel,
+    /// The text.
+    pub line: Arc<str>,
+}
+
+/// What a subscriber receives (`Kernel::subscribe`): every kernel event as it is emitted (the
+/// seed's `logSink`) and every process `log` line (`onLog`), in emission order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum HostEvent {
+    /// A kernel event.
+    Event(Event),
+    /// A process's log line.
+    Log(LogLine),
+}
+
+/// Where events leave the kernel: subscribers' bounded channels and, in record mode, the
+/// journal store. Allocated on first use, so an untapped kernel pays one branch per event.
+#[derive(Default)]
+struct Taps {
+    sinks: Vec<SyncSender<HostEvent>>,
+    /// Events waiting to be appended to the journal store (outside the kernel lock).
+    outbox: Vec<Event>,
+    persist: bool,
+    /// Events a full subscriber channel could not take.
+    dropped: u64,
+}
+
+impl Taps {
+    fn offer(&mut self, h: impl Fn() -> HostEvent) {
+        let mut dropped = 0;
+        // A dropped receiver unsubscribes.
+        self.sinks.retain(|s| match s.try_send(h()) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                dropped += 1;
+                true
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        });
+        self.dropped += dropped;
+    }
+}
 
 const KINDS: usize = 10;
 
@@ -49,8 +102,9 @@ pub struct EventLog {
     seq: u64,
     by_type: [u64; KINDS],
     exits: FxHashMap<String, u64>,
-    charged: [u64; 7],
+    charged: [u64; 8],
     hash: u64,
+    taps: Option<Box<Taps>>,
 }
 
 const HASH_SEED: u64 = 0xcbf2_9ce4_8422_2325;
@@ -95,8 +149,9 @@ impl EventLog {
             seq: 0,
             by_type: [0; KINDS],
             exits: FxHashMap::default(),
-            charged: [0; 7],
+            charged: [0; 8],
             hash: HASH_SEED,
+            taps: None,
         }
     }
 
@@ -128,12 +183,66 @@ impl EventLog {
         if self.buf.len() == self.cap {
             self.buf.pop_front();
         }
-        self.buf.push_back(Event {
+        let ev = Event {
             seq: self.seq,
             ts,
             kind,
-        });
+        };
+        if let Some(t) = self.taps.as_deref_mut() {
+            if t.persist {
+                t.outbox.push(ev.clone());
+            }
+            if !t.sinks.is_empty() {
+                t.offer(|| HostEvent::Event(ev.clone()));
+            }
+        }
+        self.buf.push_back(ev);
         self.seq += 1;
+    }
+
+    /// A new subscriber: a bounded channel of `capacity` events. When it is full, events for
+    /// it are dropped and counted ([`EventLog::sink_drops`]); the kernel never waits for a
+    /// subscriber. Dropping the receiver unsubscribes.
+    pub fn subscribe(&mut self, capacity: usize) -> Receiver<HostEvent> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(capacity.max(1));
+        self.taps.get_or_insert_with(Box::default).sinks.push(tx);
+        rx
+    }
+
+    /// Whether anyone listens for log lines.
+    pub fn has_sinks(&self) -> bool {
+        self.taps.as_ref().is_some_and(|t| !t.sinks.is_empty())
+    }
+
+    /// Offer a process's log line to the subscribers.
+    pub fn log_line(&mut self, line: LogLine) {
+        if let Some(t) = self.taps.as_deref_mut() {
+            t.offer(|| HostEvent::Log(line.clone()));
+        }
+    }
+
+    /// Keep every event from now on for the journal store (record mode).
+    pub fn persist(&mut self) {
+        self.taps.get_or_insert_with(Box::default).persist = true;
+    }
+
+    /// Whether events wait to be appended to the store.
+    #[inline]
+    pub fn has_outbox(&self) -> bool {
+        self.taps.as_ref().is_some_and(|t| !t.outbox.is_empty())
+    }
+
+    /// Take the events waiting for the store.
+    pub fn take_outbox(&mut self) -> Vec<Event> {
+        self.taps
+            .as_deref_mut()
+            .map(|t| std::mem::take(&mut t.outbox))
+            .unwrap_or_default()
+    }
+
+    /// Events a full subscriber channel had to drop, over the kernel's life.
+    pub fn sink_drops(&self) -> u64 {
+        self.taps.as_ref().map_or(0, |t| t.dropped)
     }
 
     /// The last `n` events, oldest first.
@@ -172,6 +281,7 @@ impl EventLog {
             Meter::WallMs,
             Meter::Mem,
             Meter::Mailbox,
+            Meter::Cpu,
         ];
         LogStats {
             by_type: KIND_NAMES.iter().copied().zip(self.by_type).collect(),

@@ -12,20 +12,25 @@
 //! Erlang, when a peer is lost ([`Kernel::peer_down`]) every monitor of a process there and
 //! every pending `spawn_remote` to it resolves with `noconnection`.
 //!
+//! The core is reached only through `seam` (its `Core` trait: clocks, liveness, delivery,
+//! events, minting, timers, booting a requested process), and the core reaches this module's
+//! state only through the `Cluster` trait it holds it by: `NetState` is this module's alone.
+//!
 //! **Invariant:** the kernel lock is never held while sealing user bodies or calling a
 //! transport; egress produced under the lock (downs from a dying process) is deferred.
 
-use crate::kernel::{arm_wall, BootOpts, Kernel, KernelError};
+use crate::kernel::{BootOpts, Kernel, KernelError};
 use crate::seal::{IngressError, NonceGuard, Opened, Sealer};
-use crate::state::{Pcb, State};
+use crate::seam::{Cluster, Core, RemoteBoot, RemoteSend};
+use crate::state::State;
 use crate::syscalls::{maybe_yield, Sys};
 use crate::KImage;
 use agentos_abi::wire::{
     Addr, Egress, EgressError, GatewaySeal, GatewaySealError, WireBody, GATEWAY_BODY_TAG,
 };
 use agentos_abi::{
-    Body, CapRef, EventKind, ExitReason, Message, NodeId, Pid, Resource, Right, Rights, SysError,
-    SysMsg, Value,
+    Body, CapRef, EventKind, ExitReason, Message, MonitorRef, NodeId, Pid, Resource, Rights,
+    SysError, SysMsg, Value,
 };
 use bytes::Bytes;
 use rustc_hash::FxHashMap;
@@ -117,7 +122,7 @@ pub(crate) struct NetState {
     /// Local target → (node, watcher) of remote monitors.
     remote_monitors: FxHashMap<Pid, Vec<(NodeId, Pid)>>,
     /// Peer → (local watcher, remote target): who gets a `noconnection` if the peer is lost.
-    watches: FxHashMap<NodeId, Vec<(Pid, Pid)>>,
+    watches: FxHashMap<NodeId, Vec<(Pid, Pid, MonitorRef)>>,
     pending_spawns: FxHashMap<u64, PendingSpawn>,
     nonces: NonceGuard,
     pub stats: NetStats,
@@ -166,30 +171,29 @@ enum MsgRef<'a> {
     },
 }
 
-impl State {
-    /// The clock envelopes are stamped with: the virtual clock in deterministic mode, Unix
-    /// time in ms otherwise (so nodes started at different times agree).
-    pub(crate) fn wire_now(&self) -> u64 {
-        if self.clock.is_virtual() {
-            self.now()
-        } else {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64)
-        }
-    }
+/// The cluster's state behind the seam, for the cluster's own code.
+fn netst(slot: &mut Option<Box<dyn Cluster>>) -> Option<&mut NetState> {
+    slot.as_deref_mut()?.as_any_mut().downcast_mut::<NetState>()
+}
 
-    /// A process died: tell its remote monitors (sealed here, sent after the lock).
-    pub(crate) fn remote_downs(&mut self, pid: Pid, reason: &ExitReason) {
-        let now = self.wire_now();
-        let Some(net) = self.net.as_mut() else {
-            return;
+/// [`netst`], shared.
+fn netst_ref(slot: &Option<Box<dyn Cluster>>) -> Option<&NetState> {
+    slot.as_deref()?.as_any().downcast_ref::<NetState>()
+}
+
+impl Cluster for NetState {
+    fn process_died(
+        &mut self,
+        pid: Pid,
+        reason: &ExitReason,
+        wire_now: u64,
+    ) -> Vec<(Arc<dyn Egress>, Bytes)> {
+        let Some(ws) = self.remote_monitors.remove(&pid) else {
+            return Vec::new();
         };
-        let Some(ws) = net.remote_monitors.remove(&pid) else {
-            return;
-        };
+        let mut out = Vec::new();
         for (node, watcher) in ws {
-            let Some(e) = net.peers.get(&node).cloned() else {
+            let Some(e) = self.peers.get(&node).cloned() else {
                 continue;
             };
             let to = Addr { node, pid: watcher };
@@ -197,41 +201,41 @@ impl State {
                 pid,
                 reason: reason.clone(),
             };
-            if let Ok(b) = net.sealer.seal(&to, now, &down) {
-                self.deferred.push(crate::state::Deferred::Egress(e, b));
+            if let Ok(b) = self.sealer.seal(&to, wire_now, &down) {
+                out.push((e, b));
             }
         }
+        out
     }
 
-    /// A pending `spawn_remote` timed out.
-    pub(crate) fn spawn_timeout(&mut self, corr: u64) {
-        let Some(net) = self.net.as_mut() else {
-            return;
-        };
-        let ms = net.spawn_timeout_ms;
-        let waiter = net.pending_spawns.get(&corr).map(|p| p.waiter);
-        if waiter.is_some_and(|w| !self.procs.contains_key(&w)) {
+    fn spawn_timed_out(&mut self, corr: u64, alive: &dyn Fn(Pid) -> bool) -> Option<Pid> {
+        let ms = self.spawn_timeout_ms;
+        let p = self.pending_spawns.get_mut(&corr)?;
+        if !alive(p.waiter) {
             // The waiter died: nobody will collect the answer.
-            if let Some(net) = self.net.as_mut() {
-                net.pending_spawns.remove(&corr);
-            }
-            return;
+            self.pending_spawns.remove(&corr);
+            return None;
         }
-        let Some(net) = self.net.as_mut() else {
-            return;
-        };
-        if let Some(p) = net.pending_spawns.get_mut(&corr) {
-            if p.result.is_none() {
-                p.result = Some(Err(format!(
-                    "no answer from node \"{}\" in {ms} ms",
-                    p.node
-                )));
-                let w = p.waiter;
-                self.wake(w);
-            }
+        if p.result.is_some() {
+            return None;
         }
+        p.result = Some(Err(format!(
+            "no answer from node \"{}\" in {ms} ms",
+            p.node
+        )));
+        Some(p.waiter)
     }
 
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+impl State {
     /// The checks every verified envelope passes before anything acts on it (kernel ingress
     /// and the secure gateway alike): addressed to node `me`, fresh on the wire clock, nonce
     /// never seen. A failure is dropped with a counter and a fault event. Returns the wire
@@ -241,7 +245,7 @@ impl State {
             return Err(self.drop_envelope(IngressError::Misaddressed(o.to_node.to_owned())));
         }
         let now = self.wire_now();
-        let Some(net) = self.net.as_mut() else {
+        let Some(net) = netst(&mut self.net) else {
             return Err(IngressError::NotConfigured);
         };
         if now.abs_diff(o.ts) > net.fresh_ms {
@@ -255,7 +259,7 @@ impl State {
 
     /// Record a dropped envelope: a counter and a fault event.
     fn drop_envelope(&mut self, e: IngressError) -> IngressError {
-        if let Some(net) = self.net.as_mut() {
+        if let Some(net) = netst(&mut self.net) {
             let s = &mut net.stats;
             match &e {
                 IngressError::Malformed(_) => s.malformed += 1,
@@ -267,22 +271,25 @@ impl State {
                 IngressError::NotConfigured => {}
             }
         }
-        self.emit(EventKind::Fault {
-            pid: Pid::KERNEL,
-            error: e.to_string(),
-        });
+        Core::emit(
+            self,
+            EventKind::Fault {
+                pid: Pid::KERNEL,
+                error: e.to_string(),
+            },
+        );
         e
     }
 
     /// Deliver to a local process from the wire: never blocks (a full mailbox drops).
     fn deliver_wire(&mut self, to: Pid, msg: Message) -> Result<(), IngressError> {
-        match self.procs.get(&to) {
+        match self.mailbox_full(to) {
             None => Err(IngressError::Undeliverable(format!("no process {to}"))),
-            Some(p) if p.max_mailbox.is_some_and(|l| p.mailbox.len() >= l as usize) => Err(
-                IngressError::Undeliverable(format!("mailbox of {to} is full")),
-            ),
-            Some(_) => {
-                self.deliver(to, msg);
+            Some(true) => Err(IngressError::Undeliverable(format!(
+                "mailbox of {to} is full"
+            ))),
+            Some(false) => {
+                Core::deliver(self, to, msg);
                 Ok(())
             }
         }
@@ -306,7 +313,7 @@ impl Kernel {
 
     /// Route envelopes for `node` to `egress` (replacing any earlier route).
     pub fn connect(&self, node: NodeId, egress: Arc<dyn Egress>) -> Result<(), KernelError> {
-        self.shared.with(|st| match st.net.as_mut() {
+        self.shared.with(|st| match netst(&mut st.net) {
             Some(net) => {
                 net.peers.insert(node, egress);
                 Ok(())
@@ -318,7 +325,7 @@ impl Kernel {
     /// Drop the route to `node`, then resolve everything waiting on it as lost.
     pub fn disconnect(&self, node: &NodeId) {
         self.shared.with(|st| {
-            if let Some(net) = st.net.as_mut() {
+            if let Some(net) = netst(&mut st.net) {
                 net.peers.remove(node);
             }
         });
@@ -331,7 +338,7 @@ impl Kernel {
     /// a transport that reconnects carries traffic again.
     pub fn peer_down(&self, node: &NodeId) {
         self.shared.with(|st| {
-            let Some(net) = st.net.as_mut() else {
+            let Some(net) = netst(&mut st.net) else {
                 return;
             };
             net.stats.peers_lost += 1;
@@ -347,22 +354,27 @@ impl Kernel {
                 ws.retain(|(n, _)| n != node);
             }
             net.remote_monitors.retain(|_, ws| !ws.is_empty());
-            st.emit(EventKind::Fault {
-                pid: Pid::KERNEL,
-                error: format!("net: lost the connection to node \"{node}\""),
-            });
-            for (watcher, target) in watches {
+            Core::emit(
+                st,
+                EventKind::Fault {
+                    pid: Pid::KERNEL,
+                    error: format!("net: lost the connection to node \"{node}\""),
+                },
+            );
+            for (watcher, target, r) in watches {
                 let down = SysMsg::RemoteDown {
                     node: node.clone(),
                     pid: target,
                     reason: ExitReason::NoConnection,
                 };
-                if st.procs.contains_key(&watcher) {
-                    st.deliver(watcher, Message::new(Pid::KERNEL, Body::Sys(down)));
+                if st.alive(watcher) {
+                    let mut m = Message::new(Pid::KERNEL, Body::Sys(down));
+                    m.corr = Some(r.0);
+                    Core::deliver(st, watcher, m);
                 }
             }
             for w in woken {
-                st.wake(w);
+                Core::wake(st, w);
             }
         });
     }
@@ -382,7 +394,7 @@ impl Kernel {
                     return Err(KernelError::NoDriver(g.clone()));
                 }
             }
-            match st.net.as_mut() {
+            match netst(&mut st.net) {
                 Some(net) => {
                     net.images.insert(Arc::from(name), (image, opts));
                     Ok(())
@@ -397,7 +409,7 @@ impl Kernel {
     /// Counters of the network layer (zero without a network configuration).
     pub fn net_stats(&self) -> NetStats {
         self.shared
-            .with(|st| st.net.as_ref().map(|n| n.stats).unwrap_or_default())
+            .with(|st| netst_ref(&st.net).map(|n| n.stats).unwrap_or_default())
     }
 
     /// Seal an envelope as this node would (for transports' tests and tools; processes send
@@ -436,7 +448,7 @@ impl Kernel {
             };
             let now = st.admit_envelope(&sealer.node().0, &o)?;
             let to_pid = o.to_pid;
-            let Some(net) = st.net.as_mut() else {
+            let Some(net) = netst(&mut st.net) else {
                 return Err(IngressError::NotConfigured);
             };
             let from = o.from;
@@ -457,17 +469,24 @@ impl Kernel {
                     ),
                 },
                 (false, WireBody::Down { pid, reason }) => {
-                    if let Some(ws) = net.watches.get_mut(from) {
-                        if let Some(i) = ws.iter().position(|w| *w == (to_pid, pid)) {
-                            ws.swap_remove(i);
+                    // A down nobody watches any more (demonitored) is dropped.
+                    let watch = net.watches.get_mut(from).and_then(|ws| {
+                        let i = ws.iter().position(|w| (w.0, w.1) == (to_pid, pid))?;
+                        Some(ws.swap_remove(i).2)
+                    });
+                    match watch {
+                        None => Ok(()),
+                        Some(r) => {
+                            let down = SysMsg::RemoteDown {
+                                node: NodeId::from(from),
+                                pid,
+                                reason,
+                            };
+                            let mut m = Message::new(Pid::KERNEL, Body::Sys(down));
+                            m.corr = Some(r.0);
+                            st.deliver_wire(to_pid, m)
                         }
                     }
-                    let down = SysMsg::RemoteDown {
-                        node: NodeId::from(from),
-                        pid,
-                        reason,
-                    };
-                    st.deliver_wire(to_pid, Message::new(Pid::KERNEL, Body::Sys(down)))
                 }
                 (
                     true,
@@ -492,7 +511,7 @@ impl Kernel {
                         Some(p) if &*p.node.0 == from && p.result.is_none() => {
                             p.result = Some(result);
                             let w = p.waiter;
-                            st.wake(w);
+                            Core::wake(st, w);
                             Ok(())
                         }
                         _ => Err(IngressError::Undeliverable(format!(
@@ -501,9 +520,9 @@ impl Kernel {
                     }
                 }
                 (true, WireBody::MonReq { watcher, target }) => {
-                    let alive = st.procs.contains_key(&target);
-                    let reason = st.reaped_reason(target);
-                    let Some(net) = st.net.as_mut() else {
+                    let alive = st.alive(target);
+                    let reason = st.exit_reason(target);
+                    let Some(net) = netst(&mut st.net) else {
                         return Err(IngressError::NotConfigured);
                     };
                     if alive {
@@ -536,7 +555,7 @@ impl Kernel {
             };
             match r {
                 Ok(()) => {
-                    if let Some(net) = st.net.as_mut() {
+                    if let Some(net) = netst(&mut st.net) {
                         net.stats.accepted += 1;
                     }
                     Ok(())
@@ -560,7 +579,7 @@ impl Kernel {
         }
         if refused > 0 {
             self.shared.with(|st| {
-                if let Some(net) = st.net.as_mut() {
+                if let Some(net) = netst(&mut st.net) {
                     net.stats.egress_refused += refused;
                 }
             });
@@ -571,7 +590,7 @@ impl Kernel {
     fn host_remote(&self, h: HostRequest, egress: &mut Vec<(Arc<dyn Egress>, Bytes)>) {
         let shared = &self.shared;
         let entry = shared.with(|st| {
-            let net = st.net.as_ref()?;
+            let net = netst_ref(&st.net)?;
             let route = net.peers.get(&h.from).cloned();
             let image = net.images.get(h.name.as_str()).cloned();
             Some((route, image, net.sealer.clone(), st.wire_now()))
@@ -585,53 +604,18 @@ impl Kernel {
                 let pid = Pid(shared.next_pid.fetch_add(1, Ordering::Relaxed));
                 let fut = image.start(Sys::new(shared.clone(), pid), h.args.clone());
                 let started = shared.with(|st| {
-                    if st.shutdown {
+                    if st.shutting_down() {
                         return false;
                     }
-                    let now = st.now();
-                    let acct = st.accounts.root(&opts.quota, now);
-                    let mut pcb = Pcb::new(image.name().clone(), st.init, acct);
-                    pcb.fut = Some(fut);
-                    pcb.max_mailbox = opts.quota.max_mailbox;
-                    if h.args != Value::Unit {
-                        pcb.ext().args = h.args;
-                    }
-                    st.procs.insert(pid, Box::new(pcb));
-                    let spawn = st.caps.mint(pid, Resource::Spawn, Right::Spawn.into());
-                    let mut devices = Vec::new();
-                    for g in &opts.grant {
-                        let name: Arc<str> = Arc::from(g.as_str());
-                        let c =
-                            st.caps
-                                .mint(pid, Resource::Device(name.clone()), Right::Open.into());
-                        devices.push((name, c));
-                    }
-                    let reply = st.caps.mint(
-                        pid,
-                        Resource::Remote {
-                            node: h.from.clone(),
-                            pid: h.reply,
-                        },
-                        Right::Send.into(),
-                    );
-                    if let Some(p) = st.procs.get_mut(&pid) {
-                        p.spawn_hint = Some(spawn);
-                        p.mailbox.push_back(Message::new(
-                            pid,
-                            Body::Sys(SysMsg::Boot {
-                                spawn,
-                                devices,
-                                reply: Some(reply),
-                            }),
-                        ));
-                    }
-                    st.emit(EventKind::Spawn {
-                        pid,
-                        parent: st.init,
+                    let boot = RemoteBoot {
                         name: image.name().clone(),
-                    });
-                    arm_wall(st, pid, acct);
-                    st.wake(pid);
+                        fut,
+                        args: h.args,
+                        quota: opts.quota,
+                        grant: opts.grant.clone(),
+                        reply: (h.from.clone(), h.reply),
+                    };
+                    st.boot_remote(pid, boot);
                     true
                 });
                 if started {
@@ -658,20 +642,7 @@ impl Kernel {
     }
 }
 
-/// Where a process-targeting cap points.
-pub(crate) enum Target {
-    Local(Pid),
-    Remote(NodeId, Pid),
-}
-
-/// A remote send prepared under the lock, finished outside it.
-pub(crate) struct RemoteSend {
-    pub egress: Arc<dyn Egress>,
-    pub to: Addr,
-    pub ts: u64,
-    pub corr: Option<u64>,
-}
-
+/// The remote syscalls: send, monitor, dial and spawn on a peer.
 impl Sys {
     /// Under the lock: everything a remote send needs, or why it cannot happen.
     pub(crate) fn prepare_remote_send(
@@ -702,7 +673,7 @@ impl Sys {
             _ => {}
         }
         let ts = st.wire_now();
-        let Some(net) = st.net.as_ref() else {
+        let Some(net) = netst_ref(&st.net) else {
             return Err(SysError::Unsupported(
                 "this kernel has no network configuration".into(),
             ));
@@ -745,7 +716,7 @@ impl Sys {
             Ok(()) => Ok(()),
             Err(e) => {
                 self.shared.with(|st| {
-                    if let Some(net) = st.net.as_mut() {
+                    if let Some(net) = netst(&mut st.net) {
                         net.stats.egress_refused += 1;
                     }
                 });
@@ -763,16 +734,21 @@ impl Sys {
 
     /// `monitor` of a remote process: ask the peer; if it cannot be asked, the down arrives
     /// at once with `NoConnection` (Erlang's semantics for an unreachable node).
-    pub(crate) async fn remote_monitor(&self, node: NodeId, target: Pid) -> Result<(), SysError> {
+    pub(crate) async fn remote_monitor(
+        &self,
+        node: NodeId,
+        target: Pid,
+    ) -> Result<MonitorRef, SysError> {
         let me = self.pid;
+        let mref = self.shared.with(Core::mint_mref);
         let prepared = self.shared.with(|st| {
             let ts = st.wire_now();
-            let y = st.tick(me, 1);
-            let net = st.net.as_mut()?;
+            let y = Core::tick(st, me, 1);
+            let net = netst(&mut st.net)?;
             net.watches
                 .entry(node.clone())
                 .or_default()
-                .push((me, target));
+                .push((me, target, mref));
             Some((net.peers.get(&node).cloned(), net.sealer.clone(), ts, y))
         });
         let sent = match &prepared {
@@ -794,8 +770,8 @@ impl Sys {
         };
         if !sent {
             self.shared.with(|st| {
-                if let Some(ws) = st.net.as_mut().and_then(|n| n.watches.get_mut(&node)) {
-                    if let Some(i) = ws.iter().position(|w| *w == (me, target)) {
+                if let Some(ws) = netst(&mut st.net).and_then(|n| n.watches.get_mut(&node)) {
+                    if let Some(i) = ws.iter().position(|w| w.2 == mref) {
                         ws.swap_remove(i);
                     }
                 }
@@ -804,22 +780,40 @@ impl Sys {
                     pid: target,
                     reason: ExitReason::NoConnection,
                 };
-                st.deliver(me, Message::new(Pid::KERNEL, Body::Sys(down)));
+                let mut m = Message::new(Pid::KERNEL, Body::Sys(down));
+                m.corr = Some(mref.0);
+                Core::deliver(st, me, m);
             });
         }
         if let Some((_, _, _, y)) = prepared {
             maybe_yield(y).await;
         }
-        Ok(())
+        Ok(mref)
+    }
+
+    /// Stop watching a remote process: its down, when the peer sends it, is dropped. (The peer
+    /// is not told; its monitor fires once into nothing.) True if the watch was live.
+    pub(crate) fn remote_demonitor(&self, st: &mut State, mref: MonitorRef) -> bool {
+        let me = self.pid;
+        let Some(net) = netst(&mut st.net) else {
+            return false;
+        };
+        for ws in net.watches.values_mut() {
+            if let Some(i) = ws.iter().position(|w| w.2 == mref && w.0 == me) {
+                ws.swap_remove(i);
+                return true;
+            }
+        }
+        false
     }
 
     pub(crate) fn do_dial(&self, node: &NodeId, pid: Pid) -> Result<CapRef, SysError> {
         let me = self.pid;
         self.shared.with(|st| {
-            if !st.procs.contains_key(&me) {
+            if !st.alive(me) {
                 return Err(SysError::NoSuchProcess);
             }
-            Ok(st.caps.mint(
+            Ok(st.mint(
                 me,
                 Resource::Remote {
                     node: node.clone(),
@@ -844,10 +838,8 @@ impl Sys {
         };
         let (egress, corr, ts) = self.shared.with(|st| {
             let ts = st.wire_now();
-            let now = st.now();
-            let net = st
-                .net
-                .as_mut()
+            let now = Core::now(st);
+            let net = netst(&mut st.net)
                 .ok_or_else(|| SysError::Unsupported("no network configuration".into()))?;
             let egress = net
                 .peers
@@ -865,11 +857,7 @@ impl Sys {
                 },
             );
             let at = now.saturating_add(net.spawn_timeout_ms);
-            st.timers
-                .arm(at, crate::clock::TimerKind::SpawnTimeout(corr));
-            if st.idle_threads > 0 {
-                st.notify = true;
-            }
+            st.arm_spawn_timeout(at, corr);
             Ok::<_, SysError>((egress, corr, ts))
         })?;
         let req = WireBody::SpawnReq {
@@ -888,7 +876,7 @@ impl Sys {
         };
         if let Err(e) = sent {
             self.shared.with(|st| {
-                if let Some(net) = st.net.as_mut() {
+                if let Some(net) = netst(&mut st.net) {
                     net.pending_spawns.remove(&corr);
                 }
             });
@@ -898,10 +886,10 @@ impl Sys {
         }
         let r: Result<(CapRef, bool), String> = poll_fn(|_| {
             self.shared.with(|st| {
-                if !st.procs.contains_key(&me) {
+                if !st.alive(me) {
                     return Poll::Pending;
                 }
-                let done = match st.net.as_mut() {
+                let done = match netst(&mut st.net) {
                     Some(net) => match net.pending_spawns.get_mut(&corr).map(|p| p.result.take()) {
                         Some(Some(r)) => {
                             net.pending_spawns.remove(&corr);
@@ -913,7 +901,7 @@ impl Sys {
                     None => Err("network state gone".into()),
                 };
                 Poll::Ready(done.map(|pid| {
-                    let cap = st.caps.mint(
+                    let cap = st.mint(
                         me,
                         Resource::Remote {
                             node: node.clone(),
@@ -921,7 +909,7 @@ impl Sys {
                         },
                         Rights::SEND_MONITOR,
                     );
-                    (cap, st.tick(me, 5))
+                    (cap, Core::tick(st, me, 5))
                 }))
             })
         })

@@ -12,7 +12,8 @@ use crate::clock::{Clock, TimerKind, Timers};
 use crate::log::EventLog;
 use agentos_abi::driver::DriverHandle;
 use agentos_abi::{
-    Body, CapRef, Cleanup, Driver, EventKind, ExitReason, Message, Meter, Pid, ProcFuture, SysMsg,
+    Body, CapRef, Cleanup, Driver, EventKind, ExitReason, Message, Meter, MonitorRef, Pid,
+    ProcFuture, SysMsg,
 };
 use rustc_hash::FxHashMap;
 use std::cell::Cell;
@@ -49,8 +50,8 @@ pub(crate) enum IoHandle {
     /// Opened: I/O goes to the driver.
     Open(Arc<dyn DriverHandle>),
     /// Replay and recover: the driver is opened only when an op must run live (replay never
-    /// opens it at all).
-    Lazy(Arc<dyn Driver>),
+    /// opens it at all), with the rights and scope the handle was minted with.
+    Lazy(Arc<dyn Driver>, Arc<agentos_abi::OpenCtx>),
 }
 
 /// The parts of a PCB most processes never touch: links, monitors, waiters, handles,
@@ -60,7 +61,19 @@ pub(crate) struct PcbExt {
     /// Senders parked on this process's full mailbox, FIFO.
     pub send_waiters: VecDeque<Pid>,
     pub links: Vec<Pid>,
-    pub monitors: Vec<Pid>,
+    /// Who monitors this process, each with its monitor reference.
+    pub monitors: Vec<(Pid, MonitorRef)>,
+    /// The token of the timer that ends this process's current timed park (a receive or an
+    /// `await_start` with a deadline); a fired timer with another token is stale.
+    pub park_timer: u64,
+    /// Caps the spawner handed over by name.
+    pub grants: Vec<(Arc<str>, CapRef)>,
+    /// The value this process acknowledged its start with (`init_ack`), once it has.
+    pub acked: Option<agentos_abi::Value>,
+    /// Processes parked in `await_start` on this one.
+    pub start_waiters: Vec<Pid>,
+    /// Answers delivered to this process's pending `await_start`s.
+    pub start_results: Vec<(Pid, agentos_abi::Started)>,
     /// Processes parked in `waitpid` on this one.
     pub exit_waiters: Vec<Pid>,
     /// Exit reasons delivered to this process's pending `waitpid`s.
@@ -149,6 +162,8 @@ pub(crate) enum Deferred {
     DropMailbox(VecDeque<Message>),
     /// An envelope for a peer (remote downs), handed to its transport after the lock.
     Egress(Arc<dyn agentos_abi::wire::Egress>, bytes::Bytes),
+    /// Kernel events for the journal store (record mode), appended after the lock.
+    Persist(Vec<agentos_abi::Event>),
 }
 
 /// The kernel state behind the lock.
@@ -176,8 +191,13 @@ pub(crate) struct State {
     pub io_inflight: usize,
     pub rng: u64,
     pub quantum: i32,
-    /// Cluster state: routes, remote monitors, pending remote spawns, the nonce guard.
-    pub net: Option<Box<crate::remote::NetState>>,
+    /// Cluster state (routes, remote monitors, pending remote spawns, the nonce guard),
+    /// behind the seam: the core does not know its type.
+    pub net: Option<Box<dyn crate::seam::Cluster>>,
+    /// Live local monitors: reference → (watcher, target).
+    pub mrefs: FxHashMap<MonitorRef, (Pid, Pid)>,
+    /// The next monitor reference (never reused).
+    pub next_mref: u64,
 }
 
 impl State {
@@ -348,6 +368,11 @@ impl State {
     pub fn fire(&mut self, kind: TimerKind, token: u64) {
         match kind {
             TimerKind::Wake(pid) => self.wake(pid),
+            TimerKind::Park(pid) => {
+                if self.park_live(pid, token) {
+                    self.wake(pid)
+                }
+            }
             TimerKind::Deadline(pid) => {
                 if self
                     .procs
@@ -357,7 +382,16 @@ impl State {
                     self.terminate(pid, ExitReason::Deadline);
                 }
             }
-            TimerKind::SpawnTimeout(corr) => self.spawn_timeout(corr),
+            TimerKind::SpawnTimeout(corr) => {
+                let procs = &self.procs;
+                let waiter = self
+                    .net
+                    .as_mut()
+                    .and_then(|n| n.spawn_timed_out(corr, &|p| procs.contains_key(&p)));
+                if let Some(w) = waiter {
+                    self.wake(w);
+                }
+            }
             TimerKind::Wall(pid) => {
                 if self.procs.contains_key(&pid) {
                     self.terminate(
@@ -369,6 +403,71 @@ impl State {
                 }
             }
         }
+    }
+
+    /// Arm the timer that ends `pid`'s current timed park at `at` (replacing any earlier one).
+    pub fn arm_park(&mut self, pid: Pid, at: u64) {
+        let token = self.timers.arm(at, TimerKind::Park(pid));
+        if let Some(p) = self.procs.get_mut(&pid) {
+            p.ext().park_timer = token;
+        }
+        if self.idle_threads > 0 {
+            self.notify = true;
+        }
+    }
+
+    /// The timed park is over (answered or timed out): its timer, if still pending, is stale.
+    pub fn disarm_park(&mut self, pid: Pid) {
+        if let Some(x) = self.procs.get_mut(&pid).and_then(|p| p.x.as_mut()) {
+            x.park_timer = 0;
+        }
+    }
+
+    /// Whether a `Park` timer with `token` still ends a park of `pid`.
+    pub fn park_live(&self, pid: Pid, token: u64) -> bool {
+        self.procs
+            .get(&pid)
+            .and_then(|p| p.x.as_ref())
+            .is_some_and(|x| x.park_timer == token)
+    }
+
+    /// Whether a timer would do nothing if fired (a stale park): the idle scheduler drops it
+    /// without moving the virtual clock, so an answered receive leaves no trace in time.
+    pub fn timer_stale(&self, kind: TimerKind, token: u64) -> bool {
+        matches!(kind, TimerKind::Park(pid) if !self.park_live(pid, token))
+    }
+
+    /// Take message `i` of `me`'s mailbox as a receive: release senders parked on a full
+    /// mailbox once it has drained to half, emit `recv`. The caller ticks.
+    pub fn take_msg(&mut self, me: Pid, i: usize) -> Option<Message> {
+        let p = self.procs.get_mut(&me)?;
+        let m = if i == 0 {
+            p.mailbox.pop_front()?
+        } else {
+            p.mailbox.remove(i)?
+        };
+        // Senders parked on a full mailbox wake in a batch once it has drained to half
+        // (hysteresis): each then sends a run of messages instead of one message per park/wake
+        // round trip, which is what a fan-in under backpressure spends its time on otherwise.
+        // FIFO order among them is kept.
+        let low_water = p.max_mailbox.map_or(usize::MAX, |l| l as usize / 2);
+        if p.mailbox.len() <= low_water {
+            if let Some(x) = p.x.as_mut().filter(|x| !x.send_waiters.is_empty()) {
+                let mut waiters = std::mem::take(&mut x.send_waiters);
+                for w in waiters.drain(..) {
+                    if let Some(wp) = self.procs.get_mut(&w) {
+                        wp.blocked_on = None;
+                    }
+                    self.wake(w);
+                }
+                // Keep the queue's allocation for the next time.
+                if let Some(x) = self.procs.get_mut(&me).and_then(|p| p.x.as_mut()) {
+                    x.send_waiters = waiters;
+                }
+            }
+        }
+        self.emit(EventKind::Recv { pid: me });
+        Some(m)
     }
 
     /// Fire every timer due at the current time. Returns how many fired.
@@ -388,23 +487,28 @@ impl State {
         let Some(acct) = self.procs.get(&pid).map(|p| p.account) else {
             return Ok(());
         };
-        for (meter, n) in [
+        let charges = [
             (Meter::Tokens, cost.tokens),
             (Meter::ToolCalls, cost.tool_calls),
             (Meter::Usd, cost.usd_micros),
-        ] {
-            if n == 0 {
-                continue;
+            // The reductions a driver reports (the wasm device's fuel) are CPU spent on the
+            // caller's behalf; the default of one per op is scheduling only.
+            (Meter::Cpu, cost.reductions as u64),
+        ];
+        // All or nothing across the meters too: a cost that exceeds one meter charges none.
+        if let Err(m) = self.accounts.charge_all(acct, &charges) {
+            let n = charges.iter().find(|(mm, _)| *mm == m).map_or(0, |c| c.1);
+            self.emit(EventKind::Fault {
+                pid,
+                error: format!("quota exceeded: {} (charge of {n} refused)", m.name()),
+            });
+            self.terminate(pid, ExitReason::Quota { resource: m });
+            return Err(m);
+        }
+        for (meter, n) in charges {
+            if n > 0 {
+                self.emit(EventKind::Charge { pid, meter, n });
             }
-            if let Err(m) = self.accounts.charge(acct, meter, n) {
-                self.emit(EventKind::Fault {
-                    pid,
-                    error: format!("quota exceeded: {} (charge of {n} refused)", m.name()),
-                });
-                self.terminate(pid, ExitReason::Quota { resource: m });
-                return Err(m);
-            }
-            self.emit(EventKind::Charge { pid, meter, n });
         }
         Ok(())
     }
@@ -450,21 +554,13 @@ impl State {
                 error: error.clone(),
             });
         }
-        // Links and monitors each get one down (a process both linked and monitoring gets one).
-        let mut watchers = std::mem::take(&mut x.links);
-        let linked = watchers.len();
-        for m in x.monitors.drain(..) {
-            if !watchers.contains(&m) {
-                watchers.push(m);
-            }
-        }
-        for (i, w) in watchers.into_iter().enumerate() {
-            if i < linked {
-                if let Some(wp) = self.procs.get_mut(&w) {
-                    if let Some(wx) = wp.x.as_mut() {
-                        wx.links.retain(|l| *l != pid);
-                    }
-                }
+        // Each link gets a down (no correlation id), and each monitor its own down carrying its
+        // reference as the correlation id (Erlang's semantics: a reference names one monitor,
+        // so `demonitor` can stop or flush exactly it, and a request/reply that monitors its
+        // server for one call never takes a down meant for someone else).
+        for w in x.links.drain(..) {
+            if let Some(wx) = self.procs.get_mut(&w).and_then(|wp| wp.x.as_mut()) {
+                wx.links.retain(|l| *l != pid);
             }
             if self.procs.contains_key(&w) {
                 let down = SysMsg::Down {
@@ -474,7 +570,35 @@ impl State {
                 self.deliver(w, Message::new(pid, Body::Sys(down)));
             }
         }
-        self.remote_downs(pid, &reason);
+        for (w, r) in x.monitors.drain(..) {
+            self.mrefs.remove(&r);
+            if self.procs.contains_key(&w) {
+                let down = SysMsg::Down {
+                    pid,
+                    reason: reason.clone(),
+                };
+                let mut m = Message::new(pid, Body::Sys(down));
+                m.corr = Some(r.0);
+                self.deliver(w, m);
+            }
+        }
+        for w in x.start_waiters.drain(..) {
+            if let Some(wp) = self.procs.get_mut(&w) {
+                wp.ext()
+                    .start_results
+                    .push((pid, agentos_abi::Started::Exited(reason.clone())));
+            }
+            self.wake(w);
+        }
+        if self.net.is_some() {
+            // Its remote monitors get downs, sealed now and sent after the lock.
+            let now = crate::seam::Core::wire_now(self);
+            if let Some(n) = self.net.as_mut() {
+                for (e, b) in n.process_died(pid, &reason, now) {
+                    self.deferred.push(Deferred::Egress(e, b));
+                }
+            }
+        }
         for w in x.send_waiters.drain(..) {
             if let Some(wp) = self.procs.get_mut(&w) {
                 wp.blocked_on = None;
@@ -522,6 +646,17 @@ impl State {
     /// The exit reason of a dead process, if still in the bounded reaped cache.
     pub fn reaped_reason(&self, pid: Pid) -> ExitReason {
         self.reaped.get(&pid).cloned().unwrap_or(ExitReason::Normal)
+    }
+
+    /// The exit reason of a dead process, or `None` once the bounded cache has forgotten it.
+    pub fn reaped_known(&self, pid: Pid) -> Option<ExitReason> {
+        self.reaped.get(&pid).cloned()
+    }
+
+    /// A fresh monitor reference.
+    pub fn mint_mref(&mut self) -> MonitorRef {
+        self.next_mref += 1;
+        MonitorRef(self.next_mref)
     }
 }
 

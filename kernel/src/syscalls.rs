@@ -8,14 +8,15 @@
 
 use crate::journal::{IoResult, JournalMode, Record};
 use crate::kernel::{arm_wall, Shared};
-use crate::remote::{RemoteSend, Target};
+use crate::seam::{RemoteSend, Target};
 use crate::state::{IoHandle, Pcb, State};
 use agentos_abi::driver::{BoxFuture, DriverHandle};
 use agentos_abi::sys::{Attenuation, Cleanup, LogLevel};
 use agentos_abi::{
-    Body, Budget, CapError, CapRef, Caveat, Cost, DriverError, EventKind, ExitReason, Image,
-    Message, NodeId, Pid, RememberOpts, Reply, Resource, Right, Rights, SchedOpts, SegId, Segment,
-    SendError, SendOpts, Signal, SpawnOpts, Spawned, SysError, SysMsg, Syscalls, Usage, Value,
+    Body, Budget, CapError, CapInfo, CapRef, Caveat, Cost, DriverError, EventKind, ExitReason,
+    Image, Message, MonitorRef, NodeId, OpenCtx, Pid, RememberOpts, Reply, Resource, Right, Rights,
+    SchedOpts, SegId, Segment, Select, SendError, SendOpts, Signal, SpawnOpts, Spawned, Started,
+    SysError, SysMsg, Syscalls, Usage, Value,
 };
 use std::convert::Infallible;
 use std::future::{poll_fn, Future};
@@ -23,6 +24,17 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+
+/// Which critical section a `with_held` times (the `lockstat` feature).
+#[cfg(feature = "lockstat")]
+pub(crate) type HeldKind = crate::lockstat::Held;
+/// Which critical section a `with_held` times (unused without the `lockstat` feature).
+#[cfg(not(feature = "lockstat"))]
+#[derive(Clone, Copy)]
+pub(crate) enum HeldKind {
+    Send,
+    Recv,
+}
 
 /// The syscall handle a process receives. Cloning it is one reference-count bump.
 #[derive(Clone)]
@@ -380,8 +392,8 @@ impl Sys {
     ) -> Result<Arc<dyn DriverHandle>, DriverError> {
         match slot {
             IoHandle::Open(h) => Ok(h.clone()),
-            IoHandle::Lazy(d) => {
-                let h = d.open(self.pid).await?;
+            IoHandle::Lazy(d, at) => {
+                let h = d.open((**at).clone()).await?;
                 self.shared.with(|st| {
                     let alive = st.procs.get_mut(&self.pid).and_then(|p| {
                         let x = p.x.as_mut()?;
@@ -478,6 +490,30 @@ impl Sys {
                 res
             }
         }
+    }
+
+    /// A timed park found nothing: at or past `deadline` answer `None` (ticked), otherwise arm
+    /// the park timer once and stay parked.
+    fn park_until<T>(
+        &self,
+        st: &mut State,
+        deadline: Option<u64>,
+        armed: &mut bool,
+    ) -> Poll<(Option<T>, bool)> {
+        let Some(at) = deadline else {
+            return Poll::Pending;
+        };
+        if st.clock.refresh() >= at {
+            if *armed {
+                st.disarm_park(self.pid);
+            }
+            return Poll::Ready((None, st.tick(self.pid, 1)));
+        }
+        if !*armed {
+            st.arm_park(self.pid, at);
+            *armed = true;
+        }
+        Poll::Pending
     }
 
     async fn simple(
@@ -577,34 +613,10 @@ impl Syscalls for Sys {
     async fn recv(&self) -> Message {
         let me = self.pid;
         let (msg, y) = poll_fn(|_| {
-            self.shared.with(|st| {
-                let Some(p) = st.procs.get_mut(&me) else {
+            self.shared.with_held(HeldKind::Recv, |st| {
+                let Some(m) = st.take_msg(me, 0) else {
                     return Poll::Pending;
                 };
-                let Some(m) = p.mailbox.pop_front() else {
-                    return Poll::Pending;
-                };
-                // Senders parked on a full mailbox wake in a batch once it has drained to half
-                // (hysteresis): each then sends a run of messages instead of one message per
-                // park/wake round trip, which is what a fan-in under backpressure spends its
-                // time on otherwise. FIFO order among them is kept.
-                let low_water = p.max_mailbox.map_or(usize::MAX, |l| l as usize / 2);
-                if p.mailbox.len() <= low_water {
-                    if let Some(x) = p.x.as_mut().filter(|x| !x.send_waiters.is_empty()) {
-                        let mut waiters = std::mem::take(&mut x.send_waiters);
-                        for w in waiters.drain(..) {
-                            if let Some(wp) = st.procs.get_mut(&w) {
-                                wp.blocked_on = None;
-                            }
-                            st.wake(w);
-                        }
-                        // Keep the queue's allocation for the next time.
-                        if let Some(x) = st.procs.get_mut(&me).and_then(|p| p.x.as_mut()) {
-                            x.send_waiters = waiters;
-                        }
-                    }
-                }
-                st.emit(EventKind::Recv { pid: me });
                 Poll::Ready((m, st.tick(me, 1)))
             })
         })
@@ -613,11 +625,107 @@ impl Syscalls for Sys {
         msg
     }
 
+    async fn recv_until(&self, select: Select, deadline: Option<u64>) -> Option<Message> {
+        let me = self.pid;
+        let mut armed = false;
+        let (msg, y) = poll_fn(|_| {
+            self.shared.with(|st| {
+                let Some(p) = st.procs.get(&me) else {
+                    return Poll::Pending;
+                };
+                let found = match select {
+                    Select::Any => (!p.mailbox.is_empty()).then_some(0),
+                    sel => p.mailbox.iter().position(|m| sel.matches(m)),
+                };
+                if let Some(i) = found {
+                    let m = st.take_msg(me, i);
+                    if armed {
+                        st.disarm_park(me);
+                    }
+                    return Poll::Ready((m, st.tick(me, 1)));
+                }
+                self.park_until(st, deadline, &mut armed)
+            })
+        })
+        .await;
+        maybe_yield(y).await;
+        msg
+    }
+
+    async fn recv_where<F>(&self, mut pred: F, deadline: Option<u64>) -> Option<Message>
+    where
+        F: FnMut(&Message) -> bool + Send,
+    {
+        let me = self.pid;
+        let mut armed = false;
+        // Messages before `seen` have been offered to `pred` and refused.
+        let mut seen = 0usize;
+        let (msg, y) = poll_fn(|_| {
+            // Take the unseen tail out of the mailbox and judge it outside the kernel lock:
+            // `pred` is program code. Only this process ever takes from its own mailbox, and
+            // new messages only ever go on the end, so putting the refused ones back at `seen`
+            // keeps the mailbox in arrival order.
+            let batch = self.shared.with(|st| {
+                let p = st.procs.get_mut(&me)?;
+                (p.mailbox.len() > seen).then(|| p.mailbox.drain(seen..).collect::<Vec<_>>())
+            });
+            let hit = batch.as_ref().and_then(|b| b.iter().position(&mut pred));
+            self.shared.with(|st| {
+                let Some(p) = st.procs.get_mut(&me) else {
+                    if let Some(b) = batch {
+                        st.deferred
+                            .push(crate::state::Deferred::DropMailbox(b.into_iter().collect()));
+                    }
+                    return Poll::Pending;
+                };
+                if let Some(mut b) = batch {
+                    let later = p.mailbox.split_off(seen);
+                    let n = b.len();
+                    let taken = hit.map(|i| b.remove(i));
+                    p.mailbox.extend(b);
+                    p.mailbox.extend(later);
+                    if let Some(m) = taken {
+                        // Account for it as a receive of the message now at `seen + i`'s place:
+                        // put it back at the front of the unseen part and take it from there.
+                        let at = seen + hit.unwrap_or(0);
+                        p.mailbox.insert(at, m);
+                        let m = st.take_msg(me, at);
+                        if armed {
+                            st.disarm_park(me);
+                        }
+                        return Poll::Ready((m, st.tick(me, 1)));
+                    }
+                    seen += n;
+                }
+                self.park_until(st, deadline, &mut armed)
+            })
+        })
+        .await;
+        maybe_yield(y).await;
+        msg
+    }
+
+    fn try_recv(&self, select: Select) -> Option<Message> {
+        let me = self.pid;
+        self.shared.with(|st| {
+            let p = st.procs.get(&me)?;
+            let i = p.mailbox.iter().position(|m| select.matches(m))?;
+            let m = st.take_msg(me, i);
+            st.tick(me, 1);
+            m
+        })
+    }
+
+    fn mailbox_len(&self) -> usize {
+        self.shared
+            .with(|st| st.procs.get(&self.pid).map_or(0, |p| p.mailbox.len()))
+    }
+
     async fn send(&self, to: CapRef, body: Body, opts: SendOpts) -> Result<(), SendError> {
         let me = self.pid;
         let mut slot = Some((body, opts));
         let r = poll_fn(|_| {
-            self.shared.with(|st| {
+            self.shared.with_held(HeldKind::Send, |st| {
                 if !st.procs.contains_key(&me) {
                     return Poll::Ready(None);
                 }
@@ -742,7 +850,7 @@ impl Syscalls for Sys {
                     }
                 }
             }
-            for c in &opts.caps {
+            for c in opts.caps.iter().chain(opts.grants.iter().map(|(_, c)| c)) {
                 if st.caps.lookup(*c, now).is_none_or(|v| v.owner != me) {
                     return Some(Err(SysError::Cap {
                         op: "spawn",
@@ -777,6 +885,14 @@ impl Syscalls for Sys {
             }
             for c in &opts.caps {
                 st.caps.transfer(*c, cpid);
+            }
+            if !opts.grants.is_empty() {
+                for (_, c) in &opts.grants {
+                    st.caps.transfer(*c, cpid);
+                }
+                if let Some(p) = st.procs.get_mut(&cpid) {
+                    p.ext().grants = std::mem::take(&mut opts.grants);
+                }
             }
             let cap = st.caps.mint(me, Resource::Process(cpid), Rights::CHILD);
             if let Some(ms) = opts.deadline_ms {
@@ -841,7 +957,7 @@ impl Syscalls for Sys {
                 .into_iter()
                 .collect();
             st.caps
-                .attenuate(self.pid, cap, how.rights, &caveats, now)
+                .narrow(self.pid, cap, how.rights, &caveats, how.scope.as_ref(), now)
                 .map_err(cap_err("attenuate"))
         })
     }
@@ -866,15 +982,131 @@ impl Syscalls for Sys {
         })
     }
 
+    fn cap_info(&self, cap: CapRef) -> Result<CapInfo, SysError> {
+        self.shared.with(|st| {
+            let now = st.now();
+            match st.caps.info(cap, now) {
+                None => Err(SysError::Cap {
+                    op: "cap_info",
+                    err: CapError::Invalid,
+                }),
+                Some(i) if i.owner != self.pid => Err(SysError::Cap {
+                    op: "cap_info",
+                    err: CapError::NotHeld,
+                }),
+                Some(i) => Ok(i),
+            }
+        })
+    }
+
+    fn grant(&self, name: &str) -> Option<CapRef> {
+        self.shared.with(|st| {
+            let now = st.now();
+            let p = st.procs.get(&self.pid)?;
+            let (_, c) = p.x.as_ref()?.grants.iter().find(|(n, _)| &**n == name)?;
+            st.caps
+                .lookup(*c, now)
+                .is_some_and(|v| v.owner == self.pid)
+                .then_some(*c)
+        })
+    }
+
+    fn init_ack(&self, info: Value) {
+        let me = self.pid;
+        self.shared.with(|st| {
+            let Some(p) = st.procs.get_mut(&me) else {
+                return;
+            };
+            let x = p.ext();
+            if x.acked.is_some() {
+                return;
+            }
+            x.acked = Some(info.clone());
+            let waiters = std::mem::take(&mut x.start_waiters);
+            for w in waiters {
+                if let Some(wp) = st.procs.get_mut(&w) {
+                    wp.ext()
+                        .start_results
+                        .push((me, Started::Acked(info.clone())));
+                }
+                st.wake(w);
+            }
+        })
+    }
+
+    async fn await_start(&self, child: CapRef, deadline: Option<u64>) -> Result<Started, SysError> {
+        let me = self.pid;
+        let t = self
+            .shared
+            .with(|st| target_pid(st, me, child, Right::Monitor, "await_start"))?;
+        let mut registered = false;
+        let mut armed = false;
+        let (r, y) = poll_fn(|_| {
+            self.shared.with(|st| {
+                let Some(p) = st.procs.get_mut(&me) else {
+                    return Poll::Pending;
+                };
+                let found = p.x.as_mut().and_then(|x| {
+                    let i = x.start_results.iter().position(|(pid, _)| *pid == t)?;
+                    Some(x.start_results.swap_remove(i).1)
+                });
+                let found = found.or_else(|| match st.procs.get(&t) {
+                    None => Some(Started::Exited(st.reaped_reason(t))),
+                    Some(tp) => {
+                        tp.x.as_ref()
+                            .and_then(|x| x.acked.clone())
+                            .map(Started::Acked)
+                    }
+                });
+                if let Some(r) = found {
+                    if let Some(x) = st.procs.get_mut(&t).and_then(|tp| tp.x.as_mut()) {
+                        x.start_waiters.retain(|w| *w != me);
+                    }
+                    if armed {
+                        st.disarm_park(me);
+                    }
+                    return Poll::Ready((Ok(r), st.tick(me, 1)));
+                }
+                if !registered {
+                    if let Some(tp) = st.procs.get_mut(&t) {
+                        tp.ext().start_waiters.push(me);
+                    }
+                    registered = true;
+                }
+                match self.park_until::<()>(st, deadline, &mut armed) {
+                    Poll::Ready((_, y)) => {
+                        if let Some(x) = st.procs.get_mut(&t).and_then(|tp| tp.x.as_mut()) {
+                            x.start_waiters.retain(|w| *w != me);
+                        }
+                        Poll::Ready((Err(SysError::Timeout), y))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            })
+        })
+        .await;
+        maybe_yield(y).await;
+        r
+    }
+
     async fn open(&self, device: CapRef) -> Result<CapRef, SysError> {
         let me = self.pid;
-        let (driver, name) = self.shared.with(|st| {
+        let (driver, name, at) = self.shared.with(|st| {
             let now = st.now();
-            match st
+            let view = st
                 .caps
+                .lookup(device, now)
+                .filter(|v| v.owner == me)
+                .ok_or(SysError::Cap {
+                    op: "open",
+                    err: CapError::NotHeld,
+                });
+            // `require` gives the precise error (invalid, not held, lacks open).
+            st.caps
                 .require(me, device, Right::Open, now)
-                .map_err(cap_err("open"))?
-            {
+                .map_err(cap_err("open"))?;
+            let view = view?;
+            match view.resource {
                 Resource::Device(name) => {
                     let name = name.clone();
                     let d = st
@@ -882,7 +1114,13 @@ impl Syscalls for Sys {
                         .get(&name)
                         .cloned()
                         .ok_or_else(|| SysError::NoDriver(name.to_string()))?;
-                    Ok((d, name))
+                    // The handle gets the device cap's read/write rights and nothing more.
+                    let at = OpenCtx {
+                        pid: me,
+                        rights: Rights(view.rights.0 & Rights::READ_WRITE.0),
+                        scope: view.scope.cloned().unwrap_or_default(),
+                    };
+                    Ok((d, name, at))
                 }
                 _ => Err(SysError::Cap {
                     op: "open",
@@ -890,13 +1128,14 @@ impl Syscalls for Sys {
                 }),
             }
         })?;
+        let (rights, scope) = (at.rights, at.scope.clone());
         // Replay answers from the journal and never touches a driver; recover opens it at the
         // first op that runs live.
         let handle = match self.shared.jmode {
-            JournalMode::Replay | JournalMode::Recover => IoHandle::Lazy(driver),
+            JournalMode::Replay | JournalMode::Recover => IoHandle::Lazy(driver, Arc::new(at)),
             JournalMode::Live | JournalMode::Record => IoHandle::Open(
                 driver
-                    .open(me)
+                    .open(at)
                     .await
                     .map_err(|e| SysError::Driver(e.to_string()))?,
             ),
@@ -908,7 +1147,10 @@ impl Syscalls for Sys {
                 }
                 return None;
             }
-            let hcap = st.caps.mint(me, Resource::Device(name), Rights::READ_WRITE);
+            let scope = (!scope.is_empty()).then(|| Arc::new(scope));
+            let hcap = st
+                .caps
+                .mint_scoped(me, Resource::Device(name), rights, scope);
             if let Some(p) = st.procs.get_mut(&me) {
                 p.ext().handles.push((hcap, handle));
             }
@@ -989,7 +1231,7 @@ impl Syscalls for Sys {
         self.io_one(handle, data, true).await
     }
 
-    async fn monitor(&self, target: CapRef) -> Result<(), SysError> {
+    async fn monitor(&self, target: CapRef) -> Result<MonitorRef, SysError> {
         let me = self.pid;
         let t = self
             .shared
@@ -998,27 +1240,64 @@ impl Syscalls for Sys {
             Target::Local(t) => t,
             Target::Remote(node, pid) => return self.remote_monitor(node, pid).await,
         };
-        let y = self.shared.with(|st| {
-            match st.procs.get_mut(&t) {
-                Some(tp) => {
-                    let x = tp.ext();
-                    if !x.monitors.contains(&me) {
-                        x.monitors.push(me);
+        let (r, y) = self.shared.with(|st| {
+            let r = match st.procs.get(&t) {
+                Some(_) => {
+                    let r = st.mint_mref();
+                    st.mrefs.insert(r, (me, t));
+                    if let Some(tp) = st.procs.get_mut(&t) {
+                        tp.ext().monitors.push((me, r));
                     }
+                    r
                 }
                 None => {
                     // Already dead: the down arrives at once.
+                    let r = st.mint_mref();
                     let reason = st.reaped_reason(t);
-                    st.deliver(
-                        me,
-                        Message::new(t, Body::Sys(SysMsg::Down { pid: t, reason })),
-                    );
+                    let mut m = Message::new(t, Body::Sys(SysMsg::Down { pid: t, reason }));
+                    m.corr = Some(r.0);
+                    st.deliver(me, m);
+                    r
+                }
+            };
+            (r, st.tick(me, 1))
+        });
+        maybe_yield(y).await;
+        Ok(r)
+    }
+
+    fn demonitor(&self, mref: MonitorRef, flush: bool) -> bool {
+        let me = self.pid;
+        self.shared.with(|st| {
+            let active = match st.mrefs.get(&mref).copied() {
+                Some((w, t)) if w == me => {
+                    st.mrefs.remove(&mref);
+                    if let Some(x) = st.procs.get_mut(&t).and_then(|p| p.x.as_mut()) {
+                        x.monitors.retain(|(_, r)| *r != mref);
+                    }
+                    true
+                }
+                _ => self.remote_demonitor(st, mref),
+            };
+            if flush {
+                if let Some(p) = st.procs.get_mut(&me) {
+                    let ours = |m: &Message| {
+                        m.corr == Some(mref.0)
+                            && matches!(
+                                m.sys(),
+                                Some(SysMsg::Down { .. } | SysMsg::RemoteDown { .. })
+                            )
+                    };
+                    if let Some(i) = p.mailbox.iter().position(ours) {
+                        if let Some(m) = p.mailbox.remove(i) {
+                            st.deferred
+                                .push(crate::state::Deferred::DropMailbox([m].into()));
+                        }
+                    }
                 }
             }
-            Ok::<_, SysError>(st.tick(me, 1))
-        })?;
-        maybe_yield(y).await;
-        Ok(())
+            active
+        })
     }
 
     async fn waitpid(&self, target: CapRef) -> Result<ExitReason, SysError> {
@@ -1037,7 +1316,7 @@ impl Syscalls for Sys {
                     Some(x.wait_results.swap_remove(i).1)
                 });
                 if let Some(r) = found {
-                    return Poll::Ready((r, st.tick(me, 1)));
+                    return Poll::Ready((Ok(r), st.tick(me, 1)));
                 }
                 if !registered {
                     match st.procs.get_mut(&t) {
@@ -1046,7 +1325,7 @@ impl Syscalls for Sys {
                             registered = true;
                         }
                         None => {
-                            let r = st.reaped_reason(t);
+                            let r = st.reaped_known(t).ok_or(SysError::Forgotten(t));
                             return Poll::Ready((r, st.tick(me, 1)));
                         }
                     }
@@ -1056,7 +1335,7 @@ impl Syscalls for Sys {
         })
         .await;
         maybe_yield(y).await;
-        Ok(reason)
+        reason
     }
 
     async fn signal(&self, target: CapRef, reason: Option<ExitReason>) -> Result<(), SysError> {
@@ -1172,6 +1451,64 @@ impl Syscalls for Sys {
         })
     }
 
+    async fn charge(&self, meter: agentos_abi::Meter, n: u64) -> Result<(), SysError> {
+        use agentos_abi::Meter;
+        let mut cost = Cost::FREE;
+        match meter {
+            Meter::Tokens => cost.tokens = n,
+            Meter::ToolCalls => cost.tool_calls = n,
+            Meter::Usd => cost.usd_micros = n,
+            Meter::Cpu => {
+                // Cost::reductions is 32-bit; the account meter is not.
+                return match self.shared.with(|st| {
+                    if !st.procs.contains_key(&self.pid) {
+                        return None;
+                    }
+                    let acct = st.procs.get(&self.pid).map(|p| p.account)?;
+                    match st.accounts.charge_all(acct, &[(Meter::Cpu, n)]) {
+                        Ok(()) => {
+                            if n > 0 {
+                                st.emit(EventKind::Charge {
+                                    pid: self.pid,
+                                    meter: Meter::Cpu,
+                                    n,
+                                });
+                            }
+                            Some(st.tick(self.pid, 1))
+                        }
+                        Err(m) => {
+                            st.emit(EventKind::Fault {
+                                pid: self.pid,
+                                error: format!("quota exceeded: cpu (charge of {n} refused)"),
+                            });
+                            st.terminate(self.pid, ExitReason::Quota { resource: m });
+                            None
+                        }
+                    }
+                }) {
+                    None => self.dead().await,
+                    Some(y) => {
+                        maybe_yield(y).await;
+                        Ok(())
+                    }
+                };
+            }
+            other => {
+                return Err(SysError::Unsupported(format!(
+                    "charge: {} is not a cumulative meter",
+                    other.name()
+                )))
+            }
+        }
+        match self.shared.with(|st| self.charge_tick(st, &[cost])) {
+            None => self.dead().await,
+            Some(y) => {
+                maybe_yield(y).await;
+                Ok(())
+            }
+        }
+    }
+
     fn budget(&self) -> Budget {
         self.shared.with(|st| {
             let now = st.now();
@@ -1202,6 +1539,19 @@ impl Syscalls for Sys {
             LogLevel::Info => tracing::info!(pid, "{msg}"),
             LogLevel::Warn => tracing::warn!(pid, "{msg}"),
             LogLevel::Error => tracing::error!(pid, "{msg}"),
+        }
+        if self.shared.tapped.load(Ordering::Relaxed) {
+            self.shared.with(|st| {
+                if st.log.has_sinks() {
+                    let line = crate::log::LogLine {
+                        ts: st.now(),
+                        pid: self.pid,
+                        level,
+                        line: Arc::from(msg),
+                    };
+                    st.log.log_line(line);
+                }
+            });
         }
     }
 

@@ -74,16 +74,16 @@ pub async fn unregister<S: Syscalls>(sys: &S, names: CapRef, name: &str) -> Resu
         .map_err(|e| NameError::Sys(e.into()))
 }
 
-/// Look `name` up: a send-only capability to its owner, or `None`. Messages that arrive
-/// before the answer are appended to `stash`, in order.
+/// Look `name` up: a send-only capability to its owner, or `None`. Other messages stay in the
+/// mailbox, in order. With a `send + monitor` cap to the service, a service that dies before
+/// answering fails the lookup (`NoSuchProcess`) instead of leaving it waiting.
 pub async fn lookup<S: Syscalls>(
     sys: &S,
     names: CapRef,
     name: &str,
-    stash: &mut Vec<Message>,
 ) -> Result<Option<CapRef>, NameError> {
     let req = tagged("lookup", vec![("name", Value::from(name))]);
-    let reply = call(sys, names, req, stash).await?;
+    let reply = call(sys, names, req).await?;
     let found = reply.body.as_value().and_then(|v| v.get("found"));
     match (found, reply.caps.as_slice()) {
         (Some(Value::Bool(true)), [cap]) => Ok(Some(*cap)),

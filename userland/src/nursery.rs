@@ -20,9 +20,7 @@
 
 use crate::proto::{call, drop_caps, reason_from_value, tagged};
 use crate::scope;
-use agentos_abi::{
-    CapRef, ExitReason, Image, Message, Pid, SpawnOpts, Spawned, SysError, Syscalls, Value,
-};
+use agentos_abi::{CapRef, ExitReason, Image, Pid, SpawnOpts, Spawned, SysError, Syscalls, Value};
 use std::sync::Arc;
 use thiserror::Error;
 
@@ -124,13 +122,14 @@ impl<S: Syscalls> Nursery<S> {
     }
 
     /// Wait until every child has exited. `Err(ChildFailed)` names the first child that exited
-    /// abnormally (its siblings were cancelled). Messages that arrive meanwhile are appended to
-    /// `stash`. Joining again returns the same outcome.
-    pub async fn join(&mut self, stash: &mut Vec<Message>) -> Result<(), NurseryError> {
+    /// abnormally (its siblings were cancelled). Other messages stay in the mailbox, in order;
+    /// if the nursery's scope process dies before answering, `join` fails instead of waiting.
+    /// Joining again returns the same outcome.
+    pub async fn join(&mut self) -> Result<(), NurseryError> {
         if let Some(o) = &self.outcome {
             return o.clone();
         }
-        let reply = call(&self.sys, self.scope, tagged("join", Vec::new()), stash)
+        let reply = call(&self.sys, self.scope, tagged("join", Vec::new()))
             .await
             .map_err(NurseryError::Scope)?;
         drop_caps(&self.sys, &reply);

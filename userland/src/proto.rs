@@ -1,12 +1,12 @@
 //! Plumbing shared by the supervision programs: tagged [`Value`] messages, an [`ExitReason`]
-//! codec, genuine-system-message checks, request/reply with a correlation id, and one-shot
-//! alarms.
+//! codec, genuine-system-message checks, and request/reply with a correlation id on a
+//! selective receive.
 //!
 //! Every protocol here is plain [`Value`] data (never `Body::Local`), so a mailbox holding it
 //! can still be snapshotted. A message is a map whose `"$"` entry is its tag, as in the seed.
 
 use agentos_abi::{
-    Body, CapRef, ExitReason, Image, Message, Meter, Pid, SendOpts, SpawnOpts, SysError, SysMsg,
+    Body, CapRef, ExitReason, Message, Meter, Pid, Right, Select, SendOpts, SysError, SysMsg,
     Syscalls, Value,
 };
 
@@ -111,16 +111,24 @@ pub(crate) fn reason_from_value(v: &Value) -> Option<ExitReason> {
 }
 
 /// Send `req` to the server `to` with a fresh reply capability (`caps[0]`) and a correlation
-/// id, then wait for the value message carrying that id. Messages that arrive meanwhile are
-/// appended to `stash` in arrival order, so nothing is lost.
+/// id, then wait for the value message carrying that id, leaving every other message in the
+/// mailbox in order (a selective receive).
+///
+/// When `to` grants `monitor` the server is monitored for the call: if it dies between taking
+/// the request and answering, the call fails with `NoSuchProcess` instead of waiting forever,
+/// and the monitor is stopped (its down flushed) either way. A send-only `to` cannot be
+/// monitored; the call then waits for the answer as before.
 ///
 /// The correlation id is the reply capability's ref: refs are never reused, so it is unique.
 pub(crate) async fn call<S: Syscalls>(
     sys: &S,
     to: CapRef,
     req: Value,
-    stash: &mut Vec<Message>,
 ) -> Result<Message, SysError> {
+    let watch = match sys.cap_info(to) {
+        Ok(i) if i.rights.has(Right::Monitor) => Some(sys.monitor(to).await?),
+        _ => None,
+    };
     let reply = sys.self_cap();
     let corr = reply.0;
     let opts = SendOpts {
@@ -131,14 +139,32 @@ pub(crate) async fn call<S: Syscalls>(
     if let Err(e) = sys.send(to, Body::Value(req), opts).await {
         // Nothing was delivered, so the reply capability is still ours.
         let _ = sys.revoke(reply);
+        if let Some(w) = watch {
+            sys.demonitor(w, true);
+        }
         return Err(e.into());
     }
+    let select = match watch {
+        Some(monitor) => Select::Reply { corr, monitor },
+        None => Select::Corr(corr),
+    };
     loop {
-        let m = sys.recv().await;
-        if m.corr == Some(corr) && m.body.as_value().is_some() {
-            return Ok(m);
+        let Some(m) = sys.recv_until(select, None).await else {
+            continue;
+        };
+        if m.sys().is_some() {
+            // The server died first. Its capability to answer us went with it.
+            return Err(SysError::NoSuchProcess);
         }
-        stash.push(m);
+        if m.body.as_value().is_none() {
+            // Not an answer (a foreign message that reused the id): give its caps up.
+            drop_caps(sys, &m);
+            continue;
+        }
+        if let Some(w) = watch {
+            sys.demonitor(w, true);
+        }
+        return Ok(m);
     }
 }
 
@@ -164,51 +190,6 @@ pub(crate) async fn answer<S: Syscalls>(sys: &S, req: Message, body: Value, caps
         }
     }
     drop_caps(sys, &req);
-}
-
-/// Arrange for `{"$": "alarm", "token": token}` to reach this process after `ms` of kernel
-/// time: a tiny child process sleeps and sends it. Returns the alarm's capability (kill it to
-/// cancel; a late alarm is recognised by its token and dropped).
-///
-/// There is no receive-with-timeout syscall, and racing `recv` against `sleep` inside one
-/// process could drop a message `recv` had already taken, so a timeout is a message like any
-/// other (Erlang's `send_after`).
-pub(crate) async fn alarm<S: Syscalls>(sys: &S, ms: u64, token: u64) -> Result<CapRef, SysError> {
-    let to = sys.self_cap();
-    let args = tagged(
-        "alarm",
-        vec![
-            ("ms", Value::U64(ms)),
-            ("token", Value::U64(token)),
-            ("to", Value::U64(to.0)),
-        ],
-    );
-    let image = Image::new("alarm", |sys: S, args: Value| async move {
-        let field = |k: &str| args.get(k).and_then(Value::as_u64).unwrap_or_default();
-        let (ms, token, to) = (field("ms"), field("token"), CapRef(field("to")));
-        sys.sleep(ms).await;
-        let ring = tagged("alarm", vec![("token", Value::U64(token))]);
-        let _ = sys.send(to, Body::Value(ring), SendOpts::default()).await;
-        Ok(())
-    });
-    let opts = SpawnOpts {
-        args,
-        caps: vec![to],
-        ..SpawnOpts::default()
-    };
-    match sys.spawn(image, opts).await {
-        Ok(s) => Ok(s.cap),
-        Err(e) => {
-            let _ = sys.revoke(to);
-            Err(e)
-        }
-    }
-}
-
-/// Cancel an alarm: kill it (a no-op if it already rang) and give up its capability.
-pub(crate) async fn disarm<S: Syscalls>(sys: &S, alarm: CapRef) {
-    let _ = sys.signal(alarm, Some(ExitReason::Shutdown)).await;
-    let _ = sys.revoke(alarm);
 }
 
 #[cfg(test)]

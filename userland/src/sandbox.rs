@@ -76,12 +76,17 @@
 //! error log line. The store lives in the process future, so it is dropped when the process
 //! ends however it ends (returned, faulted, killed mid-loop or parked inside a syscall, shut
 //! down): the kernel drops a dead process's future right after the scheduling step that ended
-//! it. [`Sandbox::live`] counts the stores still alive. The guest's CPU is bounded by its fuel,
-//! not charged as reductions: the syscall trait has no way to charge them.
+//! it. [`Sandbox::live`] counts the stores still alive.
+//!
+//! The guest is metered like a process: its fuel is CPU, charged to the account as
+//! [`Meter::Cpu`] reductions (as the wasm device's fuel is) when it stops, however it stops, so
+//! it shows in `usage`. It gets no more fuel than the account chain has left (`budget().cpu`),
+//! and a guest that burns that — an infinite loop under a cpu quota — ends with
+//! `ExitReason::Quota { resource: Meter::Cpu }`.
 
 mod calls;
 
-use agentos_abi::{ExitReason, Image, LogLevel, ProcResult, Syscalls, Value};
+use agentos_abi::{ExitReason, Image, LogLevel, Meter, ProcResult, Syscalls, Value};
 use calls::Outcome;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -183,60 +188,8 @@ pub enum SandboxError {
     NoMemory,
 }
 
-/// A guest's resource limiter: growth past a limit is an error, so the guest traps and the
-/// process learns why.
-struct Limiter {
-    memory_bytes: usize,
-    table_elements: usize,
-}
-
-/// A growth the limiter refused.
-#[derive(Clone, Copy, Debug, Error, PartialEq, Eq)]
-#[error("{what} limit exceeded: {desired} wanted, {limit} allowed")]
-struct LimitExceeded {
-    what: &'static str,
-    desired: usize,
-    limit: usize,
-}
-
-impl wasmtime::ResourceLimiter for Limiter {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        if desired > self.memory_bytes {
-            return Err(wasmtime::Error::new(LimitExceeded {
-                what: "memory",
-                desired,
-                limit: self.memory_bytes,
-            }));
-        }
-        Ok(true)
-    }
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        if desired > self.table_elements {
-            return Err(wasmtime::Error::new(LimitExceeded {
-                what: "table",
-                desired,
-                limit: self.table_elements,
-            }));
-        }
-        Ok(true)
-    }
-    fn instances(&self) -> usize {
-        1
-    }
-    fn memories(&self) -> usize {
-        1
-    }
-}
+// The resource limiter is the one the wasm device uses too (`agentos-wasmlimit`).
+use agentos_wasmlimit::{LimitExceeded, Limiter};
 
 /// The guest asked to exit; carried out of the wasm call as its error.
 #[derive(Debug, Error)]
@@ -538,8 +491,13 @@ async fn run<S: Syscalls>(program: Arc<Program<S>>, sys: S, args: Value) -> Proc
     };
     let mut store = Store::new(&program.engine, guest);
     store.limiter(|g| &mut g.limiter);
+    // The guest's fuel is CPU charged to the account (Meter::Cpu): it may burn no more than
+    // the account chain has left, and what it burns is charged when it stops, however it stops.
+    let left = sys.budget().cpu;
+    let fuel = left.map_or(opts.fuel, |l| l.min(opts.fuel));
+    let by_quota = left.is_some_and(|l| l < opts.fuel);
     let setup = store
-        .set_fuel(opts.fuel)
+        .set_fuel(fuel)
         .and_then(|()| store.fuel_async_yield_interval(Some(opts.yield_interval)));
     if let Err(e) = setup {
         return Err(fault(&sys, &program.name, &format!("engine: {e}")));
@@ -557,6 +515,26 @@ async fn run<S: Syscalls>(program: Arc<Program<S>>, sys: S, args: Value) -> Proc
         },
         Err(e) => Err(e),
     };
+    let burnt = fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+    // Within what the chain had left, so this never refuses unless a sibling spent the rest
+    // meanwhile — then the kernel ends the process with the quota exit, as it should.
+    sys.charge(Meter::Cpu, burnt)
+        .await
+        .map_err(ExitReason::from)?;
+    let out_of_fuel =
+        matches!(&ran, Err(e) if matches!(e.downcast_ref::<Trap>(), Some(Trap::OutOfFuel)));
+    if by_quota && out_of_fuel {
+        sys.log(
+            LogLevel::Error,
+            &format!(
+                "sandbox {}: cpu quota spent ({burnt} reductions)",
+                program.name
+            ),
+        );
+        return Err(ExitReason::Quota {
+            resource: Meter::Cpu,
+        });
+    }
     match ran {
         Ok(0) => Ok(()),
         Ok(code) => Err(fault(

@@ -29,13 +29,11 @@
 //! reverse order, then exit normally), a `Down` from any other linked process (its parent, if
 //! the parent spawned it linked: stop everything and exit), and the [`which_children`] request.
 
-use crate::proto::{
-    self, alarm, answer, call, disarm, drop_caps, genuine_down, genuine_term, tag_of, tagged,
-};
+use crate::proto::{self, answer, call, drop_caps, genuine_down, genuine_term, tag_of, tagged};
 use crate::scope;
 use agentos_abi::{
-    Attenuation, CapRef, ExitReason, Image, LogLevel, Message, Pid, Quota, SpawnOpts, SysError,
-    Syscalls, Value,
+    Attenuation, CapRef, ExitReason, Image, LogLevel, Pid, Quota, Select, SpawnOpts, Started,
+    SysError, Syscalls, Value,
 };
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -150,8 +148,14 @@ pub struct ChildSpec<S> {
     /// Capabilities the supervisor holds for it, by name. Every start hands the child a fresh
     /// copy of each (same rights, derived, so revoking the supervisor's revokes the copies) and
     /// puts the copy's ref in its args map under that name: the child reads
-    /// `CapRef(args.get(name)?.as_u64()?)`. A child with caps needs `Unit` or map args.
+    /// `CapRef(args.get(name)?.as_u64()?)`, or better `sys.grant(name)` (the copies go as
+    /// named grants too). A child with caps needs `Unit` or map args.
     pub caps: Vec<(String, CapRef)>,
+    /// Acknowledged start (OTP's `init_ack`): `Some(ms)` makes the supervisor wait, after
+    /// spawning this child, until it calls `Syscalls::init_ack` (or dies) before it starts the
+    /// next one; a child that does neither within `ms` of kernel time is killed and counts as a
+    /// failed start. `None` (the default): started means spawned.
+    pub start_ack: Option<u64>,
 }
 
 impl<S> Clone for ChildSpec<S> {
@@ -164,6 +168,7 @@ impl<S> Clone for ChildSpec<S> {
             shutdown: self.shutdown,
             quota: self.quota,
             caps: self.caps.clone(),
+            start_ack: self.start_ack,
         }
     }
 }
@@ -190,7 +195,13 @@ impl<S> ChildSpec<S> {
             shutdown: Shutdown::Brutal,
             quota: Quota::default(),
             caps: Vec::new(),
+            start_ack: None,
         }
+    }
+    /// Wait for this child's `init_ack` (up to `ms` of kernel time) before starting the next.
+    pub fn start_ack(mut self, ms: u64) -> Self {
+        self.start_ack = Some(ms);
+        self
     }
     /// Set its args.
     pub fn args(mut self, args: impl Into<Value>) -> Self {
@@ -317,15 +328,14 @@ pub fn supervisor<S: Syscalls>(spec: SupervisorSpec<S>) -> Result<Image<S>, Supe
     }))
 }
 
-/// Ask the supervisor behind `sup` (a `send` cap) for its children, in spec order. Messages
-/// that arrive before the answer are appended to `stash`. A supervisor waiting out a backoff
-/// answers once the wait is over.
+/// Ask the supervisor behind `sup` (a `send` cap) for its children, in spec order. Other
+/// messages stay in the mailbox, in order. A supervisor waiting out a backoff answers once the
+/// wait is over; with a `send + monitor` cap, one that dies first fails the call.
 pub async fn which_children<S: Syscalls>(
     sys: &S,
     sup: CapRef,
-    stash: &mut Vec<Message>,
 ) -> Result<Vec<ChildInfo>, SupervisorError> {
-    let reply = call(sys, sup, tagged("which_children", Vec::new()), stash).await?;
+    let reply = call(sys, sup, tagged("which_children", Vec::new())).await?;
     proto::drop_caps(sys, &reply);
     let Some(Value::List(items)) = reply.body.as_value().and_then(|v| v.get("children")) else {
         return Err(SupervisorError::BadReply);
@@ -363,11 +373,8 @@ struct Sup<S: Syscalls> {
     scope: Option<(Pid, CapRef)>,
     /// Children the supervisor stopped itself: their downs are expected, not crashes.
     stopping: Vec<Pid>,
-    /// Messages taken off the mailbox while waiting for something else, handled first.
-    inbox: VecDeque<Message>,
     /// Kernel times of recent restarts (the intensity window).
     restarts: VecDeque<u64>,
-    alarms: u64,
 }
 
 impl<S: Syscalls> Sup<S> {
@@ -388,9 +395,7 @@ impl<S: Syscalls> Sup<S> {
             slots,
             scope: None,
             stopping: Vec::new(),
-            inbox: VecDeque::new(),
             restarts: VecDeque::new(),
-            alarms: 0,
         }
     }
 
@@ -410,10 +415,7 @@ impl<S: Syscalls> Sup<S> {
             }
         }
         loop {
-            let m = match self.inbox.pop_front() {
-                Some(m) => m,
-                None => self.sys.recv().await,
-            };
+            let m = self.sys.recv().await;
             if let Some((pid, reason)) = genuine_down(&m) {
                 let reason = reason.clone();
                 self.on_down(pid, reason).await?;
@@ -430,7 +432,7 @@ impl<S: Syscalls> Sup<S> {
                 )
                 .await;
             } else {
-                // Late alarms and anything unknown.
+                // Anything unknown.
                 drop_caps(&self.sys, &m);
             }
         }
@@ -604,10 +606,16 @@ impl<S: Syscalls> Sup<S> {
             }
             Value::Map(kv)
         };
+        let grants = c
+            .caps
+            .iter()
+            .zip(&caps)
+            .map(|((name, _), copy)| (Arc::from(name.as_str()), *copy))
+            .collect();
         let opts = SpawnOpts {
             args,
             quota: c.quota,
-            caps: caps.clone(),
+            grants,
             link: true,
             ..SpawnOpts::default()
         };
@@ -623,17 +631,33 @@ impl<S: Syscalls> Sup<S> {
         let Some((_, scope)) = self.scope else {
             return Err(SysError::NoSuchProcess);
         };
-        match scope::adopt(&self.sys, scope, spawned).await {
-            Ok(mine) => {
-                self.slots[i].live = Some((spawned.pid, mine));
-                Ok(())
-            }
+        let mine = match scope::adopt(&self.sys, scope, spawned).await {
+            Ok(mine) => mine,
             Err(e) => {
                 // adopt killed it; its down is expected.
                 self.stopping.push(spawned.pid);
-                Err(e)
+                return Err(e);
             }
-        }
+        };
+        self.slots[i].live = Some((spawned.pid, mine));
+        let Some(ms) = c.start_ack else {
+            return Ok(());
+        };
+        let deadline = self.sys.now().saturating_add(ms);
+        let failed = match self.sys.await_start(mine, Some(deadline)).await {
+            Ok(Started::Acked(_)) => return Ok(()),
+            Ok(Started::Exited(reason)) => {
+                SysError::Unsupported(format!("exited before acknowledging its start: {reason}"))
+            }
+            Err(e) => {
+                let _ = self.sys.signal(mine, Some(ExitReason::Shutdown)).await;
+                e
+            }
+        };
+        // A start that failed: its down (it is linked) is expected, not a crash to restart.
+        self.slots[i].live = None;
+        self.stopping.push(spawned.pid);
+        Err(failed)
     }
 
     /// Stop child `i` per its shutdown spec and wait until it is dead.
@@ -651,43 +675,22 @@ impl<S: Syscalls> Sup<S> {
         }
     }
 
-    /// `Term`, then wait up to `ms` for the child's down (it is linked, so one always comes),
-    /// killing it when the alarm rings first. Other messages are kept for later, in order.
+    /// `Term`, then wait up to `ms` of kernel time for the child's down (it is linked, so one
+    /// always comes), killing it if the time runs out first. Other messages stay in the
+    /// mailbox, in order (a selective receive with a deadline).
     async fn stop_gently(&mut self, pid: Pid, cap: CapRef, ms: u64) {
-        if let Some(k) = self
-            .inbox
-            .iter()
-            .position(|m| genuine_down(m).is_some_and(|(p, _)| p == pid))
+        let _ = self.sys.term(cap).await;
+        let deadline = self.sys.now().saturating_add(ms);
+        if self
+            .sys
+            .recv_until(Select::Down(pid), Some(deadline))
+            .await
+            .is_some()
         {
-            self.inbox.remove(k);
             return;
         }
-        let _ = self.sys.term(cap).await;
-        self.alarms += 1;
-        let token = self.alarms;
-        let mut pending = match alarm(&self.sys, ms, token).await {
-            Ok(a) => Some(a),
-            Err(_) => {
-                let _ = self.sys.signal(cap, Some(ExitReason::Shutdown)).await;
-                None
-            }
-        };
-        loop {
-            let m = self.sys.recv().await;
-            if genuine_down(&m).is_some_and(|(p, _)| p == pid) {
-                break;
-            }
-            let rang = tag_of(&m) == Some("alarm") && proto::u64_field(&m, "token") == Some(token);
-            if rang {
-                pending = None;
-                let _ = self.sys.signal(cap, Some(ExitReason::Shutdown)).await;
-            } else {
-                self.inbox.push_back(m);
-            }
-        }
-        if let Some(a) = pending {
-            disarm(&self.sys, a).await;
-        }
+        let _ = self.sys.signal(cap, Some(ExitReason::Shutdown)).await;
+        let _ = self.sys.recv_until(Select::Down(pid), None).await;
     }
 
     /// Stop every child, last started first.

@@ -105,6 +105,26 @@ where
     take(&out)
 }
 
+/// The kernel lock's mean hold per send, receive and dispatch since the last reset (with the
+/// `lockstat` feature; `null` without it).
+fn lock_holds() -> Json {
+    #[cfg(feature = "lockstat")]
+    {
+        let m: serde_json::Map<String, Json> = agentos_kernel::lockstat::report()
+            .into_iter()
+            .map(|(k, n, ns)| (k.to_owned(), json!({"count": n, "mean_ns": ns})))
+            .collect();
+        Json::Object(m)
+    }
+    #[cfg(not(feature = "lockstat"))]
+    Json::Null
+}
+
+fn reset_lock_holds() {
+    #[cfg(feature = "lockstat")]
+    agentos_kernel::lockstat::reset();
+}
+
 fn rate(n: u64, d: Duration) -> (f64, f64) {
     let s = d.as_secs_f64().max(1e-9);
     (n as f64 / s, d.as_nanos() as f64 / n.max(1) as f64)
@@ -192,6 +212,7 @@ fn pingpong(quick: bool) -> Result<Json> {
             ..SendOpts::default()
         };
         sys.send(c.cap, Body::Empty, hello).await?;
+        reset_lock_holds();
         let t = Instant::now();
         for i in (0..n).rev() {
             sys.send(c.cap, Body::Value(Value::U64(i)), SendOpts::default())
@@ -208,7 +229,7 @@ fn pingpong(quick: bool) -> Result<Json> {
     let (msgs_per_s, _) = rate(2 * n, d);
     Ok(json!({
         "round_trips": n, "msgs_per_s": msgs_per_s,
-        "rtt_ns": d.as_nanos() as f64 / n as f64, "mode": mode
+        "rtt_ns": d.as_nanos() as f64 / n as f64, "mode": mode, "lock_hold": lock_holds()
     }))
 }
 
@@ -257,6 +278,7 @@ fn fanin(quick: bool) -> Result<Json> {
         for _ in 0..p {
             producers.push(sys.spawn(producer.clone(), SpawnOpts::default()).await?);
         }
+        reset_lock_holds();
         let t = Instant::now();
         for c in &producers {
             let to = sys.derive(s.cap, Right::Send.into())?;
@@ -272,7 +294,7 @@ fn fanin(quick: bool) -> Result<Json> {
     let (msgs_per_s, _) = rate(total, d);
     Ok(json!({
         "producers": p, "per_producer": m, "max_mailbox": 1024,
-        "msgs_per_s": msgs_per_s, "mode": mode
+        "msgs_per_s": msgs_per_s, "mode": mode, "lock_hold": lock_holds()
     }))
 }
 
@@ -499,7 +521,7 @@ impl agentos_abi::Driver for Blob64 {
     }
     fn open(
         &self,
-        _pid: agentos_abi::Pid,
+        _at: agentos_abi::OpenCtx,
     ) -> agentos_abi::driver::BoxFuture<
         'static,
         Result<Arc<dyn agentos_abi::DriverHandle>, agentos_abi::DriverError>,

@@ -46,12 +46,21 @@ pub const LAYERS: &[(&str, &str)] = &[
     ("agentos-net", "net"),
     ("agentos-userland", "userland"),
     ("agentos-engine", "engine"),
+    ("agentos-wasmlimit", "wasmlimit"),
     ("xtask", "xtask"),
     ("agentos-tests", "tests"),
 ];
 
 /// The layer crates that ARCHITECTURE.md must describe.
-pub const ARCH_CRATES: &[&str] = &["abi", "kernel", "drivers", "net", "userland", "engine"];
+pub const ARCH_CRATES: &[&str] = &[
+    "abi",
+    "kernel",
+    "drivers",
+    "net",
+    "userland",
+    "engine",
+    "wasmlimit",
+];
 
 /// Dependencies that mean "does I/O" and are therefore forbidden in `agentos-abi`.
 const IO_CRATES: &[&str] = &["tokio", "mio", "async-std", "smol"];
@@ -246,8 +255,13 @@ pub fn edge_allowed(from: &str, to: &str) -> bool {
         return false;
     }
     match from {
-        "kernel" | "drivers" | "net" | "userland" => to == "abi",
-        "engine" => matches!(to, "abi" | "kernel" | "drivers" | "net" | "userland"),
+        "kernel" | "net" => to == "abi",
+        // The wasm limiter is a leaf both wasm runners share (abi has no runtime to hold it).
+        "drivers" | "userland" => matches!(to, "abi" | "wasmlimit"),
+        "engine" => matches!(
+            to,
+            "abi" | "kernel" | "drivers" | "net" | "userland" | "wasmlimit"
+        ),
         "xtask" | "tests" => true,
         _ => false, // abi depends on nothing; unknown crates are reported separately
     }
@@ -257,8 +271,10 @@ pub fn edge_allowed(from: &str, to: &str) -> bool {
 fn allowed_text(from: &str) -> &'static str {
     match from {
         "abi" => "abi depends on no workspace crate",
-        "kernel" | "drivers" | "net" | "userland" => "it may depend on abi only",
-        "engine" => "it may depend on abi, kernel, drivers, net, userland",
+        "wasmlimit" => "wasmlimit depends on no workspace crate",
+        "kernel" | "net" => "it may depend on abi only",
+        "drivers" | "userland" => "it may depend on abi and wasmlimit only",
+        "engine" => "it may depend on abi, kernel, drivers, net, userland, wasmlimit",
         _ => "it may depend on any library crate",
     }
 }
@@ -948,6 +964,7 @@ mod tests {
             "agentos-net",
             "agentos-userland",
             "agentos-engine",
+            "agentos-wasmlimit",
             "xtask",
             "agentos-tests",
         ];
@@ -981,8 +998,20 @@ mod tests {
             ("xtask", "agentos-engine", None),
             ("agentos-tests", "agentos-net", None),
             ("agentos-abi", "agentos-kernel", Some("dev")),
+            ("agentos-drivers", "agentos-wasmlimit", None),
+            ("agentos-userland", "agentos-wasmlimit", None),
         ]);
         assert_eq!(edge_problems(&m), Vec::<String>::new());
+    }
+
+    #[test]
+    fn the_wasm_limiter_is_a_leaf_the_kernel_does_not_use() {
+        let m = meta(&[
+            ("agentos-wasmlimit", "agentos-abi", None),
+            ("agentos-kernel", "agentos-wasmlimit", None),
+        ]);
+        let problems = edge_problems(&m);
+        assert_eq!(problems.len(), 2, "{problems:?}");
     }
 
     #[test]
@@ -1054,7 +1083,8 @@ mod tests {
                    ## `drivers`\n**Invariant:** a\n**API boundary:** b\n\
                    # net: wires\n**Invariant:** a\n**API boundary:** b\n\
                    ## userland — programs\n**Invariant:** a\n**API boundary:** b\n\
-                   ## agentos-engine\n**Invariant:** a\n**API boundary:** b\n";
+                   ## agentos-engine\n**Invariant:** a\n**API boundary:** b\n\
+                   ## wasmlimit\n**Invariant:** a\n**API boundary:** b\n";
         assert_eq!(architecture_problems(doc), Vec::<String>::new());
     }
 

@@ -28,7 +28,7 @@ pub use toolparse::parse_tool_calls_from_content;
 use crate::rt::IoRuntime;
 use agentos_abi::device::{ChatReply, ChatRequest, DeviceMessage, TokenUsage};
 use agentos_abi::driver::BoxFuture;
-use agentos_abi::{Cost, Driver, DriverError, DriverHandle, Pid, Reply, Value};
+use agentos_abi::{Cost, Driver, DriverError, DriverHandle, OpenCtx, Reply, Value};
 use std::sync::Arc;
 use thiserror::Error;
 
@@ -175,7 +175,10 @@ impl Driver for LlmDriver {
     fn name(&self) -> &str {
         &self.name
     }
-    fn open(&self, _pid: Pid) -> BoxFuture<'static, Result<Arc<dyn DriverHandle>, DriverError>> {
+    fn open(&self, at: OpenCtx) -> BoxFuture<'static, Result<Arc<dyn DriverHandle>, DriverError>> {
+        if let Err(e) = at.unscoped(&self.name) {
+            return Box::pin(async move { Err(e) });
+        }
         let h: Arc<dyn DriverHandle> = Arc::new(LlmHandle {
             provider: self.provider.clone(),
             prices: self.prices.clone(),

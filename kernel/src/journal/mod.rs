@@ -53,6 +53,24 @@ pub enum Record {
         /// What came back.
         result: IoResult,
     },
+    /// A kernel event, persisted beside the I/O records in record mode (the seed's
+    /// `{kind: "event"}` records), so the audit trail outlives the process.
+    Event(agentos_abi::Event),
+}
+
+/// The kernel events a store holds, in emission order (the seed's `eventsFromStore`).
+/// Events are appended outside the kernel lock, so two scheduler threads may interleave their
+/// batches in the store; sorting by sequence number restores the order.
+pub fn events_from_store(records: &[Record]) -> Vec<agentos_abi::Event> {
+    let mut evs: Vec<agentos_abi::Event> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Event(e) => Some(e.clone()),
+            Record::Io { .. } => None,
+        })
+        .collect();
+    evs.sort_by_key(|e| e.seq);
+    evs
 }
 
 /// The replay index: (pid, op) → result. Op counters are dense per process, so each pid
@@ -80,6 +98,7 @@ impl Journal {
         for r in recs {
             match r {
                 Record::Io { pid, op, result } => j.record(pid, op, result),
+                Record::Event(_) => {}
             }
         }
         j

@@ -628,6 +628,7 @@ mod tests {
             j.get(1 + 4 % 3, 4),
             Some(&match rec(4) {
                 Record::Io { result, .. } => result,
+                Record::Event(_) => unreachable!("only io records here"),
             })
         );
         assert_eq!(j.get(9, 9), None);

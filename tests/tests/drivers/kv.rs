@@ -108,3 +108,80 @@ fn memory_kv_is_shared_by_the_processes_of_one_kernel() {
         KvReply::Value(Some(Bytes::from_static(b"yes")))
     );
 }
+
+#[test]
+fn one_kv_driver_serves_many_scopes_and_a_read_only_cap_cannot_write() {
+    use crate::util::{boot_with_and_wait, init};
+    use agentos_kernel::BootOpts;
+    let k = det(1);
+    k.register_driver(Arc::new(KvDriver::memory())).unwrap();
+    let opts = BootOpts {
+        grant: vec!["kv".into()],
+        ..BootOpts::default()
+    };
+    let r = boot_with_and_wait(
+        &k,
+        init(|sys, boot| async move {
+            let dev = boot.device("kv").unwrap();
+            let tenant = |root: &str| {
+                sys.attenuate(
+                    dev,
+                    Attenuation {
+                        scope: Some(Scope::new().with(Scope::ROOT, root)),
+                        ..Attenuation::default()
+                    },
+                )
+            };
+            let (a, b) = (
+                sys.open(tenant("/t/a")?).await?,
+                sys.open(tenant("/t/b")?).await?,
+            );
+            sys.write(a, set("k", b"from a")).await?;
+            sys.write(b, set("k", b"from b")).await?;
+            let get = |h| sys.read(h, KvRequest::Get("k".into()).to_value());
+            assert_eq!(
+                reply(&get(a).await),
+                KvReply::Value(Some(Bytes::from_static(b"from a")))
+            );
+            assert_eq!(
+                reply(&get(b).await),
+                KvReply::Value(Some(Bytes::from_static(b"from b")))
+            );
+            // The whole store sees both, under their roots; a tenant sees only its own keys.
+            let all = sys.open(dev).await?;
+            let list = |h| sys.read(h, KvRequest::List(String::new()).to_value());
+            assert_eq!(
+                reply(&list(all).await),
+                KvReply::Keys(vec!["t/a/k".into(), "t/b/k".into()])
+            );
+            assert_eq!(reply(&list(a).await), KvReply::Keys(vec!["k".into()]));
+            // A read-only tenant cap: reads work, a `set` smuggled through `read` is refused.
+            let ro = sys.attenuate(
+                tenant("/t/a")?,
+                Attenuation {
+                    rights: Some(Rights::of(&[Right::Open, Right::Read])),
+                    ..Attenuation::default()
+                },
+            )?;
+            let h = sys.open(ro).await?;
+            assert_eq!(
+                reply(&get(h).await),
+                KvReply::Value(Some(Bytes::from_static(b"from a")))
+            );
+            let smuggled = sys.read(h, set("k", b"evil")).await;
+            assert!(matches!(&smuggled, Err(SysError::Driver(m)) if m.contains("read-only")));
+            // A scope key the driver does not know is refused at open.
+            let odd = sys.attenuate(
+                dev,
+                Attenuation {
+                    scope: Some(Scope::new().with("session", "s1")),
+                    ..Attenuation::default()
+                },
+            )?;
+            assert!(sys.open(odd).await.is_err());
+            Ok(())
+        }),
+        opts,
+    );
+    assert_eq!(r, ExitReason::Normal);
+}

@@ -152,6 +152,8 @@ fn numeric_exports_are_called_and_each_call_costs_one_tool_call() {
         ]
     );
     assert_eq!(seen.usage.tool_calls, 8, "one tool call per call");
+    // The fuel the calls burnt is CPU on the caller's account.
+    assert!(seen.usage.cpu >= 8, "{:?}", seen.usage);
 }
 
 #[test]
@@ -291,7 +293,9 @@ fn the_fuel_used_is_the_cost_in_reductions() {
         .build()
         .unwrap();
     let d = driver();
-    let h = rt.block_on(d.open(Pid(1))).unwrap();
+    let h = rt
+        .block_on(d.open(agentos_abi::OpenCtx::new(Pid(1))))
+        .unwrap();
     let cost = |n: u64| {
         rt.block_on(h.read(call("math", "count", vec![Value::U64(n)])))
             .unwrap()
@@ -352,8 +356,11 @@ impl Driver for Logged {
     fn name(&self) -> &str {
         self.inner.name()
     }
-    fn open(&self, pid: Pid) -> BoxFuture<'static, Result<Arc<dyn DriverHandle>, DriverError>> {
-        let (open, order) = (self.inner.open(pid), self.order.clone());
+    fn open(
+        &self,
+        at: agentos_abi::OpenCtx,
+    ) -> BoxFuture<'static, Result<Arc<dyn DriverHandle>, DriverError>> {
+        let (open, order) = (self.inner.open(at), self.order.clone());
         Box::pin(async move {
             let h: Arc<dyn DriverHandle> = Arc::new(LoggedHandle {
                 inner: open.await?,

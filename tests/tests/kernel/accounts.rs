@@ -101,7 +101,8 @@ fn a_child_with_a_smaller_token_quota_is_killed_while_the_parent_survives() {
                 let s = s.clone();
                 async move {
                     let dev = boot.device("llm").unwrap();
-                    let lend = sys.derive(dev, Right::Open.into())?;
+                    let lend =
+                        sys.derive(dev, Rights::of(&[Right::Open, Right::Read, Right::Write]))?;
                     let c = sys
                         .spawn(
                             reader(),
@@ -434,7 +435,7 @@ fn plan_node(
                 if plan.nodes[j].parent != Some(i) {
                     continue;
                 }
-                let d = sys.derive(dev, Right::Open.into())?;
+                let d = sys.derive(dev, Rights::of(&[Right::Open, Right::Read, Right::Write]))?;
                 let sp = sys.derive(spawn, Right::Spawn.into())?;
                 let c = sys
                     .spawn(
@@ -475,7 +476,10 @@ fn run_plan(plan: &Plan) -> (Kernel, Outcome) {
             init(move |sys, boot| {
                 let (plan, c, r, u) = (plan.clone(), c.clone(), r.clone(), u.clone());
                 async move {
-                    let d = sys.derive(boot.device("llm").unwrap(), Right::Open.into())?;
+                    let d = sys.derive(
+                        boot.device("llm").unwrap(),
+                        Rights::of(&[Right::Open, Right::Read, Right::Write]),
+                    )?;
                     let sp = child_spawn(&sys, &boot);
                     let node0 = sys
                         .spawn(

@@ -56,6 +56,7 @@ fn expiry_caveats_are_inherited_and_expire_on_the_virtual_clock_while_the_root_l
                 Attenuation {
                     rights: Some(Right::Send.into()),
                     expires_in_ms: Some(100),
+                    scope: None,
                 },
             )?;
             // Re-deriving with a longer expiry cannot extend the inherited one.
@@ -64,6 +65,7 @@ fn expiry_caveats_are_inherited_and_expire_on_the_virtual_clock_while_the_root_l
                 Attenuation {
                     rights: None,
                     expires_in_ms: Some(1000),
+                    scope: None,
                 },
             )?;
             // Nor can a derivation amplify rights.

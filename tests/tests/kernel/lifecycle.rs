@@ -301,15 +301,20 @@ fn monitor_of_a_live_target_delivers_down_on_its_death() {
                     },
                 )
                 .await?;
-            sys.monitor(c.cap).await?;
-            // Monitoring twice still yields one down.
-            sys.monitor(c.cap).await?;
+            let first = sys.monitor(c.cap).await?;
+            // Each monitor is its own (Erlang's semantics): two monitors, two downs, each
+            // carrying its reference.
+            let second = sys.monitor(c.cap).await?;
             let m = sys.recv().await;
             let t = sys.now();
+            assert_eq!(m.corr, Some(first.0));
+            let again = sys.recv().await;
+            assert_eq!(again.corr, Some(second.0));
+            assert_eq!(again.sys(), m.sys());
             // Nothing else arrives: a marker sent to ourselves is the next message.
             sys.send(sys.self_cap(), val(99u64), no_opts()).await?;
             let next = sys.recv().await;
-            assert_eq!(body_u64(&next.body), Some(99), "exactly one down");
+            assert_eq!(body_u64(&next.body), Some(99), "exactly two downs");
             push(&g, (m, c.pid, t));
             Ok(())
         }

@@ -214,7 +214,10 @@ impl Driver for TokenDriver {
     fn name(&self) -> &str {
         self.name
     }
-    fn open(&self, _pid: Pid) -> BoxFuture<'static, Result<Arc<dyn DriverHandle>, DriverError>> {
+    fn open(
+        &self,
+        _at: agentos_abi::OpenCtx,
+    ) -> BoxFuture<'static, Result<Arc<dyn DriverHandle>, DriverError>> {
         let h: Arc<dyn DriverHandle> = Arc::new(TokenHandle {
             tokens: self.tokens,
             closed: self.closed.clone(),

@@ -627,3 +627,52 @@ fn the_module_doc_example_runs() {
     });
     assert_eq!(exit, ExitReason::Normal);
 }
+
+#[test]
+fn a_guest_in_an_infinite_loop_ends_with_a_cpu_quota_exit_and_its_fuel_shows_in_usage() {
+    let opts = SandboxOpts {
+        fuel: 50_000_000,
+        yield_interval: 10_000,
+        ..SandboxOpts::default()
+    };
+    let sb: Sandbox<Sys> = Sandbox::new("spin", SPIN, opts).unwrap();
+    let seen: Log<(ExitReason, Usage, Usage)> = log();
+    let s = seen.clone();
+    let (_k, exit) = run(move |sys, _| {
+        let (sb, s) = (sb.clone(), s.clone());
+        async move {
+            let quota = Quota {
+                cpu: Some(300_000),
+                ..Quota::default()
+            };
+            let spinner = sys
+                .spawn(
+                    sb.image(),
+                    SpawnOpts {
+                        quota,
+                        ..SpawnOpts::default()
+                    },
+                )
+                .await?;
+            let reason = sys.waitpid(spinner.cap).await?;
+            // A guest that stops on its own fuel limit is charged too.
+            let small = sys.spawn(sb.image(), SpawnOpts::default()).await?;
+            let before = sys.usage();
+            sys.waitpid(small.cap).await?;
+            push(&s, (reason, before, sys.usage()));
+            Ok(())
+        }
+    });
+    assert_eq!(exit, ExitReason::Normal);
+    let (reason, after_quota, after_all) = snapshot(&seen).pop().unwrap();
+    assert_eq!(
+        reason,
+        ExitReason::Quota {
+            resource: Meter::Cpu
+        }
+    );
+    // Its fuel reached its parent's usage (usage bubbles up): exactly the quota.
+    assert_eq!(after_quota.cpu, 300_000);
+    // The unbounded guest ran out of its own fuel (50 M) and that was charged as well.
+    assert_eq!(after_all.cpu, 300_000 + 50_000_000);
+}

@@ -205,13 +205,8 @@ impl SupRun {
                         let sup = sys.spawn(image, opts).await?;
                         push(&sp, sup.pid);
                         sys.monitor(sup.cap).await?;
-                        let mut stash = Vec::new();
                         loop {
-                            let m = if stash.is_empty() {
-                                sys.recv().await
-                            } else {
-                                stash.remove(0)
-                            };
+                            let m = sys.recv().await;
                             if let Some(SysMsg::Down { pid, reason }) = m.sys() {
                                 if *pid == sup.pid {
                                     push(&x, reason.clone());
@@ -220,7 +215,7 @@ impl SupRun {
                             }
                             match m.body.as_value().and_then(Value::as_str) {
                                 Some("children") => {
-                                    let list = which_children(&sys, sup.cap, &mut stash)
+                                    let list = which_children(&sys, sup.cap)
                                         .await
                                         .map_err(|e| ExitReason::fault(e.to_string()))?;
                                     push(&a, list);

@@ -90,9 +90,8 @@ fn a_registered_name_looks_up_to_a_cap_that_reaches_its_owner() {
             let svc = sys.spawn(name_service(), SpawnOpts::default()).await?;
             let names = names_cap(&sys, &svc);
             start_owner(&sys, &svc, "echo", h).await;
-            let mut stash = Vec::new();
-            let echo = lookup(&sys, names, "echo", &mut stash).await.unwrap();
-            let none = lookup(&sys, names, "nobody", &mut stash).await.unwrap();
+            let echo = lookup(&sys, names, "echo").await.unwrap();
+            let none = lookup(&sys, names, "nobody").await.unwrap();
             push(&f, (echo.is_some(), none.is_some()));
             sys.send(
                 echo.unwrap(),
@@ -100,7 +99,7 @@ fn a_registered_name_looks_up_to_a_cap_that_reaches_its_owner() {
                 SendOpts::default(),
             )
             .await?;
-            assert!(stash.is_empty());
+            assert_eq!(sys.mailbox_len(), 0);
             Ok(())
         })
     });
@@ -118,10 +117,7 @@ fn a_looked_up_cap_is_send_only() {
             let svc = sys.spawn(name_service(), SpawnOpts::default()).await?;
             let names = names_cap(&sys, &svc);
             let o = start_owner(&sys, &svc, "svc", log()).await;
-            let cap = lookup(&sys, names, "svc", &mut Vec::new())
-                .await
-                .unwrap()
-                .unwrap();
+            let cap = lookup(&sys, names, "svc").await.unwrap().unwrap();
             let got = vec![
                 err_text(sys.derive(cap, Right::Monitor.into())),
                 err_text(sys.derive(cap, Rights::CHILD)),
@@ -162,13 +158,10 @@ fn the_names_of_a_dead_owner_vanish_and_their_looked_up_caps_are_revoked() {
             let svc = sys.spawn(name_service(), SpawnOpts::default()).await?;
             let names = names_cap(&sys, &svc);
             let o = start_owner(&sys, &svc, "db", log()).await;
-            let db = lookup(&sys, names, "db", &mut Vec::new())
-                .await
-                .unwrap()
-                .unwrap();
+            let db = lookup(&sys, names, "db").await.unwrap().unwrap();
             sys.signal(o.cap, None).await?;
             // The service hears of the death before it reads our next lookup.
-            let after = lookup(&sys, names, "db", &mut Vec::new()).await.unwrap();
+            let after = lookup(&sys, names, "db").await.unwrap();
             let sent = sys
                 .send(db, Body::Value("late".into()), SendOpts::default())
                 .await;
@@ -206,10 +199,7 @@ fn a_stranger_cannot_unregister_a_name() {
             start_owner(&sys, &svc, "cache", log()).await;
             // Init is not the owner: its unregister is ignored.
             unregister(&sys, names, "cache").await.unwrap();
-            let still = lookup(&sys, names, "cache", &mut Vec::new())
-                .await
-                .unwrap()
-                .is_some();
+            let still = lookup(&sys, names, "cache").await.unwrap().is_some();
             push(&s, still);
             Ok(())
         })
@@ -228,16 +218,10 @@ fn an_owner_unregisters_its_own_name_and_a_new_registration_wins() {
             let names = names_cap(&sys, &svc);
             let mut out = Vec::new();
             register(&sys, names, "me").await.unwrap();
-            let first = lookup(&sys, names, "me", &mut Vec::new())
-                .await
-                .unwrap()
-                .unwrap();
+            let first = lookup(&sys, names, "me").await.unwrap().unwrap();
             // Re-registering replaces the registration: the old lookup's cap is revoked.
             register(&sys, names, "me").await.unwrap();
-            let second = lookup(&sys, names, "me", &mut Vec::new())
-                .await
-                .unwrap()
-                .unwrap();
+            let second = lookup(&sys, names, "me").await.unwrap().unwrap();
             out.push(
                 sys.send(first, Body::Empty, SendOpts::default())
                     .await
@@ -249,12 +233,7 @@ fn an_owner_unregisters_its_own_name_and_a_new_registration_wins() {
                     .is_ok(),
             );
             unregister(&sys, names, "me").await.unwrap();
-            out.push(
-                lookup(&sys, names, "me", &mut Vec::new())
-                    .await
-                    .unwrap()
-                    .is_none(),
-            );
+            out.push(lookup(&sys, names, "me").await.unwrap().is_none());
             out.push(
                 sys.send(second, Body::Empty, SendOpts::default())
                     .await
@@ -290,10 +269,7 @@ fn a_forged_down_does_not_drop_a_name() {
                 matches!(&refused, Err(SendError::Refused(_, e)) if e.to_string().contains("system message")),
                 "{refused:?}"
             );
-            let still = lookup(&sys, names, "bank", &mut Vec::new())
-                .await
-                .unwrap()
-                .is_some();
+            let still = lookup(&sys, names, "bank").await.unwrap().is_some();
             push(&s, still);
             Ok(())
         })
@@ -309,8 +285,8 @@ fn lookups_leave_no_capabilities_behind_in_the_service() {
             let names = names_cap(&sys, &svc);
             start_owner(&sys, &svc, "hot", log()).await;
             for _ in 0..50 {
-                lookup(&sys, names, "hot", &mut Vec::new()).await.unwrap();
-                lookup(&sys, names, "cold", &mut Vec::new()).await.unwrap();
+                lookup(&sys, names, "hot").await.unwrap();
+                lookup(&sys, names, "cold").await.unwrap();
             }
             Ok(())
         })
@@ -343,14 +319,83 @@ fn a_registration_whose_cap_cannot_monitor_is_refused() {
                 },
             )
             .await?;
-            let found = lookup(&sys, names, "ghost", &mut Vec::new())
-                .await
-                .unwrap()
-                .is_some();
+            let found = lookup(&sys, names, "ghost").await.unwrap().is_some();
             push(&s, found);
             Ok(())
         })
     });
     assert_eq!(snapshot(&seen), vec![false]);
     assert_eq!(k.caps_owned(pid_of(&k, "names")), 0);
+}
+
+/// A server that takes one request and then never answers: it parks until killed.
+fn mute_server() -> KImage {
+    Image::new("mute", |sys: Sys, _| async move {
+        let _request = sys.recv().await;
+        loop {
+            let _ = sys.recv().await;
+        }
+    })
+}
+
+/// A process that sleeps `ms`, then kills the process behind its "victim" grant.
+fn killer(ms: u64) -> KImage {
+    Image::new("killer", move |sys: Sys, _| async move {
+        sys.sleep(ms).await;
+        let victim = sys.grant("victim").expect("victim grant");
+        sys.signal(victim, None).await?;
+        Ok(())
+    })
+}
+
+#[test]
+fn a_server_killed_between_request_and_reply_fails_lookup_and_which_children() {
+    let got: Log<(String, String, u64, usize)> = log();
+    let g = got.clone();
+    run(move |sys, _| {
+        let g = g.clone();
+        Box::pin(async move {
+            let mut errs = Vec::new();
+            for _ in 0..2 {
+                let srv = sys.spawn(mute_server(), SpawnOpts::default()).await?;
+                let kill = sys.derive(srv.cap, Right::Kill.into())?;
+                let opts = SpawnOpts {
+                    grants: vec![("victim".into(), kill)],
+                    ..SpawnOpts::default()
+                };
+                sys.spawn(killer(5), opts).await?;
+                // srv.cap grants send + monitor: the call watches the server.
+                let e = if errs.is_empty() {
+                    lookup(&sys, srv.cap, "anything")
+                        .await
+                        .err()
+                        .map(|e| e.to_string())
+                } else {
+                    agentos_userland::which_children(&sys, srv.cap)
+                        .await
+                        .err()
+                        .map(|e| e.to_string())
+                };
+                errs.push(e.expect("the call fails instead of waiting forever"));
+            }
+            // Nothing stale is left behind: no down, no reply.
+            push(
+                &g,
+                (
+                    errs[0].clone(),
+                    errs[1].clone(),
+                    sys.now(),
+                    sys.mailbox_len(),
+                ),
+            );
+            Ok(())
+        })
+    });
+    let got = snapshot(&got);
+    assert_eq!(got.len(), 1, "init finished");
+    let (lookup_err, which_err, now, left) = got[0].clone();
+    assert!(lookup_err.contains("no such process"), "{lookup_err}");
+    assert!(which_err.contains("no such process"), "{which_err}");
+    assert_eq!(now, 10);
+    assert_eq!(left, 0);
 }

@@ -47,7 +47,7 @@ fn the_first_failure_cancels_the_siblings_and_join_names_the_child() {
             for child in [worker("w1"), after("bad", 10, true), worker("w2")] {
                 n.spawn(child, SpawnOpts::default()).await.unwrap();
             }
-            let r = n.join(&mut Vec::new()).await;
+            let r = n.join().await;
             push(&j, (sys.now(), r));
             Ok(())
         }
@@ -102,10 +102,10 @@ fn join_succeeds_when_every_child_ends_normally() {
             n.spawn(after("y", 30, false), SpawnOpts::default())
                 .await
                 .unwrap();
-            let r = n.join(&mut Vec::new()).await;
+            let r = n.join().await;
             push(&j, (sys.now(), r));
             // Joining again gives the same outcome.
-            push(&j, (sys.now(), n.join(&mut Vec::new()).await));
+            push(&j, (sys.now(), n.join().await));
             Ok(())
         }
     });
@@ -124,7 +124,7 @@ fn spawn_after_join_is_an_error() {
             n.spawn(after("x", 1, false), SpawnOpts::default())
                 .await
                 .unwrap();
-            n.join(&mut Vec::new()).await.unwrap();
+            n.join().await.unwrap();
             let r = n.spawn(worker("late"), SpawnOpts::default()).await;
             push(&g, r.map(|_| ()));
             Ok(())
@@ -143,7 +143,7 @@ fn the_scope_is_cancelled_when_its_owner_is_killed() {
                 n.spawn(worker("w1"), SpawnOpts::default()).await.unwrap();
                 n.spawn(worker("w2"), SpawnOpts::default()).await.unwrap();
                 // Never joins: waits forever.
-                let _ = n.join(&mut Vec::new()).await;
+                let _ = n.join().await;
                 Ok(())
             });
             let o = sys.spawn(own, with_spawn(&sys, &boot)).await?;
@@ -191,7 +191,7 @@ fn a_child_spawned_after_a_failure_is_cancelled_at_once() {
                 .unwrap();
             sys.sleep(10).await; // the failure happened meanwhile
             n.spawn(worker("late"), SpawnOpts::default()).await.unwrap();
-            push(&g, n.join(&mut Vec::new()).await);
+            push(&g, n.join().await);
             Ok(())
         }
     });
@@ -205,7 +205,7 @@ fn a_child_spawned_after_a_failure_is_cancelled_at_once() {
 }
 
 #[test]
-fn join_keeps_messages_that_arrive_meanwhile_in_the_stash() {
+fn join_leaves_messages_that_arrive_meanwhile_in_the_mailbox_in_order() {
     let kept: Log<Vec<String>> = log();
     let kc = kept.clone();
     owner(move |sys, _| {
@@ -224,16 +224,14 @@ fn join_keeps_messages_that_arrive_meanwhile_in_the_stash() {
                 ..SpawnOpts::default()
             };
             n.spawn(pinger, opts).await.unwrap();
-            let mut stash = Vec::new();
-            n.join(&mut stash).await.unwrap();
-            push(
-                &kc,
-                stash
-                    .iter()
-                    .filter_map(|m| m.body.as_value().and_then(Value::as_str))
-                    .map(str::to_owned)
-                    .collect(),
-            );
+            n.join().await.unwrap();
+            let mut kept = Vec::new();
+            while let Some(m) = sys.try_recv(Select::Any) {
+                if let Some(s) = m.body.as_value().and_then(Value::as_str) {
+                    kept.push(s.to_owned());
+                }
+            }
+            push(&kc, kept);
             Ok(())
         }
     });
@@ -259,7 +257,7 @@ fn a_nursery_childs_cap_works_until_the_join() {
                 .await
                 .map(|_| ())
                 .map_err(|e| e.to_string());
-            n.join(&mut Vec::new()).await.unwrap();
+            n.join().await.unwrap();
             push(&g, (before, waited));
             Ok(())
         }

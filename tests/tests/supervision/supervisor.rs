@@ -533,15 +533,16 @@ fn which_children_keeps_unrelated_messages_for_the_caller() {
                     .await?;
                 sys.send(me, Body::Value("two".into()), SendOpts::default())
                     .await?;
-                let mut stash = Vec::new();
-                let list = agentos_userland::which_children(&sys, sup.cap, &mut stash)
+                let list = agentos_userland::which_children(&sys, sup.cap)
                     .await
                     .map_err(|e| ExitReason::fault(e.to_string()))?;
-                let kept = stash
-                    .iter()
-                    .filter_map(|m| m.body.as_value().and_then(Value::as_str))
-                    .map(str::to_owned)
-                    .collect();
+                // They are still in the mailbox, in order.
+                let mut kept = Vec::new();
+                while let Some(m) = sys.try_recv(Select::Any) {
+                    if let Some(s) = m.body.as_value().and_then(Value::as_str) {
+                        kept.push(s.to_owned());
+                    }
+                }
                 push(&s, (list, kept));
                 Ok(())
             }
@@ -675,4 +676,84 @@ fn the_supervisor_restarts_and_stops_on_a_threaded_kernel_too() {
     }
     assert!(k.ps().is_empty(), "left: {:?}", alive(&k));
     k.shutdown(ExitReason::Shutdown);
+}
+
+/// A child that acknowledges its start after `ms` of kernel time (never, for `None`), then
+/// parks until killed.
+fn slow_starter(ms: Option<u64>) -> KImage {
+    Image::new("starter", move |sys: Sys, _| async move {
+        if let Some(ms) = ms {
+            sys.sleep(ms).await;
+            sys.init_ack(Value::Unit);
+        }
+        loop {
+            let _ = sys.recv().await;
+        }
+    })
+}
+
+#[test]
+fn ordered_start_waits_for_each_childs_acknowledgement() {
+    let k = det();
+    let spec = SupervisorSpec::new(Strategy::OneForOne)
+        .child(ChildSpec::new("a", slow_starter(Some(10)).renamed("a")).start_ack(100))
+        .child(ChildSpec::new("b", slow_starter(Some(3)).renamed("b")).start_ack(100))
+        .child(ChildSpec::new("c", worker("c")));
+    let img = supervisor(spec).unwrap();
+    k.boot(
+        init(move |sys, boot| {
+            let img = img.clone();
+            async move {
+                // init stays alive: the supervisor's spawn cap is derived from init's.
+                let s = sys.spawn(img, with_spawn(&sys, &boot)).await?;
+                sys.waitpid(s.cap).await?;
+                Ok(())
+            }
+        }),
+        BootOpts::default(),
+    )
+    .unwrap();
+    k.run_for(1_000);
+    // b is spawned only once a has acknowledged (t=10), c once b has (t=13).
+    assert_eq!(spawns(&k, "a")[0].0, 0);
+    assert_eq!(spawns(&k, "b")[0].0, 10);
+    assert_eq!(spawns(&k, "c")[0].0, 13);
+}
+
+#[test]
+fn a_child_that_never_acknowledges_fails_the_start_at_its_timeout() {
+    let k = det();
+    let spec = SupervisorSpec::new(Strategy::OneForOne)
+        .child(ChildSpec::new("a", worker("a")))
+        .child(ChildSpec::new("mute", slow_starter(None).renamed("mute")).start_ack(50))
+        .child(ChildSpec::new("c", worker("c")));
+    let sup_pid: Log<Pid> = log();
+    let sp = sup_pid.clone();
+    let img = supervisor(spec).unwrap();
+    k.boot(
+        init(move |sys, boot| {
+            let (img, sp) = (img.clone(), sp.clone());
+            async move {
+                let s = sys.spawn(img, with_spawn(&sys, &boot)).await?;
+                push(&sp, s.pid);
+                sys.waitpid(s.cap).await?;
+                Ok(())
+            }
+        }),
+        BootOpts::default(),
+    )
+    .unwrap();
+    k.run_for(1_000);
+    let sup = snapshot(&sup_pid)[0];
+    let (t, _, reason) = exits(&k)
+        .into_iter()
+        .find(|(_, p, _)| *p == sup)
+        .expect("the supervisor gave up");
+    assert_eq!(t, 50);
+    assert!(
+        matches!(&reason, ExitReason::Fault { error } if error.contains("mute") && error.contains("timed out")),
+        "{reason:?}"
+    );
+    assert!(spawns(&k, "c").is_empty(), "nothing after the failed start");
+    assert!(live(&k, "a").is_empty(), "the started ones were stopped");
 }

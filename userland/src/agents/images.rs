@@ -14,8 +14,8 @@ use super::turn::{run_turn, TurnOutcome};
 use super::{TurnSpec, DEFAULT_SYSTEM_PROMPT};
 use agentos_abi::device::{ToolsRequest, ValueError};
 use agentos_abi::{
-    Body, CapRef, ChatMessage, DeviceMessage, ExitReason, Image, LogLevel, Message, RememberOpts,
-    Right, Role, SendError, SendOpts, SysError, SysMsg, Syscalls, ToolSpec, Value,
+    Attenuation, Body, CapRef, ChatMessage, DeviceMessage, ExitReason, Image, LogLevel, Message,
+    RememberOpts, Role, SendError, SendOpts, SysError, SysMsg, Syscalls, ToolSpec, Value,
 };
 use std::sync::Arc;
 use thiserror::Error;
@@ -96,9 +96,12 @@ impl AgentGrant {
         llm_device: CapRef,
         tools_device: Option<CapRef>,
     ) -> Result<Self, SysError> {
-        let llm = sys.derive(llm_device, Right::Open.into())?;
+        // A derivation keeps the device cap's rights (open, and the read/write its handles
+        // inherit) and scope.
+        let keep = Attenuation::default();
+        let llm = sys.attenuate(llm_device, keep.clone())?;
         let tools = match tools_device {
-            Some(t) => Some(sys.derive(t, Right::Open.into())?),
+            Some(t) => Some(sys.attenuate(t, keep)?),
             None => None,
         };
         Ok(AgentGrant {

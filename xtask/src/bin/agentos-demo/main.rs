@@ -24,7 +24,7 @@ mod team;
 
 use agentos_abi::driver::BoxFuture;
 use agentos_abi::{
-    Body, Cost, Driver, DriverError, DriverHandle, Event, EventKind, ExitReason, Image, Pid, Quota,
+    Body, Cost, Driver, DriverError, DriverHandle, Event, EventKind, ExitReason, Image, Quota,
     Reply, Right, SendError, SendOpts, SpawnOpts, SysMsg, Syscalls, Value,
 };
 use agentos_kernel::journal::{FileStore, FsyncPolicy};
@@ -40,7 +40,10 @@ impl Driver for Echo {
     fn name(&self) -> &str {
         "echo"
     }
-    fn open(&self, _pid: Pid) -> BoxFuture<'static, Result<Arc<dyn DriverHandle>, DriverError>> {
+    fn open(
+        &self,
+        _at: agentos_abi::OpenCtx,
+    ) -> BoxFuture<'static, Result<Arc<dyn DriverHandle>, DriverError>> {
         Box::pin(async { Ok(Arc::new(EchoHandle) as Arc<dyn DriverHandle>) })
     }
 }
@@ -259,7 +262,10 @@ impl Driver for Oracle {
     fn name(&self) -> &str {
         "oracle"
     }
-    fn open(&self, _pid: Pid) -> BoxFuture<'static, Result<Arc<dyn DriverHandle>, DriverError>> {
+    fn open(
+        &self,
+        _at: agentos_abi::OpenCtx,
+    ) -> BoxFuture<'static, Result<Arc<dyn DriverHandle>, DriverError>> {
         let h: Arc<dyn DriverHandle> = Arc::new(OracleHandle(self.delay_us, self.calls.clone()));
         Box::pin(async move { Ok(h) })
     }
