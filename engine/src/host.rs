@@ -86,12 +86,10 @@ impl Engine {
         store: Arc<Store>,
         config: EngineConfig,
     ) -> Result<Engine, EngineError> {
-        let driver = Arc::new(StoreDriver::new(store.clone()));
         kernel
-            .register_driver(driver.clone())
+            .register_driver(Arc::new(StoreDriver::new(store.clone())))
             .map_err(|e| EngineError::Kernel(e.to_string()))?;
         let shared = Arc::new(EngineShared {
-            driver,
             config: Arc::new(config),
         });
         let root = kernel

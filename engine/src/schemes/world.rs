@@ -31,10 +31,12 @@ pub async fn store_call<S: Syscalls, T: serde::de::DeserializeOwned>(
     req: &StoreRequest,
 ) -> Result<T, WorldError> {
     let v = to_value(req).map_err(|e| WorldError(e.to_string()))?;
-    let out: Value = sys
-        .read(handle, v)
-        .await
-        .map_err(|e| WorldError(e.to_string()))?;
+    let out: Value = if req.is_write() {
+        sys.write(handle, v).await
+    } else {
+        sys.read(handle, v).await
+    }
+    .map_err(|e| WorldError(e.to_string()))?;
     from_value(out).map_err(|e| WorldError(format!("bad reply: {e}")))
 }
 

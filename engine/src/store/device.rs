@@ -2,27 +2,26 @@
 //!
 //! A run and its loops touch the database only through handles of this device, so every
 //! row they write is a device I/O (journaled, replayable) and a handle can write only its
-//! own run's rows and its own session's entries. The scope is bound at `open`: trusted
-//! engine code (the engine root and run processes) calls [`StoreDriver::grant`] for a
-//! child's pid before the child opens the device, and the open consumes that grant. A
-//! process with the device cap but no grant cannot open it at all — there is no ambient
-//! "admin" handle.
+//! own run's rows and its own session's entries. The confinement is the device cap's
+//! **scope** (DESIGN.md "Scoped devices"): the engine root attenuates its `store` cap to
+//! `{session = S, run = R}` for each run, the kernel hands that scope to [`StoreDriver`] at
+//! `open`, and derivation can only narrow it. An unscoped store cap opens nothing — there
+//! is no ambient "admin" handle — and a read-only cap reads but never writes (mutations go
+//! through `write`, which the kernel refuses on a handle without the `write` right).
 //!
 //! **Invariants:** a handle never reads another run's log or writes outside its
 //! `(session, run)`; requests and replies are [`StoreRequest`] / reply values encoded with
 //! the abi serde bridge; a malformed request is a `BadRequest`, never a panic.
 //!
-//! **API boundary:** [`StoreDriver`] (register it with the kernel), [`StoreScope`],
-//! [`StoreRequest`]. When the kernel's device caps carry scopes, the grant table becomes
-//! the cap's scope and nothing else here changes.
+//! **API boundary:** [`StoreDriver`] (register it with the kernel), [`StoreScope`] (and
+//! [`StoreScope::cap_scope`], the cap scope that names it), [`StoreRequest`].
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use agentos_abi::device::{from_value, to_value};
 use agentos_abi::driver::BoxFuture;
-use agentos_abi::{Driver, DriverError, DriverHandle, Pid, Reply, Value};
-use parking_lot::Mutex;
+use agentos_abi::driver::OpenCtx;
+use agentos_abi::{Driver, DriverError, DriverHandle, Reply, Value};
 use serde::{Deserialize, Serialize};
 
 use super::{EntryKey, EntryWrite, LoopId, RunId, Scope, SessionId, Store, StoreError, TurnCommit};
@@ -37,6 +36,34 @@ pub struct StoreScope {
     pub session_id: SessionId,
     /// The run.
     pub run_id: RunId,
+}
+
+impl StoreScope {
+    /// The device-cap scope that confines a `store` handle to this session and run.
+    pub fn cap_scope(&self) -> agentos_abi::Scope {
+        agentos_abi::Scope::new()
+            .with("session", &self.session_id.to_string())
+            .with("run", &self.run_id.to_string())
+    }
+
+    /// Reads a store scope from a device cap's scope: exactly the keys `session` and `run`,
+    /// both ids.
+    pub fn from_cap_scope(scope: &agentos_abi::Scope) -> Result<StoreScope, String> {
+        let id = |k: &str| -> Result<i64, String> {
+            let v = scope.get(k).ok_or_else(|| {
+                format!("a store handle needs a `{k}` scope (the engine grants it per run)")
+            })?;
+            v.parse()
+                .map_err(|_| format!("scope `{k}` is not an id: {v:?}"))
+        };
+        if let Some((k, _)) = scope.iter().find(|(k, _)| !matches!(*k, "session" | "run")) {
+            return Err(format!("unknown scope key `{k}`"));
+        }
+        Ok(StoreScope {
+            session_id: id("session")?,
+            run_id: id("run")?,
+        })
+    }
 }
 
 /// A request to the `store` device.
@@ -99,30 +126,34 @@ pub enum StoreRequest {
     Write(Vec<EntryWrite>),
 }
 
-/// The `store` driver. One serves every run; each handle is scoped by its grant.
+impl StoreRequest {
+    /// Whether the request changes the database (it must go through `write`).
+    pub fn is_write(&self) -> bool {
+        matches!(
+            self,
+            StoreRequest::Claim { .. }
+                | StoreRequest::SetStatus { .. }
+                | StoreRequest::Queue { .. }
+                | StoreRequest::Commit(_)
+                | StoreRequest::Write(_)
+        )
+    }
+}
+
+/// The `store` driver. One serves every run; each handle is confined by its cap's scope.
 pub struct StoreDriver {
     store: Arc<Store>,
-    grants: Mutex<HashMap<Pid, StoreScope>>,
 }
 
 impl StoreDriver {
     /// A driver over `store`.
     pub fn new(store: Arc<Store>) -> Self {
-        StoreDriver {
-            store,
-            grants: Mutex::new(HashMap::new()),
-        }
+        StoreDriver { store }
     }
 
     /// The store behind the device.
     pub fn store(&self) -> &Arc<Store> {
         &self.store
-    }
-
-    /// Lets process `pid` open one handle scoped to `scope`. Only engine code that spawned
-    /// `pid` calls this, before telling the child to open.
-    pub fn grant(&self, pid: Pid, scope: StoreScope) {
-        self.grants.lock().insert(pid, scope);
     }
 }
 
@@ -131,15 +162,13 @@ impl Driver for StoreDriver {
         STORE_DEVICE
     }
 
-    fn open(&self, pid: Pid) -> BoxFuture<'static, Result<Arc<dyn DriverHandle>, DriverError>> {
-        let r = match self.grants.lock().remove(&pid) {
-            Some(scope) => Ok(Arc::new(StoreHandle {
+    fn open(&self, at: OpenCtx) -> BoxFuture<'static, Result<Arc<dyn DriverHandle>, DriverError>> {
+        let r = match StoreScope::from_cap_scope(&at.scope) {
+            Ok(scope) => Ok(Arc::new(StoreHandle {
                 store: self.store.clone(),
                 scope,
             }) as Arc<dyn DriverHandle>),
-            None => Err(DriverError::Failed(format!(
-                "store: process {pid:?} holds no store scope (a run's engine grants it)"
-            ))),
+            Err(e) => Err(DriverError::BadRequest(format!("store: {e}"))),
         };
         Box::pin(async move { r })
     }
@@ -165,6 +194,22 @@ fn reply<T: Serialize>(v: Result<T, StoreError>) -> Result<Reply, DriverError> {
 }
 
 impl StoreHandle {
+    fn call(&self, req: Value, write: bool) -> BoxFuture<'static, Result<Reply, DriverError>> {
+        // SQLite under WAL with synchronous=NORMAL never fsyncs on commit, so a request is
+        // bounded by page-cache work: it runs inline, which keeps a turn's rows on the
+        // scheduler thread that produced them and a deterministic kernel deterministic.
+        let r = match from_value::<StoreRequest>(req) {
+            Ok(req) if req.is_write() != write => Err(DriverError::BadRequest(format!(
+                "store: {} request through {}",
+                if write { "a read" } else { "a write" },
+                if write { "write" } else { "read" }
+            ))),
+            Ok(req) => self.serve(req),
+            Err(e) => Err(DriverError::BadRequest(format!("store: {e}"))),
+        };
+        Box::pin(async move { r })
+    }
+
     fn own_loop(&self, loop_id: LoopId) -> Result<super::LoopRow, StoreError> {
         let l = self.store.loop_row(loop_id)?;
         if l.run_id != self.scope.run_id {
@@ -216,17 +261,10 @@ impl StoreHandle {
 
 impl DriverHandle for StoreHandle {
     fn read(&self, req: Value) -> BoxFuture<'static, Result<Reply, DriverError>> {
-        // SQLite under WAL with synchronous=NORMAL never fsyncs on commit, so a request is
-        // bounded by page-cache work: it runs inline, which keeps a turn's rows on the
-        // scheduler thread that produced them and a deterministic kernel deterministic.
-        let r = match from_value::<StoreRequest>(req) {
-            Ok(req) => self.serve(req),
-            Err(e) => Err(DriverError::BadRequest(format!("store: {e}"))),
-        };
-        Box::pin(async move { r })
+        self.call(req, false)
     }
 
     fn write(&self, data: Value) -> BoxFuture<'static, Result<Reply, DriverError>> {
-        self.read(data)
+        self.call(data, true)
     }
 }

@@ -6,8 +6,10 @@
 //!        └─ loop:<id>   one at a time; turns until a terminal status; killed on cancel
 //! ```
 //!
-//! A child gets its authority in one `Start` message after its store scope is granted:
-//! caps derived from its parent's (transferred with the message) and the ids it serves.
+//! A child gets its authority in one `Start` message: caps derived from its parent's
+//! (transferred with the message) and the ids it serves. A run's `store` cap is the root's
+//! attenuated to `{session, run}` (a scoped device cap), so the run and its loops can open
+//! only their own slice of the database; a loop's is derived from its run's.
 //! Loops are queued as `loops` rows (status 100) by the host, so a request survives a run
 //! process that is not up yet; `run` wakes the drain, which claims them 100 → 102 in order.
 //!
@@ -19,16 +21,17 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use agentos_abi::sys::Attenuation;
 use agentos_abi::{
-    Body, CapRef, ExitReason, Image, Message, Pid, Quota, Right, SendOpts, SpawnOpts, SysMsg,
-    Syscalls, Value,
+    Body, CapRef, ExitReason, Image, Message, Pid, Quota, SendOpts, SpawnOpts, SysMsg, Syscalls,
+    Value,
 };
 
 use super::runner::LoopRunner;
 use super::{EngineConfig, LoopFlags};
 use crate::schemes::entry::entry_key;
 use crate::schemes::world::{channel, store_call};
-use crate::store::device::{StoreDriver, StoreRequest, StoreScope, STORE_DEVICE};
+use crate::store::device::{StoreRequest, StoreScope, STORE_DEVICE};
 use crate::store::{status, EntryWrite, LoopId, LoopRow, RunId, SessionId};
 
 /// The LLM device name the engine uses.
@@ -78,7 +81,7 @@ pub enum RunMsg {
     Cancel,
 }
 
-/// A child's authority and identity, sent once after its store scope is granted.
+/// A child's authority and identity, sent once when it is spawned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Start {
     scope: StoreScope,
@@ -88,10 +91,8 @@ struct Start {
     loop_id: LoopId,
 }
 
-/// Shared by every engine process: the store driver (for scope grants) and the config.
+/// Shared by every engine process: the config.
 pub struct EngineShared {
-    /// The store driver.
-    pub driver: Arc<StoreDriver>,
     /// The config.
     pub config: Arc<EngineConfig>,
 }
@@ -104,11 +105,11 @@ fn boot_caps(m: &Message) -> Option<(CapRef, CapRef, CapRef)> {
     Some((*spawn, find(STORE_DEVICE)?, find(LLM_DEVICE)?))
 }
 
-/// Spawns `image`, grants its store scope, then hands it derived caps in its `Start`.
+/// Spawns `image` and hands it derived caps in its `Start`; its store cap is confined to
+/// `scope` (an attenuation, which the kernel refuses if it would widen the parent's).
 #[allow(clippy::too_many_arguments)]
 async fn start_child<S: Syscalls>(
     sys: &S,
-    shared: &EngineShared,
     image: Image<S>,
     quota: Quota,
     deadline_ms: Option<u64>,
@@ -128,16 +129,23 @@ async fn start_child<S: Syscalls>(
         .await
         .map_err(|e| e.to_string())?;
     sys.monitor(child.cap).await.map_err(|e| e.to_string())?;
-    shared.driver.grant(child.pid, scope);
+    // Copies of the parent's caps with their rights (a device handle gets the read/write
+    // rights of the cap it is opened through); the store copy is confined to the scope.
     let store = sys
-        .derive(store, Right::Open.into())
+        .attenuate(
+            store,
+            Attenuation {
+                scope: Some(scope.cap_scope()),
+                ..Attenuation::default()
+            },
+        )
         .map_err(|e| e.to_string())?;
     let llm = sys
-        .derive(llm, Right::Open.into())
+        .attenuate(llm, Attenuation::default())
         .map_err(|e| e.to_string())?;
     let spawn = match spawn {
         Some(s) => Some(
-            sys.derive(s, Right::Spawn.into())
+            sys.attenuate(s, Attenuation::default())
                 .map_err(|e| e.to_string())?,
         ),
         None => None,
@@ -209,7 +217,6 @@ pub fn root_image<S: Syscalls>(shared: Arc<EngineShared>) -> Image<S> {
                         let scope = StoreScope { session_id, run_id };
                         match start_child(
                             &sys,
-                            &shared,
                             run_image(shared.clone()),
                             Quota::default(),
                             None,
@@ -295,7 +302,6 @@ pub fn run_image<S: Syscalls>(shared: Arc<EngineShared>) -> Image<S> {
                             };
                             match start_child(
                                 &sys,
-                                &shared,
                                 loop_image(shared.clone()),
                                 quota,
                                 None,

@@ -202,12 +202,13 @@ fn a_store_handle_cannot_write_another_runs_rows() {
     assert!(store.turns(their_loop.id).expect("turns").is_empty());
 }
 
-/// The `store` device: no grant, no handle; a granted handle reads its own run's loops and
-/// is refused another run's.
+/// The `store` device: an unscoped cap opens nothing; a cap attenuated to a session and run
+/// reads its own run's loops and is refused another run's; a scope cannot be widened.
 #[test]
-fn the_store_device_is_scoped_by_its_grant() {
+fn the_store_device_is_scoped_by_its_cap() {
     use agentos_abi::device::{from_value, to_value};
-    use agentos_abi::{Body, Image, SysMsg, Syscalls};
+    use agentos_abi::sys::Attenuation;
+    use agentos_abi::{Image, SysMsg, Syscalls};
     use agentos_engine::store::device::{StoreDriver, StoreRequest, StoreScope};
     use agentos_engine::store::LoopRow;
     use agentos_kernel::{BootOpts, Kernel, KernelConfig, Sys};
@@ -223,12 +224,20 @@ fn the_store_device_is_scoped_by_its_grant() {
         .expect("run");
     let my_loop = store.create_loop(mine.id, "p", "{}", None).expect("loop");
     let their_loop = store.create_loop(theirs.id, "q", "{}", None).expect("loop");
-    let driver = Arc::new(StoreDriver::new(store.clone()));
     let k = Kernel::new(KernelConfig::deterministic(1));
-    k.register_driver(driver.clone()).expect("register");
+    k.register_driver(Arc::new(StoreDriver::new(store.clone())))
+        .expect("register");
     let seen: Arc<Mutex<Vec<String>>> = Arc::default();
     let out = seen.clone();
     let (mine_id, theirs_id) = (my_loop.id, their_loop.id);
+    let mine_scope = StoreScope {
+        session_id: s.id,
+        run_id: mine.id,
+    };
+    let their_scope = StoreScope {
+        session_id: s.id,
+        run_id: theirs.id,
+    };
     let img = Image::new("probe", move |sys: Sys, _| {
         let out = out.clone();
         async move {
@@ -237,24 +246,39 @@ fn the_store_device_is_scoped_by_its_grant() {
                 Some(SysMsg::Boot { devices, .. }) => devices[0].1,
                 _ => return Ok(()),
             };
-            // First attempt: before any grant.
+            let say = |m: String| out.lock().expect("lock").push(m);
             let first = match sys.open(dev).await {
                 Ok(_) => "opened".to_owned(),
                 Err(e) => format!("refused: {e}"),
             };
-            out.lock().expect("lock").push(first);
-            let _go = sys.recv().await; // the test grants a scope, then says go
-            let h = sys.open(dev).await?;
+            say(first);
+            let scoped = sys.attenuate(
+                dev,
+                Attenuation {
+                    scope: Some(mine_scope.cap_scope()),
+                    ..Attenuation::default()
+                },
+            )?;
+            let wider = sys.attenuate(
+                scoped,
+                Attenuation {
+                    scope: Some(their_scope.cap_scope()),
+                    ..Attenuation::default()
+                },
+            );
+            say(format!(
+                "widen: {}",
+                if wider.is_ok() { "allowed" } else { "refused" }
+            ));
+            let h = sys.open(scoped).await?;
             let ask = |id| to_value(&StoreRequest::Loop { loop_id: id }).expect("value");
             let own: LoopRow = from_value(sys.read(h, ask(mine_id)).await?).expect("row");
-            out.lock()
-                .expect("lock")
-                .push(format!("own loop {}", own.prompt));
+            say(format!("own loop {}", own.prompt));
             let other = match sys.read(h, ask(theirs_id)).await {
                 Ok(_) => "read theirs".to_owned(),
                 Err(e) => format!("theirs refused: {e}"),
             };
-            out.lock().expect("lock").push(other);
+            say(other);
             Ok(())
         }
     });
@@ -267,24 +291,16 @@ fn the_store_device_is_scoped_by_its_grant() {
             },
         )
         .expect("boot");
-    k.run();
-    driver.grant(
-        pid,
-        StoreScope {
-            session_id: s.id,
-            run_id: mine.id,
-        },
-    );
-    k.deliver_external(pid, Body::Empty).expect("go");
     k.wait_exit(pid).expect("exit");
     let seen = seen.lock().expect("lock").clone();
     assert!(
-        seen[0].starts_with("refused:") && seen[0].contains("no store scope"),
+        seen[0].starts_with("refused:") && seen[0].contains("scope"),
         "{seen:?}"
     );
-    assert_eq!(seen[1], "own loop p");
+    assert_eq!(seen[1], "widen: refused");
+    assert_eq!(seen[2], "own loop p");
     assert!(
-        seen[2].starts_with("theirs refused") && seen[2].contains("not in run"),
+        seen[3].starts_with("theirs refused") && seen[3].contains("not in run"),
         "{seen:?}"
     );
 }
