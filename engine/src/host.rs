@@ -86,6 +86,9 @@ impl Engine {
         store: Arc<Store>,
         config: EngineConfig,
     ) -> Result<Engine, EngineError> {
+        for m in BUILTIN.iter() {
+            store.register_scheme(&m.record())?;
+        }
         kernel
             .register_driver(Arc::new(StoreDriver::new(store.clone())))
             .map_err(|e| EngineError::Kernel(e.to_string()))?;

@@ -85,6 +85,31 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// The manifest as a `schemes` table row.
+    pub fn record(&self) -> crate::store::SchemeRecord {
+        let channels: serde_json::Map<String, serde_json::Value> = self
+            .channels
+            .iter()
+            .map(|(c, m)| ((*c).to_owned(), serde_json::Value::from(*m)))
+            .collect();
+        let writers: Vec<&str> = self.writable_by.iter().map(|o| o.as_str()).collect();
+        crate::store::SchemeRecord {
+            name: self.name.to_owned(),
+            model_visible: self.model_visible,
+            category: match self.category {
+                Category::Data => "data",
+                Category::Logging => "logging",
+                Category::Control => "control",
+            }
+            .to_owned(),
+            default_scope: self.scope,
+            default_channel: self.default_channel.to_owned(),
+            channels_json: serde_json::Value::Object(channels).to_string(),
+            writable_by_json: serde_json::json!(writers).to_string(),
+            volatile: self.volatile,
+        }
+    }
+
     /// Whether `origin` may mutate this scheme's entries.
     pub fn writable(&self, origin: Origin) -> bool {
         self.writable_by.contains(&origin)

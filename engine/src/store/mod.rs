@@ -335,6 +335,56 @@ impl Store {
         }
     }
 
+    // ---- schemes -------------------------------------------------------------------------
+
+    /// Records a scheme's manifest in the `schemes` table (replacing an older record), so
+    /// the database describes the schemes its rows point into.
+    pub fn register_scheme(&self, s: &SchemeRecord) -> Result<(), StoreError> {
+        self.conn.lock().execute(
+            "INSERT INTO schemes (name, model_visible, category, default_scope, default_channel, channel_orientations, writable_by, volatile) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (name) DO UPDATE SET model_visible = excluded.model_visible, \
+             category = excluded.category, default_scope = excluded.default_scope, default_channel = excluded.default_channel, \
+             channel_orientations = excluded.channel_orientations, writable_by = excluded.writable_by, volatile = excluded.volatile",
+            params![
+                s.name,
+                s.model_visible as i64,
+                s.category,
+                s.default_scope.as_str(),
+                s.default_channel,
+                s.channels_json,
+                s.writable_by_json,
+                s.volatile as i64
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// The recorded schemes, by name.
+    pub fn schemes(&self) -> Result<Vec<SchemeRecord>, StoreError> {
+        let conn = self.conn.lock();
+        let mut st = conn.prepare_cached(
+            "SELECT name, model_visible, category, default_scope, default_channel, channel_orientations, writable_by, volatile FROM schemes ORDER BY name",
+        )?;
+        let rows = st.query_map([], |r| {
+            let scope: String = r.get(3)?;
+            Ok(SchemeRecord {
+                name: r.get(0)?,
+                model_visible: r.get::<_, i64>(1)? != 0,
+                category: r.get(2)?,
+                default_scope: if scope == "run" {
+                    Scope::Run
+                } else {
+                    Scope::Session
+                },
+                default_channel: r.get(4)?,
+                channels_json: r.get(5)?,
+                writable_by_json: r.get(6)?,
+                volatile: r.get::<_, i64>(7)? != 0,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     // ---- sessions and runs ---------------------------------------------------------------
 
     /// Creates a session; a `None` name picks `session-<id>`.
@@ -800,6 +850,28 @@ impl Store {
         out.sort_by_key(|(n, _)| *n);
         Ok(out)
     }
+}
+
+/// A row of the `schemes` table: what a manifest says about storage.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SchemeRecord {
+    /// The URI scheme.
+    pub name: String,
+    /// Shown to the model.
+    pub model_visible: bool,
+    /// `data`, `logging` or `control`.
+    pub category: String,
+    /// Default entry scope.
+    pub default_scope: Scope,
+    /// Channel used without a fragment.
+    pub default_channel: String,
+    /// Channels and mimetypes, as a JSON object.
+    pub channels_json: String,
+    /// Writer tiers, as a JSON array.
+    pub writable_by_json: String,
+    /// Fast-changing content.
+    pub volatile: bool,
 }
 
 /// A filter for [`Store::log_query`]; unset fields match everything.
