@@ -215,8 +215,12 @@ fn read_entry(e: &Entry, s: &Statement, ch: Option<&str>, manifest: &Manifest) -
     }
 }
 
-/// Applies a result-position marker (`<N>`, `<N,M>`, negatives from the end) to a list.
-fn result_range<T>(items: Vec<T>, marks: Option<&[f64]>) -> Result<Vec<T>, ContentError> {
+/// Applies a result-position marker (`<N>`, `<N,M>`, negatives from the end) to a list
+/// (FIND results, selected log rows); decimals (score thresholds) and bad ranges are 416.
+pub(super) fn result_range<T>(
+    items: Vec<T>,
+    marks: Option<&[f64]>,
+) -> Result<Vec<T>, ContentError> {
     let Some(marks) = marks else { return Ok(items) };
     let n = items.len() as i64;
     let idx = |m: f64| -> Result<i64, ContentError> {
@@ -240,7 +244,10 @@ fn result_range<T>(items: Vec<T>, marks: Option<&[f64]>) -> Result<Vec<T>, Conte
     if n == 0 {
         return Ok(items);
     }
-    if a < 1 || b > n || a > b {
+    // A range reaching past the last result takes what there is (`<1,20>` over 7 rows is
+    // all 7); one that starts past it, or runs backwards, selects nothing sensible: 416.
+    let b = b.min(n);
+    if a < 1 || a > n || a > b {
         return Err(ContentError::RangeNotSatisfiable(format!(
             "results {a}..{b} of {n}"
         )));

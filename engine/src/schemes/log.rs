@@ -53,32 +53,8 @@ fn selected<'a>(
         }
         out.push(r);
     }
-    if let Some(lm) = &s.line_marker {
-        let n = out.len() as i64;
-        let idx = |m: f64| if m < 0.0 { n + 1 + m as i64 } else { m as i64 };
-        let (a, b) = match lm.marks.as_slice() {
-            [a] if a.fract() == 0.0 => (idx(*a), idx(*a)),
-            [a, b] if a.fract() == 0.0 && b.fract() == 0.0 => (idx(*a), idx(*b)),
-            _ => {
-                return Err(Box::new(Action::status(
-                    416,
-                    "416 a result range takes one or two integer positions",
-                )))
-            }
-        };
-        if n > 0 && (a < 1 || b > n || a > b) {
-            return Err(Box::new(Action::status(
-                416,
-                format!("416 results {a}..{b} of {n}"),
-            )));
-        }
-        out = out
-            .into_iter()
-            .skip(a.max(1) as usize - 1)
-            .take((b - a + 1).max(0) as usize)
-            .collect();
-    }
-    Ok(out)
+    super::entry::result_range(out, s.line_marker.as_ref().map(|m| m.marks.as_slice()))
+        .map_err(|e| Box::new(Action::status(e.status(), format!("{} {e}", e.status()))))
 }
 
 /// Dispatches an op on a `log://` target.
