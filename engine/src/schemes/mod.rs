@@ -118,10 +118,23 @@ impl Manifest {
 
 const MD: &str = "text/markdown";
 
-/// The schemes this build ships.
-pub static BUILTIN: [Manifest; 4] = [
+/// No affinity: the scheme stays in every loop.
+const NO_FLAGS: SchemeFlags = SchemeFlags {
+    excluded_in_ask: false,
+    requires_web: false,
+    requires_interaction: false,
+    proposes: false,
+};
+
+/// A session-scoped markdown scheme of data entries written by the model, clients and the
+/// engine (the shape `known` and `unknown` share).
+const fn data_scheme(
+    name: &'static str,
+    example: &'static str,
+    documentation: &'static str,
+) -> Manifest {
     Manifest {
-        name: "known",
+        name,
         channels: &[("body", MD)],
         default_channel: "body",
         category: Category::Data,
@@ -130,43 +143,31 @@ pub static BUILTIN: [Manifest; 4] = [
         volatile: false,
         model_visible: true,
         folded_by_default: false,
-        flags: SchemeFlags {
-            excluded_in_ask: false,
-            requires_web: false,
-            requires_interaction: false,
-            proposes: false,
-        },
-        example: "<<EDIT[tag](known:///topic/fact.md):What you learned and where.:EDIT",
-        documentation:
-            "# known://\n\nThe session's long-term knowledge base: markdown or JSON entries \
+        flags: NO_FLAGS,
+        example,
+        documentation,
+    }
+}
+
+/// The schemes this build ships.
+pub static BUILTIN: [Manifest; 4] = [
+    data_scheme(
+        "known",
+        "<<EDIT[tag](known:///topic/fact.md):What you learned and where.:EDIT",
+        "# known://\n\nThe session's long-term knowledge base: markdown or JSON entries \
 with tags, shared by every run of the session.\n\n- `EDIT[tags](known:///path.md)<L>:content:EDIT` \
 writes (201 created, 200 updated, 304 unchanged); `<N>`, `<N,M>`, `<0>`, `<-1>`, `<N.5>` edit \
 lines; `.json` entries edit by item.\n- `READ(known:///path.md)<N,M>::READ` reads lines; a glob \
 or folder target reads every match.\n- `FIND[tag](known:///**):matcher:FIND` lists entries.\n- \
 `COPY`/`MOVE` take the destination URI as body; `KILL(known:///path.md)::KILL` deletes.\n",
-    },
-    Manifest {
-        name: "unknown",
-        channels: &[("body", MD)],
-        default_channel: "body",
-        category: Category::Data,
-        scope: Scope::Session,
-        writable_by: &[Origin::Model, Origin::Client, Origin::Plurnk],
-        volatile: false,
-        model_visible: true,
-        folded_by_default: false,
-        flags: SchemeFlags {
-            excluded_in_ask: false,
-            requires_web: false,
-            requires_interaction: false,
-            proposes: false,
-        },
-        example: "<<EDIT[tag](unknown:///question.md):An open question to settle.:EDIT",
-        documentation:
-            "# unknown://\n\nOpen questions and the decomposition of the task: one entry per \
+    ),
+    data_scheme(
+        "unknown",
+        "<<EDIT[tag](unknown:///question.md):An open question to settle.:EDIT",
+        "# unknown://\n\nOpen questions and the decomposition of the task: one entry per \
 question, with tags. Same operations as known://; KILL an entry once it is answered (and write \
 the answer to known://).\n",
-    },
+    ),
     Manifest {
         name: "log",
         channels: &[("body", MD)],
@@ -177,12 +178,7 @@ the answer to known://).\n",
         volatile: true,
         model_visible: true,
         folded_by_default: false,
-        flags: SchemeFlags {
-            excluded_in_ask: false,
-            requires_web: false,
-            requires_interaction: false,
-            proposes: false,
-        },
+        flags: NO_FLAGS,
         example: "<<FOLD(log:///1/**/READ)::FOLD",
         documentation:
             "# log://\n\nThis run's actions, one row per op at `log:///<loop>/<turn>/<seq>/<OP>`. \
@@ -200,12 +196,7 @@ change what the next turn shows.\n",
         volatile: false,
         model_visible: true,
         folded_by_default: false,
-        flags: SchemeFlags {
-            excluded_in_ask: false,
-            requires_web: false,
-            requires_interaction: false,
-            proposes: false,
-        },
+        flags: NO_FLAGS,
         example: "<<READ(plurnk:///docs/known.md)::READ",
         documentation:
             "# plurnk://\n\nRuntime entries, read-only to the model: the prompts of this run \
