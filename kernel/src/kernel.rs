@@ -873,6 +873,10 @@ fn schedule(shared: &Arc<Shared>, until: Option<Pid>, horizon: Option<u64>) -> S
         if !st.deferred.is_empty() {
             let d = std::mem::take(&mut st.deferred);
             MutexGuard::unlocked(&mut st, || run_deferred(shared, d));
+            #[cfg(feature = "lockstat")]
+            {
+                held_since = Some(std::time::Instant::now());
+            }
             continue;
         }
         if !deterministic {
@@ -924,6 +928,11 @@ fn schedule(shared: &Arc<Shared>, until: Option<Pid>, horizon: Option<u64>) -> S
                 }
             }
             st.idle_threads -= 1;
+            #[cfg(feature = "lockstat")]
+            {
+                // The wait released the lock: the hold starts again now.
+                held_since = Some(std::time::Instant::now());
+            }
             continue;
         };
         let quantum = st.quantum;

@@ -110,10 +110,19 @@ where
 fn lock_holds() -> Json {
     #[cfg(feature = "lockstat")]
     {
-        let m: serde_json::Map<String, Json> = agentos_kernel::lockstat::report()
+        let clock = agentos_kernel::lockstat::clock_overhead_ns();
+        let mut m: serde_json::Map<String, Json> = agentos_kernel::lockstat::report()
             .into_iter()
-            .map(|(k, n, ns)| (k.to_owned(), json!({"count": n, "mean_ns": ns})))
+            .map(|(k, n, ns)| {
+                // Inside a measured section sits one clock read's worth of the pair.
+                let net = (ns - clock / 2.0).max(0.0);
+                (
+                    k.to_owned(),
+                    json!({"count": n, "mean_ns": ns, "net_ns": net}),
+                )
+            })
             .collect();
+        m.insert("clock_overhead_ns".into(), json!(clock));
         Json::Object(m)
     }
     #[cfg(not(feature = "lockstat"))]
