@@ -9,6 +9,7 @@
 use agentos_abi::{Event, EventKind, ExitReason, LogLevel, Meter, Pid};
 use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 
@@ -35,32 +36,69 @@ pub enum HostEvent {
     Log(LogLine),
 }
 
+/// A subscriber's end (`Kernel::subscribe`): events arrive in batches (one per scheduling step
+/// at most), which [`Subscription::try_iter`] and [`Subscription::iter`] flatten.
+pub struct Subscription {
+    rx: Receiver<Vec<HostEvent>>,
+    /// Dropped with the subscription: the kernel forgets a sink whose token is gone.
+    _alive: Arc<()>,
+}
+
+impl Subscription {
+    /// Every event already delivered, without waiting.
+    pub fn try_iter(&self) -> impl Iterator<Item = HostEvent> + '_ {
+        self.rx.try_iter().flatten()
+    }
+    /// Every event, waiting for more until the kernel is dropped.
+    pub fn iter(&self) -> impl Iterator<Item = HostEvent> + '_ {
+        self.rx.iter().flatten()
+    }
+    /// The next batch, waiting; `None` once the kernel is gone.
+    pub fn recv_batch(&self) -> Option<Vec<HostEvent>> {
+        self.rx.recv().ok()
+    }
+}
+
+/// A batch of host events on its way to the subscribers, published after the kernel lock.
+pub(crate) struct Publish {
+    sinks: Vec<SyncSender<Vec<HostEvent>>>,
+    batch: Vec<HostEvent>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Publish {
+    /// Hand the batch to every subscriber (never waiting: a full channel drops the batch and
+    /// counts its events). Runs outside the kernel lock, so a subscriber thread's wake-up
+    /// (a futex) never sits inside it.
+    pub(crate) fn run(self) {
+        let n = self.sinks.len();
+        let mut batch = Some(self.batch);
+        for (i, s) in self.sinks.into_iter().enumerate() {
+            let b = if i + 1 == n {
+                batch.take().unwrap_or_default()
+            } else {
+                batch.clone().unwrap_or_default()
+            };
+            let len = b.len() as u64;
+            if let Err(TrySendError::Full(_)) = s.try_send(b) {
+                self.dropped.fetch_add(len, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
 /// Where events leave the kernel: subscribers' bounded channels and, in record mode, the
 /// journal store. Allocated on first use, so an untapped kernel pays one branch per event.
 #[derive(Default)]
 struct Taps {
-    sinks: Vec<SyncSender<HostEvent>>,
+    sinks: Vec<(SyncSender<Vec<HostEvent>>, Arc<()>)>,
+    /// Events and log lines waiting to be published to the subscribers.
+    pending: Vec<HostEvent>,
     /// Events waiting to be appended to the journal store (outside the kernel lock).
     outbox: Vec<Event>,
     persist: bool,
     /// Events a full subscriber channel could not take.
-    dropped: u64,
-}
-
-impl Taps {
-    fn offer(&mut self, h: impl Fn() -> HostEvent) {
-        let mut dropped = 0;
-        // A dropped receiver unsubscribes.
-        self.sinks.retain(|s| match s.try_send(h()) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) => {
-                dropped += 1;
-                true
-            }
-            Err(TrySendError::Disconnected(_)) => false,
-        });
-        self.dropped += dropped;
-    }
+    dropped: Arc<AtomicU64>,
 }
 
 const KINDS: usize = 10;
@@ -225,7 +263,7 @@ impl EventLog {
                 kind: kind.clone(),
             };
             if !t.sinks.is_empty() {
-                t.offer(|| HostEvent::Event(ev.clone()));
+                t.pending.push(HostEvent::Event(ev.clone()));
             }
             if t.persist {
                 t.outbox.push(ev);
@@ -245,13 +283,17 @@ impl EventLog {
         self.seq += 1;
     }
 
-    /// A new subscriber: a bounded channel of `capacity` events. When it is full, events for
-    /// it are dropped and counted ([`EventLog::sink_drops`]); the kernel never waits for a
-    /// subscriber. Dropping the receiver unsubscribes.
-    pub fn subscribe(&mut self, capacity: usize) -> Receiver<HostEvent> {
+    /// A new subscriber: a bounded channel of `capacity` batches. When it is full, a batch
+    /// for it is dropped and its events counted ([`EventLog::sink_drops`]); the kernel never
+    /// waits for a subscriber. Dropping the subscription unsubscribes.
+    pub fn subscribe(&mut self, capacity: usize) -> Subscription {
         let (tx, rx) = std::sync::mpsc::sync_channel(capacity.max(1));
-        self.taps.get_or_insert_with(Box::default).sinks.push(tx);
-        rx
+        let alive = Arc::new(());
+        self.taps
+            .get_or_insert_with(Box::default)
+            .sinks
+            .push((tx, alive.clone()));
+        Subscription { rx, _alive: alive }
     }
 
     /// Whether anyone listens for log lines.
@@ -259,11 +301,43 @@ impl EventLog {
         self.taps.as_ref().is_some_and(|t| !t.sinks.is_empty())
     }
 
-    /// Offer a process's log line to the subscribers.
+    /// Queue a process's log line for the subscribers.
     pub fn log_line(&mut self, line: LogLine) {
-        if let Some(t) = self.taps.as_deref_mut() {
-            t.offer(|| HostEvent::Log(line.clone()));
+        if let Some(t) = self.taps.as_deref_mut().filter(|t| !t.sinks.is_empty()) {
+            t.pending.push(HostEvent::Log(line));
         }
+    }
+
+    /// Whether host events wait to be published.
+    #[inline]
+    pub fn has_pending(&self) -> bool {
+        self.pending_len() > 0
+    }
+
+    /// How many host events wait to be published.
+    #[inline]
+    pub fn pending_len(&self) -> usize {
+        self.taps.as_ref().map_or(0, |t| t.pending.len())
+    }
+
+    /// Take the pending host events as one batch to publish after the lock (subscribers
+    /// that went away are forgotten here).
+    pub(crate) fn take_pending(&mut self) -> Option<Publish> {
+        let t = self.taps.as_deref_mut()?;
+        if t.pending.is_empty() {
+            return None;
+        }
+        // A dropped subscription unsubscribes.
+        t.sinks.retain(|(_, alive)| Arc::strong_count(alive) > 1);
+        if t.sinks.is_empty() {
+            t.pending.clear();
+            return None;
+        }
+        Some(Publish {
+            sinks: t.sinks.iter().map(|(s, _)| s.clone()).collect(),
+            batch: std::mem::take(&mut t.pending),
+            dropped: t.dropped.clone(),
+        })
     }
 
     /// Keep every event from now on for the journal store (record mode).
@@ -287,7 +361,9 @@ impl EventLog {
 
     /// Events a full subscriber channel had to drop, over the kernel's life.
     pub fn sink_drops(&self) -> u64 {
-        self.taps.as_ref().map_or(0, |t| t.dropped)
+        self.taps
+            .as_ref()
+            .map_or(0, |t| t.dropped.load(Ordering::Relaxed))
     }
 
     /// The last `n` events, oldest first.

@@ -195,9 +195,16 @@ fn u64_of(m: &Message) -> Option<u64> {
     }
 }
 
-fn pingpong(quick: bool) -> Result<Json> {
-    let n = scale(1_000_000, quick);
+/// One pingpong run of `n` round trips; with `tapped`, a host subscriber takes every event
+/// (drained by its own thread) while it runs. Returns the timed part, the mode and, tapped,
+/// how many host events the subscriber got and how many its channel dropped; and the lock
+/// holds (`lockstat`).
+fn pingpong_run(n: u64, tapped: bool) -> Result<(Duration, String, u64, u64, Json)> {
     let (k, mode) = kernel();
+    let drain = tapped.then(|| {
+        let rx = k.subscribe(1 << 16);
+        std::thread::spawn(move || rx.iter().count() as u64)
+    });
     let d = drive(&k, move |sys| async move {
         let pong = Image::new("pong", |sys: Sys, _| async move {
             let hello = sys.recv().await;
@@ -235,10 +242,27 @@ fn pingpong(quick: bool) -> Result<Json> {
         sys.waitpid(c.cap).await?;
         Ok(d)
     })?;
+    let lock = lock_holds();
+    let drops = k.sink_drops();
+    drop(k);
+    let got = match drain {
+        Some(t) => t.join().map_err(|_| anyhow!("the drain thread panicked"))?,
+        None => 0,
+    };
+    Ok((d, mode, got, drops, lock))
+}
+
+fn pingpong(quick: bool) -> Result<Json> {
+    let n = scale(1_000_000, quick);
+    let (d, mode, _, _, lock) = pingpong_run(n, false)?;
+    // The send path with events leaving the kernel: a subscriber drains every event.
+    let (dt, _, got, drops, _) = pingpong_run(n, true)?;
     let (msgs_per_s, _) = rate(2 * n, d);
     Ok(json!({
         "round_trips": n, "msgs_per_s": msgs_per_s,
-        "rtt_ns": d.as_nanos() as f64 / n as f64, "mode": mode, "lock_hold": lock_holds()
+        "rtt_ns": d.as_nanos() as f64 / n as f64, "mode": mode, "lock_hold": lock,
+        "rtt_ns_subscribed": dt.as_nanos() as f64 / n as f64,
+        "subscriber_got": got, "subscriber_dropped": drops
     }))
 }
 
