@@ -216,7 +216,9 @@ impl CapTable {
         let pscope = self.slot(parent).and_then(|s| s.scope.clone());
         let nscope = match scope {
             None => pscope,
-            Some(_) if !matches!(p.resource, Resource::Device(_)) => {
+            // Only a device cap (one that can still `open`) carries a scope to narrow: an open
+            // handle's scope is the one its driver handle was opened with, fixed.
+            Some(_) if !matches!(p.resource, Resource::Device(_)) || !p.rights.has(Right::Open) => {
                 return Err(CapError::WrongKind("device"))
             }
             Some(ask) => {

@@ -302,6 +302,7 @@ fn run_deferred(shared: &Shared, items: Vec<Deferred>) {
                 }
             }
             Deferred::Persist(_) => {}
+            Deferred::Publish(p) => p.run(),
         }));
     }
 }
@@ -778,10 +779,13 @@ impl Kernel {
     }
 
     /// Subscribe to the kernel's events and its processes' `log` lines as they happen (the
-    /// seed's `logSink` and `onLog`): a bounded channel of `capacity`. A subscriber that falls
-    /// behind loses events (counted by [`Kernel::sink_drops`]); the kernel never waits for
-    /// one. Dropping the receiver unsubscribes.
-    pub fn subscribe(&self, capacity: usize) -> std::sync::mpsc::Receiver<crate::log::HostEvent> {
+    /// seed's `logSink` and `onLog`): they arrive in batches, at most one per scheduling step,
+    /// published after the kernel lock is released, on a bounded channel of `capacity`
+    /// batches. A subscriber that falls behind loses batches (their events are counted by
+    /// [`Kernel::sink_drops`]); the kernel never waits for one. Within a scheduler thread the
+    /// order is emission order; with several threads two batches may arrive out of order
+    /// (events carry their sequence number). Dropping the subscription unsubscribes.
+    pub fn subscribe(&self, capacity: usize) -> crate::log::Subscription {
         let rx = self.shared.with(|st| st.log.subscribe(capacity));
         self.shared.tapped.store(true, Ordering::Relaxed);
         rx
@@ -817,6 +821,9 @@ fn shutdown(shared: &Arc<Shared>, reason: ExitReason) {
         if !evs.is_empty() {
             st.deferred.push(Deferred::Persist(evs));
         }
+        if let Some(p) = st.log.take_pending() {
+            st.deferred.push(Deferred::Publish(p));
+        }
         std::mem::take(&mut st.deferred)
     });
     run_deferred(shared, deferred);
@@ -848,6 +855,9 @@ pub(crate) fn arm_wall(st: &mut State, pid: Pid, acct: AccountId) {
     }
 }
 
+/// Host events published to subscribers per batch while the kernel is busy.
+const PUBLISH_BATCH: usize = 256;
+
 /// The scheduler loop. Returns when (deterministic) the system is idle or `until` has died,
 /// or (threads) at shutdown.
 fn schedule(shared: &Arc<Shared>, until: Option<Pid>, horizon: Option<u64>) -> Stop {
@@ -870,9 +880,21 @@ fn schedule(shared: &Arc<Shared>, until: Option<Pid>, horizon: Option<u64>) -> S
             let evs = st.log.take_outbox();
             st.deferred.push(Deferred::Persist(evs));
         }
+        // Host events go out in batches of a few hundred while the kernel is busy (one
+        // channel send and one subscriber wake-up per batch, after the lock), and all at once
+        // when it goes idle.
+        if st.log.pending_len() >= PUBLISH_BATCH {
+            if let Some(p) = st.log.take_pending() {
+                st.deferred.push(Deferred::Publish(p));
+            }
+        }
         if !st.deferred.is_empty() {
             let d = std::mem::take(&mut st.deferred);
             MutexGuard::unlocked(&mut st, || run_deferred(shared, d));
+            #[cfg(feature = "lockstat")]
+            {
+                held_since = Some(std::time::Instant::now());
+            }
             continue;
         }
         if !deterministic {
@@ -885,6 +907,12 @@ fn schedule(shared: &Arc<Shared>, until: Option<Pid>, horizon: Option<u64>) -> S
             st.fire_due();
         }
         let Some(pid) = st.pick() else {
+            if st.log.has_pending() {
+                if let Some(p) = st.log.take_pending() {
+                    st.deferred.push(Deferred::Publish(p));
+                }
+                continue;
+            }
             if deterministic && st.io_inflight == 0 {
                 // Time advances only when nothing is runnable.
                 match st.timers.next_fire() {
@@ -924,6 +952,11 @@ fn schedule(shared: &Arc<Shared>, until: Option<Pid>, horizon: Option<u64>) -> S
                 }
             }
             st.idle_threads -= 1;
+            #[cfg(feature = "lockstat")]
+            {
+                // The wait released the lock: the hold starts again now.
+                held_since = Some(std::time::Instant::now());
+            }
             continue;
         };
         let quantum = st.quantum;
@@ -997,6 +1030,13 @@ fn schedule(shared: &Arc<Shared>, until: Option<Pid>, horizon: Option<u64>) -> S
             shared.cv.notify_one();
         }
     };
+    if st.log.has_outbox() {
+        let evs = st.log.take_outbox();
+        st.deferred.push(Deferred::Persist(evs));
+    }
+    if let Some(p) = st.log.take_pending() {
+        st.deferred.push(Deferred::Publish(p));
+    }
     let d = std::mem::take(&mut st.deferred);
     drop(st);
     run_deferred(shared, d);

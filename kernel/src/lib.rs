@@ -59,7 +59,7 @@ pub mod syscalls;
 pub use durable::RestoreOpts;
 pub use journal::JournalMode;
 pub use kernel::{BootOpts, Kernel, KernelConfig, KernelError, Metrics, Mode, ProcInfo};
-pub use log::{HostEvent, LogLine};
+pub use log::{HostEvent, LogLine, Subscription};
 pub use memory::MemoryConfig;
 pub use remote::{NetConfig, NetStats};
 pub use state::QUANTUM;

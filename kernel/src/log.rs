@@ -9,6 +9,7 @@
 use agentos_abi::{Event, EventKind, ExitReason, LogLevel, Meter, Pid};
 use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 
@@ -35,32 +36,69 @@ pub enum HostEvent {
     Log(LogLine),
 }
 
+/// A subscriber's end (`Kernel::subscribe`): events arrive in batches (one per scheduling step
+/// at most), which [`Subscription::try_iter`] and [`Subscription::iter`] flatten.
+pub struct Subscription {
+    rx: Receiver<Vec<HostEvent>>,
+    /// Dropped with the subscription: the kernel forgets a sink whose token is gone.
+    _alive: Arc<()>,
+}
+
+impl Subscription {
+    /// Every event already delivered, without waiting.
+    pub fn try_iter(&self) -> impl Iterator<Item = HostEvent> + '_ {
+        self.rx.try_iter().flatten()
+    }
+    /// Every event, waiting for more until the kernel is dropped.
+    pub fn iter(&self) -> impl Iterator<Item = HostEvent> + '_ {
+        self.rx.iter().flatten()
+    }
+    /// The next batch, waiting; `None` once the kernel is gone.
+    pub fn recv_batch(&self) -> Option<Vec<HostEvent>> {
+        self.rx.recv().ok()
+    }
+}
+
+/// A batch of host events on its way to the subscribers, published after the kernel lock.
+pub(crate) struct Publish {
+    sinks: Vec<SyncSender<Vec<HostEvent>>>,
+    batch: Vec<HostEvent>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Publish {
+    /// Hand the batch to every subscriber (never waiting: a full channel drops the batch and
+    /// counts its events). Runs outside the kernel lock, so a subscriber thread's wake-up
+    /// (a futex) never sits inside it.
+    pub(crate) fn run(self) {
+        let n = self.sinks.len();
+        let mut batch = Some(self.batch);
+        for (i, s) in self.sinks.into_iter().enumerate() {
+            let b = if i + 1 == n {
+                batch.take().unwrap_or_default()
+            } else {
+                batch.clone().unwrap_or_default()
+            };
+            let len = b.len() as u64;
+            if let Err(TrySendError::Full(_)) = s.try_send(b) {
+                self.dropped.fetch_add(len, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
 /// Where events leave the kernel: subscribers' bounded channels and, in record mode, the
 /// journal store. Allocated on first use, so an untapped kernel pays one branch per event.
 #[derive(Default)]
 struct Taps {
-    sinks: Vec<SyncSender<HostEvent>>,
+    sinks: Vec<(SyncSender<Vec<HostEvent>>, Arc<()>)>,
+    /// Events and log lines waiting to be published to the subscribers.
+    pending: Vec<HostEvent>,
     /// Events waiting to be appended to the journal store (outside the kernel lock).
     outbox: Vec<Event>,
     persist: bool,
     /// Events a full subscriber channel could not take.
-    dropped: u64,
-}
-
-impl Taps {
-    fn offer(&mut self, h: impl Fn() -> HostEvent) {
-        let mut dropped = 0;
-        // A dropped receiver unsubscribes.
-        self.sinks.retain(|s| match s.try_send(h()) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) => {
-                dropped += 1;
-                true
-            }
-            Err(TrySendError::Disconnected(_)) => false,
-        });
-        self.dropped += dropped;
-    }
+    dropped: Arc<AtomicU64>,
 }
 
 const KINDS: usize = 10;
@@ -95,10 +133,39 @@ pub struct LogStats {
     pub charged: Vec<(Meter, u64)>,
 }
 
+/// One slot of the ring. The hot events (send, recv, sched: several per message) sit inline in
+/// 32 bytes with no drop glue; the rest are boxed. Half the size of an `Event`, so the ring's
+/// stores miss the cache half as often — they were the largest cost of `emit` on the message
+/// path. A slot's sequence number is implied by its position.
+enum Rec {
+    Send { ts: u64, from: Pid, to: Pid },
+    Recv { ts: u64, pid: Pid },
+    Sched { ts: u64, pid: Pid },
+    Other(Box<Event>),
+}
+
+impl Rec {
+    fn event(&self, seq: u64) -> Event {
+        let (ts, kind) = match self {
+            Rec::Send { ts, from, to } => (
+                *ts,
+                EventKind::Send {
+                    from: *from,
+                    to: *to,
+                },
+            ),
+            Rec::Recv { ts, pid } => (*ts, EventKind::Recv { pid: *pid }),
+            Rec::Sched { ts, pid } => (*ts, EventKind::Sched { pid: *pid }),
+            Rec::Other(e) => return (**e).clone(),
+        };
+        Event { seq, ts, kind }
+    }
+}
+
 /// The bounded event log.
 pub struct EventLog {
     cap: usize,
-    buf: VecDeque<Event>,
+    buf: VecDeque<Rec>,
     seq: u64,
     by_type: [u64; KINDS],
     exits: FxHashMap<String, u64>,
@@ -165,7 +232,13 @@ impl EventLog {
                 h = mix_str(mix(mix(h, pid.0), parent.map_or(0, |p| p.0 + 1)), name)
             }
             EventKind::Exit { pid, reason } => {
-                *self.exits.entry(reason.kind().to_owned()).or_default() += 1;
+                // Look up before inserting: no allocation for a kind seen before.
+                match self.exits.get_mut(reason.kind()) {
+                    Some(n) => *n += 1,
+                    None => {
+                        self.exits.insert(reason.kind().to_owned(), 1);
+                    }
+                }
                 h = mix_reason(mix(h, pid.0), reason);
             }
             EventKind::Send { from, to } => h = mix(mix(h, from.0), to.0),
@@ -183,30 +256,44 @@ impl EventLog {
         if self.buf.len() == self.cap {
             self.buf.pop_front();
         }
-        let ev = Event {
-            seq: self.seq,
-            ts,
-            kind,
-        };
         if let Some(t) = self.taps.as_deref_mut() {
-            if t.persist {
-                t.outbox.push(ev.clone());
-            }
+            let ev = Event {
+                seq: self.seq,
+                ts,
+                kind: kind.clone(),
+            };
             if !t.sinks.is_empty() {
-                t.offer(|| HostEvent::Event(ev.clone()));
+                t.pending.push(HostEvent::Event(ev.clone()));
+            }
+            if t.persist {
+                t.outbox.push(ev);
             }
         }
-        self.buf.push_back(ev);
+        let rec = match kind {
+            EventKind::Send { from, to } => Rec::Send { ts, from, to },
+            EventKind::Recv { pid } => Rec::Recv { ts, pid },
+            EventKind::Sched { pid } => Rec::Sched { ts, pid },
+            kind => Rec::Other(Box::new(Event {
+                seq: self.seq,
+                ts,
+                kind,
+            })),
+        };
+        self.buf.push_back(rec);
         self.seq += 1;
     }
 
-    /// A new subscriber: a bounded channel of `capacity` events. When it is full, events for
-    /// it are dropped and counted ([`EventLog::sink_drops`]); the kernel never waits for a
-    /// subscriber. Dropping the receiver unsubscribes.
-    pub fn subscribe(&mut self, capacity: usize) -> Receiver<HostEvent> {
+    /// A new subscriber: a bounded channel of `capacity` batches. When it is full, a batch
+    /// for it is dropped and its events counted ([`EventLog::sink_drops`]); the kernel never
+    /// waits for a subscriber. Dropping the subscription unsubscribes.
+    pub fn subscribe(&mut self, capacity: usize) -> Subscription {
         let (tx, rx) = std::sync::mpsc::sync_channel(capacity.max(1));
-        self.taps.get_or_insert_with(Box::default).sinks.push(tx);
-        rx
+        let alive = Arc::new(());
+        self.taps
+            .get_or_insert_with(Box::default)
+            .sinks
+            .push((tx, alive.clone()));
+        Subscription { rx, _alive: alive }
     }
 
     /// Whether anyone listens for log lines.
@@ -214,11 +301,43 @@ impl EventLog {
         self.taps.as_ref().is_some_and(|t| !t.sinks.is_empty())
     }
 
-    /// Offer a process's log line to the subscribers.
+    /// Queue a process's log line for the subscribers.
     pub fn log_line(&mut self, line: LogLine) {
-        if let Some(t) = self.taps.as_deref_mut() {
-            t.offer(|| HostEvent::Log(line.clone()));
+        if let Some(t) = self.taps.as_deref_mut().filter(|t| !t.sinks.is_empty()) {
+            t.pending.push(HostEvent::Log(line));
         }
+    }
+
+    /// Whether host events wait to be published.
+    #[inline]
+    pub fn has_pending(&self) -> bool {
+        self.pending_len() > 0
+    }
+
+    /// How many host events wait to be published.
+    #[inline]
+    pub fn pending_len(&self) -> usize {
+        self.taps.as_ref().map_or(0, |t| t.pending.len())
+    }
+
+    /// Take the pending host events as one batch to publish after the lock (subscribers
+    /// that went away are forgotten here).
+    pub(crate) fn take_pending(&mut self) -> Option<Publish> {
+        let t = self.taps.as_deref_mut()?;
+        if t.pending.is_empty() {
+            return None;
+        }
+        // A dropped subscription unsubscribes.
+        t.sinks.retain(|(_, alive)| Arc::strong_count(alive) > 1);
+        if t.sinks.is_empty() {
+            t.pending.clear();
+            return None;
+        }
+        Some(Publish {
+            sinks: t.sinks.iter().map(|(s, _)| s.clone()).collect(),
+            batch: std::mem::take(&mut t.pending),
+            dropped: t.dropped.clone(),
+        })
     }
 
     /// Keep every event from now on for the journal store (record mode).
@@ -242,13 +361,21 @@ impl EventLog {
 
     /// Events a full subscriber channel had to drop, over the kernel's life.
     pub fn sink_drops(&self) -> u64 {
-        self.taps.as_ref().map_or(0, |t| t.dropped)
+        self.taps
+            .as_ref()
+            .map_or(0, |t| t.dropped.load(Ordering::Relaxed))
     }
 
     /// The last `n` events, oldest first.
     pub fn tail(&self, n: usize) -> Vec<Event> {
         let skip = self.buf.len().saturating_sub(n);
-        self.buf.iter().skip(skip).cloned().collect()
+        let first = self.seq - self.buf.len() as u64;
+        self.buf
+            .iter()
+            .enumerate()
+            .skip(skip)
+            .map(|(i, r)| r.event(first + i as u64))
+            .collect()
     }
 
     /// Total events ever emitted.
@@ -313,6 +440,32 @@ pub fn events_for(trace: &[Event], pid: Pid) -> impl Iterator<Item = &Event> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ring_slot_is_half_an_event_and_reads_back_the_same() {
+        assert!(std::mem::size_of::<Rec>() <= 32);
+        assert!(std::mem::size_of::<Event>() >= 48);
+        let mut l = EventLog::new(8);
+        let kinds = [
+            EventKind::Send {
+                from: Pid(1),
+                to: Pid(2),
+            },
+            EventKind::Recv { pid: Pid(2) },
+            EventKind::Sched { pid: Pid(2) },
+            EventKind::Fault {
+                pid: Pid(2),
+                error: "x".into(),
+            },
+        ];
+        for (i, k) in kinds.iter().enumerate() {
+            l.emit(i as u64 * 10, k.clone());
+        }
+        let back = l.tail(10);
+        for (i, (e, k)) in back.iter().zip(&kinds).enumerate() {
+            assert_eq!((e.seq, e.ts, &e.kind), (i as u64, i as u64 * 10, k));
+        }
+    }
 
     #[test]
     fn ring_is_bounded_and_stats_cover_history() {

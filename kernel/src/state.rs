@@ -164,6 +164,8 @@ pub(crate) enum Deferred {
     Egress(Arc<dyn agentos_abi::wire::Egress>, bytes::Bytes),
     /// Kernel events for the journal store (record mode), appended after the lock.
     Persist(Vec<agentos_abi::Event>),
+    /// A batch of host events for the subscribers, published after the lock.
+    Publish(crate::log::Publish),
 }
 
 /// The kernel state behind the lock.

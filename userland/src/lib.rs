@@ -14,8 +14,9 @@
 //! Every program is an [`agentos_abi::Image`] constructor or an async helper generic over
 //! `S: Syscalls`, with a small typed error. Protocols between processes are tagged
 //! [`agentos_abi::Value`] maps (`{"$": tag, ..}`), so mailboxes stay snapshottable; a helper
-//! that waits for an answer hands every other message it receives meanwhile to a caller's
-//! `stash`, never dropping one.
+//! that waits for an answer does so with a selective receive, so every other message stays in
+//! the mailbox, in order, and it monitors the server for the call, so a server that dies before
+//! answering fails the call instead of leaving it waiting.
 //!
 //! **Invariant:** userland never reaches into the kernel: every effect goes through a syscall,
 //! so a program holds exactly the authority its capabilities grant. Links here deliver `Down`

@@ -110,10 +110,19 @@ where
 fn lock_holds() -> Json {
     #[cfg(feature = "lockstat")]
     {
-        let m: serde_json::Map<String, Json> = agentos_kernel::lockstat::report()
+        let clock = agentos_kernel::lockstat::clock_overhead_ns();
+        let mut m: serde_json::Map<String, Json> = agentos_kernel::lockstat::report()
             .into_iter()
-            .map(|(k, n, ns)| (k.to_owned(), json!({"count": n, "mean_ns": ns})))
+            .map(|(k, n, ns)| {
+                // Inside a measured section sits one clock read's worth of the pair.
+                let net = (ns - clock / 2.0).max(0.0);
+                (
+                    k.to_owned(),
+                    json!({"count": n, "mean_ns": ns, "net_ns": net}),
+                )
+            })
             .collect();
+        m.insert("clock_overhead_ns".into(), json!(clock));
         Json::Object(m)
     }
     #[cfg(not(feature = "lockstat"))]
@@ -186,9 +195,16 @@ fn u64_of(m: &Message) -> Option<u64> {
     }
 }
 
-fn pingpong(quick: bool) -> Result<Json> {
-    let n = scale(1_000_000, quick);
+/// One pingpong run of `n` round trips; with `tapped`, a host subscriber takes every event
+/// (drained by its own thread) while it runs. Returns the timed part, the mode and, tapped,
+/// how many host events the subscriber got and how many its channel dropped; and the lock
+/// holds (`lockstat`).
+fn pingpong_run(n: u64, tapped: bool) -> Result<(Duration, String, u64, u64, Json)> {
     let (k, mode) = kernel();
+    let drain = tapped.then(|| {
+        let rx = k.subscribe(1 << 16);
+        std::thread::spawn(move || rx.iter().count() as u64)
+    });
     let d = drive(&k, move |sys| async move {
         let pong = Image::new("pong", |sys: Sys, _| async move {
             let hello = sys.recv().await;
@@ -226,10 +242,27 @@ fn pingpong(quick: bool) -> Result<Json> {
         sys.waitpid(c.cap).await?;
         Ok(d)
     })?;
+    let lock = lock_holds();
+    let drops = k.sink_drops();
+    drop(k);
+    let got = match drain {
+        Some(t) => t.join().map_err(|_| anyhow!("the drain thread panicked"))?,
+        None => 0,
+    };
+    Ok((d, mode, got, drops, lock))
+}
+
+fn pingpong(quick: bool) -> Result<Json> {
+    let n = scale(1_000_000, quick);
+    let (d, mode, _, _, lock) = pingpong_run(n, false)?;
+    // The send path with events leaving the kernel: a subscriber drains every event.
+    let (dt, _, got, drops, _) = pingpong_run(n, true)?;
     let (msgs_per_s, _) = rate(2 * n, d);
     Ok(json!({
         "round_trips": n, "msgs_per_s": msgs_per_s,
-        "rtt_ns": d.as_nanos() as f64 / n as f64, "mode": mode, "lock_hold": lock_holds()
+        "rtt_ns": d.as_nanos() as f64 / n as f64, "mode": mode, "lock_hold": lock,
+        "rtt_ns_subscribed": dt.as_nanos() as f64 / n as f64,
+        "subscriber_got": got, "subscriber_dropped": drops
     }))
 }
 

@@ -160,6 +160,14 @@ fn the_driver_receives_the_scope_and_derivation_only_narrows_it() {
             assert_eq!(info.scope.get("session"), Some("s1"));
             let h = sys.open(same).await?;
             assert_eq!(sys.cap_info(h)?.scope, info.scope);
+            // An open handle's scope is the driver's, fixed at open: it cannot be re-scoped.
+            assert_eq!(
+                sys.attenuate(h, scoped(None, Some(Scope::new().with("run", "r7")))),
+                Err(SysError::Cap {
+                    op: "attenuate",
+                    err: CapError::WrongKind("device")
+                })
+            );
             // Only device caps carry a scope.
             let me = sys.self_cap();
             assert_eq!(
