@@ -35,6 +35,8 @@
 //! statements and parse results is a wire contract (plurnk's statement shape).
 
 pub mod content;
+#[cfg(feature = "daemon")]
+pub mod daemon;
 pub mod grammar;
 pub mod host;
 pub mod rails;
