@@ -34,6 +34,8 @@
 //! **API boundary:** may depend on every other workspace crate. The JSON produced for
 //! statements and parse results is a wire contract (plurnk's statement shape).
 
+#[cfg(feature = "daemon")]
+pub mod cli;
 pub mod content;
 #[cfg(feature = "daemon")]
 pub mod daemon;

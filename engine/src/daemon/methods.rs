@@ -21,7 +21,7 @@
 use std::sync::atomic::Ordering;
 
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::rpc::{self, RpcError};
@@ -478,7 +478,7 @@ fn to_json<T: serde::Serialize>(v: &T) -> Result<Value, RpcError> {
 }
 
 /// A session as the wire shows it (settings decoded).
-pub(crate) fn session_json(s: &SessionRow) -> Value {
+pub fn session_json(s: &SessionRow) -> Value {
     json!({
         "id": s.id,
         "name": s.name,
@@ -490,7 +490,7 @@ pub(crate) fn session_json(s: &SessionRow) -> Value {
 }
 
 /// A log row as the wire shows it: its fields plus `path` (`log:///L/T/S/OP`).
-pub(crate) fn row_json(r: &LogRow) -> Value {
+pub fn row_json(r: &LogRow) -> Value {
     let mut v = serde_json::to_value(r).unwrap_or(Value::Null);
     if let Value::Object(o) = &mut v {
         o.insert("path".into(), r.path().into());
@@ -835,7 +835,7 @@ pub(crate) fn cancel_run(d: &Daemon, run: RunId, reason: &str) -> Result<Vec<Loo
     Ok(out)
 }
 
-#[derive(Deserialize, Serialize)]
+#[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct ProviderJson<'a> {
     alias: &'a str,
@@ -843,8 +843,6 @@ struct ProviderJson<'a> {
     model: &'a str,
     active: bool,
 }
-
-use serde::Serialize;
 
 fn providers_list(conn: &mut Conn<'_>, _: Value) -> Result<Value, RpcError> {
     let list: Vec<ProviderJson<'_>> = conn
