@@ -433,7 +433,7 @@ async fn drive_connected(a: &RunArgs, url: &str) -> Result<Outcome, (u8, String)
                 };
                 match n.method.as_str() {
                     "log/entry" if n.params["loopId"].as_i64() == Some(loop_id) => {
-                        if let Ok(row) = serde_json::from_value::<LogRow>(n.params["entry"].clone()) {
+                        if let Some(row) = crate::daemon::methods::row_from_json(&n.params["entry"]) {
                             view.rows(std::iter::once(&row));
                         }
                     }

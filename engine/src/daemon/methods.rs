@@ -92,6 +92,17 @@ impl Conn<'_> {
         self.run = Some(run);
     }
 
+    /// The attached session and run; on an unattached connection a new session and its
+    /// model run are created and attached first (the envelope).
+    fn attached_or_create(&mut self) -> Result<(SessionId, RunId), RpcError> {
+        if let (Some(s), Some(r)) = (self.session, self.run) {
+            return Ok((s, r));
+        }
+        let (s, r) = create_session(self, None, None, None)?;
+        self.attach(s.id, r.id);
+        Ok((s.id, r.id))
+    }
+
     fn attached(&self) -> Result<(SessionId, RunId), RpcError> {
         match (self.session, self.run) {
             (Some(s), Some(r)) => Ok((s, r)),
@@ -424,15 +435,10 @@ pub fn dispatch(conn: &mut Conn<'_>, method: &str, params: Value) -> Result<Valu
             .with_data(json!({"available": false})))
         }
     };
-    if conn.session.is_none() {
-        match spec.init {
-            Init::Free => {}
-            Init::Attached => return Err(not_initialised()),
-            Init::AutoCreate => {
-                let created = create_session(conn, None, None, None)?;
-                conn.attach(created.0.id, created.1.id);
-            }
-        }
+    // `AutoCreate` methods call [`Conn::attached_or_create`] once their params decoded,
+    // so a malformed call never leaves a session behind.
+    if conn.session.is_none() && spec.init == Init::Attached {
+        return Err(not_initialised());
     }
     handler(conn, params)
 }
@@ -489,13 +495,29 @@ pub fn session_json(s: &SessionRow) -> Value {
     })
 }
 
-/// A log row as the wire shows it: its fields plus `path` (`log:///L/T/S/OP`).
+/// A log row as the wire shows it: its fields, `op` as the column value (`EDIT`,
+/// `error`, `model`), plus `path` (`log:///L/T/S/OP`) and `targetUri`.
 pub fn row_json(r: &LogRow) -> Value {
     let mut v = serde_json::to_value(r).unwrap_or(Value::Null);
     if let Value::Object(o) = &mut v {
+        o.insert("op".into(), r.op.as_str().into());
         o.insert("path".into(), r.path().into());
+        o.insert(
+            "targetUri".into(),
+            r.target.as_ref().map(|t| t.uri()).into(),
+        );
     }
     v
+}
+
+/// The inverse of [`row_json`] (clients rendering notified rows).
+pub fn row_from_json(v: &Value) -> Option<LogRow> {
+    let mut v = v.clone();
+    let op = crate::store::RowOp::parse(v.get("op")?.as_str()?)?;
+    if let Value::Object(o) = &mut v {
+        o.insert("op".into(), serde_json::to_value(op).ok()?);
+    }
+    serde_json::from_value(v).ok()
 }
 
 fn run_json(r: &RunRow) -> Value {
@@ -734,7 +756,7 @@ struct RunParams {
 
 fn loop_run(conn: &mut Conn<'_>, p: Value) -> Result<Value, RpcError> {
     let p: RunParams = args(p)?;
-    let (sid, rid) = conn.attached()?;
+    let (sid, rid) = conn.attached_or_create()?;
     let opts = LoopOptions {
         flags: p.flags.unwrap_or_default(),
         max_turns: p.max_turns,
@@ -770,7 +792,7 @@ fn active_loop(conn: &Conn<'_>, run: RunId) -> Result<Option<LoopId>, RpcError> 
 
 fn loop_inject(conn: &mut Conn<'_>, p: Value) -> Result<Value, RpcError> {
     let p: InjectParams = args(p)?;
-    let (sid, rid) = conn.attached()?;
+    let (sid, rid) = conn.attached_or_create()?;
     let active = active_loop(conn, rid)?;
     conn.daemon
         .engine

@@ -15,7 +15,8 @@
 //! A connection is one task: it reads a frame, dispatches it inline (store calls are short
 //! SQLite transactions), writes the answer, and in between flushes the notifications its
 //! hub queue holds. A response is always written before the notifications of the work it
-//! started, because both leave through the same task in that order.
+//! started, because both leave through the same task in that order; notifications queued
+//! before a request is read are written before its response.
 //!
 //! **Invariants:**
 //! - notifications come from the store's commit events, never from polling;
@@ -178,16 +179,18 @@ impl Server {
             .enable_all()
             .build()
             .map_err(DaemonError::Runtime)?;
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind(config.addr))
-            .map_err(|source| DaemonError::Bind {
-                addr: config.addr,
-                source,
-            })?;
-        let addr = listener.local_addr().map_err(|source| DaemonError::Bind {
+        // Bound with std so `start` also works from inside another runtime (tests).
+        let bind_err = |source| DaemonError::Bind {
             addr: config.addr,
             source,
-        })?;
+        };
+        let std_listener = std::net::TcpListener::bind(config.addr).map_err(bind_err)?;
+        std_listener.set_nonblocking(true).map_err(bind_err)?;
+        let addr = std_listener.local_addr().map_err(bind_err)?;
+        let listener = {
+            let _in_rt = runtime.enter();
+            tokio::net::TcpListener::from_std(std_listener).map_err(bind_err)?
+        };
         let daemon = Arc::new(Daemon {
             engine,
             hub: Hub::default(),
@@ -291,8 +294,16 @@ impl Server {
         }
         let _ = self.closing.send(true);
         if let Some(rt) = self.runtime.take() {
-            rt.block_on(d.hub.all_gone(Duration::from_secs(2)));
-            rt.shutdown_timeout(Duration::from_secs(2));
+            // Give connections a moment to send their 1001 (not possible from inside
+            // another runtime, where blocking is not allowed; they are dropped then).
+            if tokio::runtime::Handle::try_current().is_err() {
+                rt.block_on(d.hub.all_gone(Duration::from_secs(2)));
+            }
+            if tokio::runtime::Handle::try_current().is_err() {
+                rt.shutdown_timeout(Duration::from_secs(2));
+            } else {
+                rt.shutdown_background();
+            }
         }
         d.engine.unsubscribe(self.subscription);
         d.engine
@@ -465,27 +476,6 @@ async fn connection(d: Arc<Daemon>, mut ws: WebSocket, mut closing: watch::Recei
                 let _ = ws.send(close(1001, "daemon shutting down")).await;
                 break;
             }
-            frame = ws.recv() => {
-                let reply = match frame {
-                    None | Some(Ok(Message::Close(_))) => break,
-                    Some(Err(_)) => {
-                        // Over the size limit or a protocol violation: this connection only.
-                        let _ = ws.send(close(1009, "message too big or malformed")).await;
-                        break;
-                    }
-                    Some(Ok(Message::Text(t))) => answer(&mut conn, t.as_str()),
-                    Some(Ok(Message::Binary(_))) => Some(rpc::error_response(
-                        &Value::Null,
-                        &rpc::RpcError::new(rpc::INVALID_REQUEST, "binary frames are not JSON-RPC; send text"),
-                    )),
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => None,
-                };
-                if let Some(v) = reply {
-                    if ws.send(Message::Text(v.to_string().into())).await.is_err() {
-                        break;
-                    }
-                }
-            }
             ev = rx.recv() => {
                 let Some(ev) = ev else {
                     if tap.overflowed.load(Ordering::Acquire) {
@@ -513,6 +503,27 @@ async fn connection(d: Arc<Daemon>, mut ws: WebSocket, mut closing: watch::Recei
                     break;
                 }
                 d.hub.count_notifications(sent);
+            }
+            frame = ws.recv() => {
+                let reply = match frame {
+                    None | Some(Ok(Message::Close(_))) => break,
+                    Some(Err(_)) => {
+                        // Over the size limit or a protocol violation: this connection only.
+                        let _ = ws.send(close(1009, "message too big or malformed")).await;
+                        break;
+                    }
+                    Some(Ok(Message::Text(t))) => answer(&mut conn, t.as_str()),
+                    Some(Ok(Message::Binary(_))) => Some(rpc::error_response(
+                        &Value::Null,
+                        &rpc::RpcError::new(rpc::INVALID_REQUEST, "binary frames are not JSON-RPC; send text"),
+                    )),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => None,
+                };
+                if let Some(v) = reply {
+                    if ws.send(Message::Text(v.to_string().into())).await.is_err() {
+                        break;
+                    }
+                }
             }
         }
     }
