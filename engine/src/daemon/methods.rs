@@ -710,7 +710,7 @@ fn session_prompts(conn: &mut Conn<'_>, p: Value) -> Result<Value, RpcError> {
     for r in store.runs(id).map_err(store_err)? {
         loops.extend(store.loops(r.id).map_err(store_err)?);
     }
-    loops.sort_by(|a, b| b.id.cmp(&a.id));
+    loops.sort_by_key(|l| std::cmp::Reverse(l.id));
     let list: Vec<Value> = loops
         .iter()
         .take(p.limit.unwrap_or(usize::MAX))
