@@ -3,8 +3,8 @@
 //! The engine runs the plurnk-style agent loop: a model emits heredoc statements
 //! (`<<READ(src/lib.rs)<1,40>::READ`) against URI schemes, the engine dispatches them,
 //! records every action as a log row, and keeps the loop on its rails (strikes, cycles,
-//! command caps, budget). This crate owns the plurnk language layer today and will later
-//! also hold the turn loop, the schemes, the sessions DB, the daemon and the CLI.
+//! command caps, budget). Runs are kernel processes, loops their children, and every effect
+//! — a model call, a row, an entry write — is a device I/O charged to the run's account.
 //!
 //! ## What is here
 //!
@@ -17,7 +17,12 @@
 //! - [`content`] — pure functions over entry content for the schemes: `<L>` slicing and
 //!   the EDIT positional rules, structural `.json` edits, compiled globs, matcher bodies
 //!   run to line spans, path mimetypes; errors carry plurnk's status (400/415/416/501).
-//! - the `agentos` binary — `agentos parse [--turn]` and `agentos gbnf`.
+//! - [`store`] — the sessions database (SQLite, plurnk's schema) and the `store` device.
+//! - [`schemes`] — the scheme registry, the address rules and the ops of `known`,
+//!   `unknown`, `plurnk` and `log`, COPY/MOVE.
+//! - [`turn`] — the turn loop as run and loop processes: packet, grinder, steers, rails.
+//! - [`host`] — [`Engine`], the API the CLI and the daemon call.
+//! - the `agentos` binary — `agentos parse [--turn]`, `agentos gbnf`, `agentos loop`.
 //!
 //! ## Design rules
 //!

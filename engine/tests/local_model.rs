@@ -194,3 +194,74 @@ fn twenty_turns_from_a_real_model_under_the_gbnf_all_parse_as_valid_turns() {
         total_tokens as f64 / took.as_secs_f64()
     );
 }
+
+/// Issue 12's real-model line: SmolLM2 under the engine's GBNF runs a whole loop — the
+/// packet, the LLM device, parse, dispatch, one store commit per turn — to a terminal SEND
+/// and leaves a valid log.
+#[test]
+fn a_real_model_runs_a_loop_to_a_terminal_send_and_leaves_a_valid_log() {
+    use agentos_drivers::llm::{LlmDriver, OpenAiConfig, OpenAiProvider};
+    use agentos_engine::store::{Origin, RowOp, Store};
+    use agentos_engine::turn::{engine_gbnf, render, EngineConfig};
+    use agentos_engine::{Engine, LoopOptions};
+    use std::sync::Arc;
+
+    let Some(server) = start() else { return };
+    let mut cfg = OpenAiConfig::new(format!("http://127.0.0.1:{}/v1", server.port), "smollm2");
+    cfg.supports_grammar = true;
+    let provider = Arc::new(OpenAiProvider::new(cfg).expect("provider"));
+    let kernel = agentos_kernel::Kernel::new(agentos_kernel::KernelConfig::threads(2));
+    kernel
+        .register_driver(Arc::new(LlmDriver::new(provider).expect("driver")))
+        .expect("register");
+    let engine_cfg = EngineConfig {
+        grammar: Some(engine_gbnf()),
+        context_size: 4096,
+        max_output_tokens: 512,
+        ..EngineConfig::default()
+    };
+    let store = Arc::new(Store::open_in_memory().expect("store"));
+    let engine = Engine::start(kernel.clone(), store.clone(), engine_cfg).expect("engine");
+    let s = engine.create_session(None, None, "{}").expect("session");
+    let run = engine.create_run(s.id, "main", Origin::Model).expect("run");
+    let t = Instant::now();
+    let lp = engine
+        .start_loop(
+            run.id,
+            "Write the word blue into known:///color.md. When it is written, finish with SEND[200].",
+            &LoopOptions {
+                max_turns: Some(8),
+                ..LoopOptions::default()
+            },
+        )
+        .expect("loop");
+    let lp = engine
+        .wait_loop(lp.id, Some(Duration::from_secs(900)))
+        .expect("the loop ends");
+    let rows = engine.loop_log(lp.id).expect("log");
+    let turns = store.turns(lp.id).expect("turns");
+    eprintln!("{}", render::render_rows(&rows));
+    eprintln!(
+        "real-model loop: status {} ({:?}) after {} turns in {:.1?}",
+        lp.status,
+        lp.terminal_message,
+        turns.len(),
+        t.elapsed()
+    );
+    kernel.shutdown(agentos_abi::ExitReason::Shutdown);
+    // Ended by the model's own terminal SEND (200 done or 499 give up).
+    assert!(matches!(lp.status, 200 | 499), "{lp:?}");
+    // Under the grammar every turn parses: no grammar error rows, every turn a model row.
+    assert!(
+        rows.iter().all(|r| r.source.as_deref() != Some("grammar")),
+        "a grammar-constrained turn failed to parse"
+    );
+    let model_rows = rows.iter().filter(|r| r.op == RowOp::Model).count();
+    assert_eq!(model_rows, turns.len());
+    // Every turn row carries usage from the provider and its packet summary.
+    for t in &turns {
+        assert!(t.usage.prompt > 0 && t.usage.completion > 0, "{t:?}");
+        let p: serde_json::Value = serde_json::from_str(&t.packet).expect("packet JSON");
+        assert!(p["tokens"].as_u64().is_some_and(|n| n > 0));
+    }
+}

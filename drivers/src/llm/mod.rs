@@ -80,6 +80,10 @@ pub trait Provider: Send + Sync + 'static {
 /// The seed's token estimate for a text: 1.5 tokens per CJK character, one per four other
 /// characters, rounded up.
 pub fn estimate_tokens(text: &str) -> u64 {
+    // ASCII has no CJK: one token per four bytes, without walking the characters.
+    if text.is_ascii() {
+        return (text.len() as u64).div_ceil(4);
+    }
     let (mut cjk, mut other) = (0u64, 0u64);
     for c in text.chars() {
         if matches!(c as u32, 0x3000..=0x9fff | 0xac00..=0xd7af | 0xf900..=0xfaff | 0xff00..=0xffef)

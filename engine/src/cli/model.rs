@@ -16,7 +16,6 @@ use agentos_drivers::llm::{LlmDriver, OpenAiProvider, Provider, ScriptedProvider
 use agentos_kernel::{Kernel, KernelConfig};
 
 use crate::daemon::ProviderInfo;
-use crate::grammar::{gbnf, GbnfOptions};
 use crate::store::Store;
 use crate::turn::EngineConfig;
 use crate::Engine;
@@ -59,7 +58,7 @@ impl Model {
                 let grammar = p
                     .config()
                     .supports_grammar
-                    .then(|| gbnf(&GbnfOptions::default()));
+                    .then(crate::turn::engine_gbnf);
                 let info = ProviderInfo {
                     alias: "default".into(),
                     provider: "openai".into(),

@@ -22,7 +22,7 @@ fn selected<'a>(
     log: &'a [LogRow],
     s: &Statement,
     pathname: &str,
-) -> Result<Vec<&'a LogRow>, Action> {
+) -> Result<Vec<&'a LogRow>, Box<Action>> {
     let glob = Glob::new(pathname)
         .map_err(|e| Action::status(e.status(), format!("{} {e}", e.status())))?;
     let all = pathname == "/" || pathname == "/**";
@@ -43,7 +43,12 @@ fn selected<'a>(
                 Ok(o) if o.status == 200 => {}
                 Ok(_) => continue,
                 Err(e) if e.status() == 415 => continue,
-                Err(e) => return Err(Action::status(e.status(), format!("{} {e}", e.status()))),
+                Err(e) => {
+                    return Err(Box::new(Action::status(
+                        e.status(),
+                        format!("{} {e}", e.status()),
+                    )))
+                }
             }
         }
         out.push(r);
@@ -55,14 +60,17 @@ fn selected<'a>(
             [a] if a.fract() == 0.0 => (idx(*a), idx(*a)),
             [a, b] if a.fract() == 0.0 && b.fract() == 0.0 => (idx(*a), idx(*b)),
             _ => {
-                return Err(Action::status(
+                return Err(Box::new(Action::status(
                     416,
                     "416 a result range takes one or two integer positions",
-                ))
+                )))
             }
         };
         if n > 0 && (a < 1 || b > n || a > b) {
-            return Err(Action::status(416, format!("416 results {a}..{b} of {n}")));
+            return Err(Box::new(Action::status(
+                416,
+                format!("416 results {a}..{b} of {n}"),
+            )));
         }
         out = out
             .into_iter()
@@ -90,7 +98,7 @@ pub fn dispatch<S: Syscalls>(
     }
     let rows = match selected(ctx.log, s, pathname) {
         Ok(r) => r,
-        Err(a) => return vec![a],
+        Err(a) => return vec![*a],
     };
     match s.op {
         Op::Read => {

@@ -38,6 +38,29 @@ pub fn count_tokens(text: &str) -> u64 {
     agentos_drivers::llm::estimate_tokens(text)
 }
 
+/// The GBNF for this engine's loops: the turn sandwich with the terminal codes the loop
+/// understands (102 continue, 200 done, 499 give up) and only the ops this build serves
+/// (no EXEC, WORK or FORK until their devices exist), so a constrained model cannot emit a
+/// statement that is refused for not existing.
+pub fn engine_gbnf() -> String {
+    use crate::grammar::{gbnf, GbnfOptions, Op};
+    gbnf(&GbnfOptions {
+        terminal_codes: vec![102, 200, 499],
+        ops: vec![
+            Op::Find,
+            Op::Read,
+            Op::Edit,
+            Op::Copy,
+            Op::Move,
+            Op::Open,
+            Op::Fold,
+            Op::Kill,
+            Op::Send,
+        ],
+        ..GbnfOptions::default()
+    })
+}
+
 /// Loop flags (`loops.flags`), merged over the defaults (PLURNK.md §2.2).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]

@@ -17,7 +17,7 @@ use agentos_abi::device::ChatMessage;
 use serde_json::json;
 
 use super::count_tokens;
-use super::render::push_row;
+use super::render::RenderedRow;
 use crate::store::LogRow;
 
 /// Which chat message a section goes into.
@@ -130,24 +130,18 @@ pub struct PacketInput<'a> {
     pub errors: &'a str,
     /// The run's committed log rows.
     pub log: &'a [LogRow],
+    /// `log` rendered, row for row (the runner's cache); `None` renders them here.
+    pub rendered: Option<&'a [RenderedRow]>,
     /// This turn's rows written before the model call (foist, deltas, grinder).
     pub pending: &'a [LogRow],
     /// The prompt budget.
     pub ceiling: u64,
 }
 
-/// How a row weighs as displayed.
-fn shown_tokens(r: &LogRow) -> u64 {
-    if r.expanded {
-        r.tokens.max(0) as u64
-    } else {
-        (r.path().len() as u64 / 4) + 4
-    }
-}
-
-fn budget_text(input: &PacketInput<'_>, usage: u64, log_tokens: u64, rows: usize) -> String {
+fn budget_text(input: &PacketInput<'_>, weights: &[u64], usage: u64, log_tokens: u64) -> String {
+    let rows = weights.len();
     let c = input.ceiling;
-    let pct = if c == 0 { 100 } else { usage * 100 / c };
+    let pct = (usage * 100).checked_div(c).unwrap_or(100);
     let free = c.saturating_sub(usage);
     let mut s = format!(
         "Token Ceiling {c} · Token Usage {usage} ({pct}%) · Tokens Free {free}\nLog entries: {rows} entries, {log_tokens} tokens\n"
@@ -156,8 +150,7 @@ fn budget_text(input: &PacketInput<'_>, usage: u64, log_tokens: u64, rows: usize
     if pct >= 50 {
         let mut by_turn: Vec<((i64, i64), u64)> = Vec::new();
         let mut heavy: Vec<(&LogRow, u64)> = Vec::new();
-        for r in input.log.iter().chain(input.pending) {
-            let w = shown_tokens(r);
+        for (r, &w) in input.log.iter().chain(input.pending).zip(weights) {
             match by_turn.last_mut() {
                 Some((k, t)) if *k == (r.loop_seq, r.turn_seq) => *t += w,
                 _ => by_turn.push(((r.loop_seq, r.turn_seq), w)),
@@ -183,10 +176,23 @@ fn budget_text(input: &PacketInput<'_>, usage: u64, log_tokens: u64, rows: usize
 
 /// Builds the packet.
 pub fn build(input: &PacketInput<'_>) -> Packet {
-    let mut log = String::with_capacity(input.log.len() * 96);
-    for r in input.log.iter().chain(input.pending) {
-        push_row(&mut log, r);
+    let owned: Vec<RenderedRow>;
+    let cached = match input.rendered {
+        Some(c) if c.len() == input.log.len() => c,
+        _ => {
+            owned = input.log.iter().map(RenderedRow::of).collect();
+            &owned
+        }
+    };
+    let pending: Vec<RenderedRow> = input.pending.iter().map(RenderedRow::of).collect();
+    let all = || cached.iter().chain(&pending);
+    let mut log = String::with_capacity(all().map(|r| r.text.len()).sum());
+    let mut weights = Vec::with_capacity(cached.len() + pending.len());
+    for r in all() {
+        log.push_str(&r.text);
+        weights.push(r.tokens);
     }
+    let log_tokens: u64 = weights.iter().sum();
     let mut prompt = String::new();
     for p in input.prompts {
         if !prompt.is_empty() {
@@ -206,22 +212,27 @@ pub fn build(input: &PacketInput<'_>) -> Packet {
         Some("## Plurnk System Errors"),
         input.errors.to_owned(),
     );
-    let log_tokens = count_tokens(&log);
-    let rows = input.log.len() + input.pending.len();
-    let log = Section::new("log", Slot::User, Some("## Plurnk System Log"), log);
+    const LOG_HEADER: &str = "## Plurnk System Log";
+    let log = Section {
+        name: "log",
+        slot: Slot::User,
+        header: Some(LOG_HEADER),
+        tokens: log_tokens + count_tokens(LOG_HEADER),
+        content: log,
+    };
     let rest: u64 = input.system.iter().map(|s| s.tokens).sum::<u64>()
         + prompt.tokens
         + errors.tokens
         + log.tokens
         + input.requirements.tokens;
     // Two passes: the readout's own weight is part of the usage it reports.
-    let first = budget_text(input, rest, log_tokens, rows);
+    let first = budget_text(input, &weights, rest, log_tokens);
     let own = count_tokens(&first) + 8;
     let budget = Section::new(
         "budget",
         Slot::System,
         Some("## Plurnk System Budget"),
-        budget_text(input, rest + own, log_tokens, rows),
+        budget_text(input, &weights, rest + own, log_tokens),
     );
     let mut sections = Vec::with_capacity(input.system.len() + 5);
     sections.extend(input.system.iter().cloned());

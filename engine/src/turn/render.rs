@@ -60,9 +60,9 @@ fn push_row_as(out: &mut String, r: &LogRow, expanded: bool) {
     }
     out.push('\n');
     if let Some(b) = body {
-        let _ = write!(
+        let _ = writeln!(
             out,
-            "<<:::log:///{}/{}/{}\n",
+            "<<:::log:///{}/{}/{}",
             r.loop_seq, r.turn_seq, r.sequence
         );
         out.push_str(b);
@@ -91,4 +91,24 @@ pub fn open_tokens(r: &LogRow) -> i64 {
     let mut s = String::new();
     push_row_as(&mut s, r, true);
     super::count_tokens(&s) as i64
+}
+
+/// A row rendered as it is shown now, with its weight: the runner keeps one per log row so a
+/// packet is a concatenation, not a re-render (rows change only when opened or folded).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RenderedRow {
+    /// The row as the model sees it.
+    pub text: String,
+    /// Tokens of `text`.
+    pub tokens: u64,
+}
+
+impl RenderedRow {
+    /// Renders `r` in its current fold state.
+    pub fn of(r: &LogRow) -> RenderedRow {
+        let mut text = String::new();
+        push_row(&mut text, r);
+        let tokens = super::count_tokens(&text);
+        RenderedRow { text, tokens }
+    }
 }

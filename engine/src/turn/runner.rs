@@ -18,7 +18,7 @@ use agentos_abi::device::{ChatReply, ChatRequest, DeviceMessage};
 use agentos_abi::{CapRef, Syscalls};
 
 use super::packet::{self, Packet, PacketInput, Section, Slot};
-use super::render::open_tokens;
+use super::render::{open_tokens, RenderedRow};
 use super::{docs, EngineConfig, LoopFlags};
 use crate::grammar::{parse_turn, Body, Item, Op, Statement};
 use crate::rails::{cap_commands, is_idle_turn, LoopRails, StreakDecision};
@@ -49,6 +49,8 @@ pub struct LoopRunner<S: Syscalls> {
     lp: LoopRow,
     schemes: SchemeRegistry,
     log: Vec<LogRow>,
+    /// `log` rendered row for row, re-rendered only when a row is opened or folded.
+    rendered: Vec<RenderedRow>,
     rails: LoopRails,
     system: Vec<Section>,
     requirements: Section,
@@ -246,7 +248,9 @@ impl<S: Syscalls> LoopRunner<S> {
             cfg.requirements.clone(),
         );
         let max_turns = lp.max_turns.unwrap_or(cfg.max_turns as i64);
+        let rendered = log.iter().map(RenderedRow::of).collect();
         Ok(LoopRunner {
+            rendered,
             prompts: vec![lp.prompt.clone()],
             sys,
             store,
@@ -311,6 +315,7 @@ impl<S: Syscalls> LoopRunner<S> {
             prompts: &self.prompts,
             errors,
             log: &self.log,
+            rendered: Some(&self.rendered),
             pending,
             ceiling: self.cfg.prompt_ceiling(),
         })
@@ -324,10 +329,16 @@ impl<S: Syscalls> LoopRunner<S> {
             model: self.cfg.model.clone(),
             ..ChatRequest::default()
         };
-        let v = req.to_value();
+        let mut v = Some(req.to_value());
         let mut last = String::new();
         for attempt in 0..=self.cfg.provider_retries {
-            match self.sys.read(self.llm, v.clone()).await {
+            // The request is only copied when a retry may need it again.
+            let this = if attempt == self.cfg.provider_retries {
+                v.take().unwrap_or_default()
+            } else {
+                v.clone().unwrap_or_default()
+            };
+            match self.sys.read(self.llm, this).await {
                 Ok(out) => {
                     return ChatReply::from_value(out).map_err(|e| format!("provider reply: {e}"))
                 }
@@ -439,9 +450,10 @@ impl<S: Syscalls> LoopRunner<S> {
         let ceiling = self.cfg.prompt_ceiling();
         if packet.tokens > ceiling {
             let newest = self.log.iter().map(|r| (r.loop_seq, r.turn_seq)).max();
-            for r in self.log.iter_mut() {
+            for (r, shown) in self.log.iter_mut().zip(self.rendered.iter_mut()) {
                 if Some((r.loop_seq, r.turn_seq)) == newest && r.expanded && r.op != RowOp::Error {
                     r.expanded = false;
+                    *shown = RenderedRow::of(r);
                     folds.push((r.id, false));
                 }
             }
@@ -723,20 +735,28 @@ impl<S: Syscalls> LoopRunner<S> {
             entries,
             loop_status,
         };
-        let committed: TurnCommitted =
-            store_call(&self.sys, self.store, &StoreRequest::Commit(commit.clone())).await?;
-        let TurnCommit {
+        let req = StoreRequest::Commit(commit);
+        let committed: TurnCommitted = store_call(&self.sys, self.store, &req).await?;
+        let StoreRequest::Commit(TurnCommit {
             mut rows, folds, ..
-        } = commit;
+        }) = req
+        else {
+            return Ok(());
+        };
         for (r, id) in rows.iter_mut().zip(&committed.row_ids) {
             r.id = *id;
             r.turn_id = committed.turn_id;
         }
         for (id, expanded) in folds {
-            if let Some(r) = self.log.iter_mut().find(|r| r.id == id) {
-                r.expanded = expanded;
+            // Row ids increase with the log, so a fold finds its row by binary search.
+            if let Ok(i) = self.log.binary_search_by_key(&id, |r| r.id) {
+                if self.log[i].expanded != expanded {
+                    self.log[i].expanded = expanded;
+                    self.rendered[i] = RenderedRow::of(&self.log[i]);
+                }
             }
         }
+        self.rendered.extend(rows.iter().map(RenderedRow::of));
         self.log.extend(rows);
         Ok(())
     }

@@ -110,3 +110,17 @@ impl Harness {
 pub fn ops(spec: &[(&str, u16)]) -> Vec<(String, u16)> {
     spec.iter().map(|(o, s)| (o.to_string(), *s)).collect()
 }
+
+/// A harness with `cfg` whose model answers `turns` in order.
+pub fn harness_with(cfg: EngineConfig, turns: &[&str]) -> Harness {
+    Harness::with(
+        cfg,
+        Arc::new(ScriptedProvider::results(turns.iter().map(|t| say(t)))),
+        None,
+    )
+}
+
+/// The user message the model got on request `i` (0-based).
+pub fn user_message(h: &Harness, i: usize) -> String {
+    h.provider.requests()[i].messages[1].content.clone()
+}

@@ -4,3 +4,9 @@
 
 mod common;
 mod s1_4_ops;
+mod s2_schemes;
+mod s3_2_rails;
+mod s3_3_turn;
+mod s3_5_budget;
+mod s3_9_runs;
+mod s5_store;

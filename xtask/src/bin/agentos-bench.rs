@@ -3,7 +3,7 @@
 //! `cargo xtask bench [--quick] [NAME...]` builds this binary in release mode and runs it.
 //! It owns the measurement protocol, not the workloads: those come from a registry built
 //! from `bench_kernel::workloads()` (the kernel workloads) plus `("parse", bench_parse::run)`
-//! (the plurnk parser), each a `fn(quick) -> anyhow::Result<serde_json::Value>` returning
+//! (the plurnk parser) and `("engine_turn", bench_engine::run)` (the turn loop), each a `fn(quick) -> anyhow::Result<serde_json::Value>` returning
 //! its report object.
 //!
 //! Each selected workload runs in a **fresh child process** of this binary
@@ -18,6 +18,8 @@
 //! runner then exits non-zero after printing the document with the successful ones.
 
 // The workload signature is spelled out in full on purpose (it is the contract).
+#[path = "../bench_engine.rs"]
+mod bench_engine;
 #[allow(clippy::type_complexity)]
 #[path = "../bench_kernel.rs"]
 mod bench_kernel;
@@ -51,6 +53,7 @@ const TABLE_ORDER: &[&str] = &[
     "seal",
     "remote",
     "parse",
+    "engine_turn",
     "idle_mem",
 ];
 
@@ -151,6 +154,7 @@ fn order_registry(mut reg: Vec<(&'static str, Workload)>) -> Result<Vec<(&'stati
 fn registry() -> Result<Vec<(&'static str, Workload)>> {
     let mut reg = bench_kernel::workloads();
     reg.push(("parse", bench_parse::run as Workload));
+    reg.push(("engine_turn", bench_engine::run as Workload));
     order_registry(reg)
 }
 
