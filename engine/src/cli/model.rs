@@ -55,10 +55,7 @@ impl Model {
         }
         match OpenAiProvider::from_env() {
             Ok(p) => {
-                let grammar = p
-                    .config()
-                    .supports_grammar
-                    .then(crate::turn::engine_gbnf);
+                let grammar = p.config().supports_grammar.then(crate::turn::engine_gbnf);
                 let info = ProviderInfo {
                     alias: "default".into(),
                     provider: "openai".into(),
