@@ -35,7 +35,7 @@ use agentos_kernel::{Kernel, KernelConfig};
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 
-const EDITS_PER_TURN: u64 = 48;
+const READS_PER_TURN: u64 = 48;
 const TURNS_PER_LOOP: u32 = 5;
 
 /// A zero-latency model: every turn READs 48 fresh (missing) entries and continues. READ
@@ -50,7 +50,7 @@ impl Provider for RowModel {
     fn chat<'a>(&'a self, _req: &'a ChatRequest) -> BoxFuture<'a, Result<ChatReply, LlmError>> {
         let k = self.0.fetch_add(1, Ordering::Relaxed);
         let mut content = format!("<<PLAN:bench turn {k}:PLAN\n");
-        for i in 0..EDITS_PER_TURN {
+        for i in 0..READS_PER_TURN {
             content.push_str(&format!("<<READ(known:///b/{k}/{i}.md)::READ\n"));
         }
         content.push_str("<<SEND[102]:next:SEND");
@@ -85,7 +85,7 @@ pub fn run(quick: bool) -> Result<serde_json::Value> {
     let rows_target: usize = 10_000 / div;
     // A run's log must fit the default context window, so the rows come from several
     // runs of the session, each a loop of TURNS_PER_LOOP turns, all queued at once.
-    let rows_per_loop = TURNS_PER_LOOP as usize * (EDITS_PER_TURN as usize + 3);
+    let rows_per_loop = TURNS_PER_LOOP as usize * (READS_PER_TURN as usize + 3);
     let loops = rows_target.div_ceil(rows_per_loop) + 1;
 
     let model = Arc::new(RowModel(AtomicU64::new(0)));
@@ -206,7 +206,7 @@ pub fn run(quick: bool) -> Result<serde_json::Value> {
             "pings_per_client": per_client,
             "notifications_per_s": notifications_per_s.round(),
             "notified_rows": rows_target,
-            "rows_per_turn": EDITS_PER_TURN + 3,
+            "rows_per_turn": READS_PER_TURN + 3,
             "loops": loops,
         }))
     })?;
