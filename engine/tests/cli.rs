@@ -161,7 +161,9 @@ fn run_exit_status_maps_the_terminal_status() {
     assert_eq!(code, 2);
     assert!(err.contains("AGENTOS_LLM_BASE_URL"), "{err}");
     // Every verb has --help.
-    for verb in ["run", "serve", "sessions", "log", "loop", "parse", "gbnf"] {
+    for verb in [
+        "run", "serve", "top", "sessions", "log", "loop", "parse", "gbnf",
+    ] {
         let (code, out, _) = run_full(&[verb, "--help"], dir.path());
         assert_eq!(code, 0, "{verb}");
         assert!(out.contains("Usage: agentos"), "{verb}: {out}");

@@ -6,6 +6,7 @@
 //! - `run TASK` — run an agent on a task: the embedded engine, or a daemon with `--connect`;
 //!   a live view of the rows as they are written, `--json` for a final document (`run`);
 //! - `serve` — the daemon ([`crate::daemon`]) until SIGTERM / Ctrl-C, then a drain (`serve`);
+//! - `top` — a live terminal view of a daemon (ratatui; `top`);
 //! - `sessions`, `log [LOOP]` — what the store holds, a loop as the model saw it (`inspect`);
 //! - `loop PROMPT` — one loop, then its log (issue 12's acceptance; kept as it was);
 //! - `parse [--turn]`, `gbnf` — the grammar tools.
@@ -27,6 +28,7 @@ mod model;
 mod parse;
 mod run;
 mod serve;
+mod top;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -54,6 +56,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Serve the engine over JSON-RPC on a WebSocket (and /metrics, /healthz).
     Serve(serve::ServeArgs),
+    /// A live terminal view of a daemon: processes, loops, token and cost rates.
+    Top(top::TopArgs),
     /// List the sessions in the store.
     Sessions(inspect::SessionsArgs),
     /// Print a loop's log as the model saw it (default: the newest loop).
@@ -89,6 +93,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Run(a) => run::run(a),
         Command::Serve(a) => serve::serve(a),
+        Command::Top(a) => top::top(a),
         Command::Sessions(a) => inspect::sessions(a),
         Command::Log(a) => inspect::log(a),
         Command::Loop(a) => run::loop_cmd(a),

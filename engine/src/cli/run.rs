@@ -382,7 +382,8 @@ fn drive_embedded(a: &RunArgs, engine: &crate::Engine) -> Result<Outcome, (u8, S
     })
 }
 
-fn ws_url(url: &str) -> String {
+/// `URL` as a WebSocket URL (`host:port` and `http://` accepted).
+pub(super) fn ws_url(url: &str) -> String {
     if url.starts_with("ws://") || url.starts_with("wss://") {
         url.to_owned()
     } else if let Some(rest) = url.strip_prefix("http://") {

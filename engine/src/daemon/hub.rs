@@ -14,9 +14,10 @@
 //! the loops whose last status event was 100, 102 or 202.
 //!
 //! **API boundary:** crate-internal. [`Hub::add`] / [`Hub::remove`] for connections,
-//! [`Hub::active_loops`] for the drain, [`Hub::metrics_text`] for `/metrics`.
+//! [`Hub::active_loops`] for the drain, [`Hub::metrics_text`] for `/metrics`,
+//! [`Hub::stats_json`] / [`Hub::recent_loops`] for `daemon.stats`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -58,6 +59,12 @@ struct Counters {
     overflows: AtomicU64,
 }
 
+/// A loop that ended: `(loop, run, status, message)`.
+pub(crate) type Ended = (LoopId, RunId, u16, Option<String>);
+
+/// Loops kept in the recently-ended list.
+const RECENT: usize = 20;
+
 /// The fan-out and the counters.
 #[derive(Default)]
 pub(crate) struct Hub {
@@ -66,6 +73,7 @@ pub(crate) struct Hub {
     next: AtomicU64,
     active: Mutex<BTreeMap<LoopId, RunId>>,
     terminal: Mutex<BTreeMap<u16, u64>>,
+    recent: Mutex<VecDeque<Ended>>,
     c: Counters,
     gone: tokio::sync::Notify,
 }
@@ -169,6 +177,15 @@ impl Hub {
                 if status::is_terminal(*s) {
                     self.active.lock().remove(loop_id);
                     *self.terminal.lock().entry(*s).or_default() += 1;
+                    let mut recent = self.recent.lock();
+                    if recent.len() == RECENT {
+                        recent.pop_front();
+                    }
+                    let message = match ev {
+                        StoreEvent::Loop { message, .. } => message.clone(),
+                        _ => None,
+                    };
+                    recent.push_back((*loop_id, *run_id, *s, message));
                 } else {
                     if *s == status::QUEUED {
                         self.c.loops_queued.fetch_add(1, Ordering::Relaxed);
@@ -203,6 +220,39 @@ impl Hub {
                 self.c.overflows.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// Loops that ended lately, oldest first: `(loop, run, status, message)`.
+    pub fn recent_loops(&self) -> Vec<Ended> {
+        self.recent.lock().iter().cloned().collect()
+    }
+
+    /// The counters as JSON (`daemon.stats`).
+    pub fn stats_json(&self) -> serde_json::Value {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let ended: serde_json::Map<String, serde_json::Value> = self
+            .terminal
+            .lock()
+            .iter()
+            .map(|(s, n)| (s.to_string(), (*n).into()))
+            .collect();
+        serde_json::json!({
+            "loopsActive": self.active.lock().len(),
+            "loopsQueued": get(&self.c.loops_queued),
+            "loopsEnded": ended,
+            "turns": get(&self.c.turns),
+            "rows": get(&self.c.rows),
+            "tokens": {
+                "prompt": get(&self.c.tokens_prompt),
+                "completion": get(&self.c.tokens_completion),
+                "cached": get(&self.c.tokens_cached),
+            },
+            "costPico": get(&self.c.cost_pico),
+            "sessionsCreated": get(&self.c.sessions),
+            "connections": self.c.connections.load(Ordering::Relaxed),
+            "requests": get(&self.c.requests),
+            "notifications": get(&self.c.notifications),
+        })
     }
 
     /// The daemon's counters in Prometheus text format (the kernel's are added by the caller).

@@ -288,6 +288,20 @@ pub static METHODS: &[MethodSpec] = &[
         imp: Imp::Call(providers_list),
     },
     MethodSpec {
+        name: "daemon.stats",
+        description: "agentos extension: the daemon's counters, active and recently ended loops.",
+        params: &[],
+        init: Init::Free,
+        imp: Imp::Call(daemon_stats),
+    },
+    MethodSpec {
+        name: "kernel.ps",
+        description: "agentos extension: the kernel's process table.",
+        params: &[],
+        init: Init::Free,
+        imp: Imp::Call(kernel_ps),
+    },
+    MethodSpec {
         name: "entry.read",
         description: "Reads one entry of the attached session (known://, unknown://, plurnk://).",
         params: &[("target", "string — the entry URI")],
@@ -967,4 +981,55 @@ fn log_read(conn: &mut Conn<'_>, p: Value) -> Result<Value, RpcError> {
         .map(row_json)
         .collect();
     Ok(json!({ "entries": entries }))
+}
+
+fn daemon_stats(conn: &mut Conn<'_>, _: Value) -> Result<Value, RpcError> {
+    let d = conn.daemon;
+    let store = d.engine.store();
+    let mut stats = d.hub.stats_json();
+    let active: Vec<Value> = d
+        .hub
+        .active_loops()
+        .into_iter()
+        .filter_map(|(l, r)| {
+            let row = store.loop_row(l).ok()?;
+            Some(json!({"loopId": l, "runId": r, "status": row.status, "prompt": row.prompt}))
+        })
+        .collect();
+    let recent: Vec<Value> = d
+        .hub
+        .recent_loops()
+        .into_iter()
+        .rev()
+        .map(|(l, r, s, m)| json!({"loopId": l, "runId": r, "status": s, "message": m}))
+        .collect();
+    if let Value::Object(o) = &mut stats {
+        o.insert("activeLoops".into(), active.into());
+        o.insert("recentLoops".into(), recent.into());
+    }
+    Ok(stats)
+}
+
+fn kernel_ps(conn: &mut Conn<'_>, _: Value) -> Result<Value, RpcError> {
+    let procs: Vec<Value> = conn
+        .daemon
+        .engine
+        .kernel()
+        .ps()
+        .into_iter()
+        .map(|p| {
+            json!({
+                "pid": p.pid.0,
+                "name": &*p.name,
+                "parent": p.parent.map(|q| q.0),
+                "status": p.status,
+                "stopped": p.stopped,
+                "mailbox": p.mailbox,
+                "priority": p.priority,
+                "caps": p.caps,
+                "usage": to_json(&p.usage).unwrap_or(Value::Null),
+            })
+        })
+        .collect();
+    Ok(json!({ "processes": procs }))
 }

@@ -1,9 +1,10 @@
 //! # The daemon: `agentos serve`
 //!
 //! One [`Engine`] (a multi-threaded kernel with the engine's devices) behind a JSON-RPC 2.0
-//! server over WebSocket (PLURNK.md §4), with `GET /metrics` (Prometheus text: the kernel's
-//! counters plus loops, turns, tokens, cost, connections) and `GET /healthz` on the same
-//! port. [`Server::start`] binds and serves on its own tokio runtime; [`Server::shutdown`]
+//! server over WebSocket (PLURNK.md §4; upgrade on `/` or `/rpc`), with `GET /metrics`
+//! (Prometheus text: the kernel's counters plus loops, turns, tokens, cost, connections),
+//! `GET /healthz` and the web dashboard (`GET /`: one embedded page, `dashboard.html`, that
+//! speaks the same JSON-RPC) on the same port. [`Server::start`] binds and serves on its own tokio runtime; [`Server::shutdown`]
 //! drains. The parts:
 //!
 //! - [`rpc`] — framing and error codes (the only JSON parsing of the wire);
@@ -60,6 +61,9 @@ use methods::Conn;
 
 /// The default bind address (PLURNK.md §3.10: 127.0.0.1:3044).
 pub const DEFAULT_ADDR: &str = "127.0.0.1:3044";
+
+/// The web dashboard served at `GET /`: one page, its script and style inline.
+const DASHBOARD: &str = include_str!("dashboard.html");
 
 /// The default largest accepted frame: 4 MiB.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 << 20;
@@ -336,10 +340,13 @@ async fn root(
                 .max_frame_size(max)
                 .on_upgrade(move |socket| connection(st.daemon, socket, st.closing))
         }
+        // Not an upgrade: the dashboard (one embedded page, no build step, no CDN).
         Err(_) => (
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            "agentos daemon: JSON-RPC 2.0 over WebSocket on this address (call `discover`); \
-             GET /metrics, GET /healthz\n",
+            [
+                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            DASHBOARD,
         )
             .into_response(),
     }

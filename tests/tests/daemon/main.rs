@@ -8,6 +8,7 @@
 
 mod common;
 mod concurrency;
+mod dashboard;
 mod disconnect;
 mod drain;
 mod envelope;
