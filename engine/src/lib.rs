@@ -22,7 +22,9 @@
 //!   `unknown`, `plurnk` and `log`, COPY/MOVE.
 //! - [`turn`] — the turn loop as run and loop processes: packet, grinder, steers, rails.
 //! - [`host`] — [`Engine`], the API the CLI and the daemon call.
-//! - the `agentos` binary — `agentos parse [--turn]`, `agentos gbnf`, `agentos loop`.
+//! - `daemon` — `agentos serve`: JSON-RPC 2.0 over WebSocket, `/metrics`, `/healthz`;
+//!   and `cli` — the `agentos` verbs (`run`, `serve`, `sessions`, `log`, `loop`, `parse`,
+//!   `gbnf`). Both sit behind the default `daemon` feature (axum, tokio, clap).
 //!
 //! ## Design rules
 //!
@@ -39,7 +41,11 @@
 //! **API boundary:** may depend on every other workspace crate. The JSON produced for
 //! statements and parse results is a wire contract (plurnk's statement shape).
 
+#[cfg(feature = "daemon")]
+pub mod cli;
 pub mod content;
+#[cfg(feature = "daemon")]
+pub mod daemon;
 pub mod grammar;
 pub mod host;
 pub mod rails;

@@ -1,4 +1,6 @@
-//! The `agentos` binary: `parse [--turn]` and `gbnf`, with their exit codes.
+//! The `agentos` binary end to end: `parse [--turn]`, `gbnf`, `loop`, `run` (embedded and
+//! `--connect`, `--json`, exit statuses), `sessions`, `log`, and `serve` (RPC, /metrics,
+//! /healthz, SIGTERM drain, restart after SIGKILL with the store intact).
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -67,4 +69,240 @@ fn gbnf_prints_the_grammar_and_bad_usage_exits_two() {
     assert_eq!(code, 0);
     assert!(out.contains("root ::= preplan plan sep"));
     assert_eq!(run(&["frobnicate"], "").0, 2);
+}
+
+// ---- loop, run, serve, sessions, log ---------------------------------------------------
+
+const TWO_TURNS: &str = "<<PLAN:note:PLAN\n<<EDIT(known://a.md):hi:EDIT\n<<SEND[102]:wrote:SEND\n---\n<<PLAN:done:PLAN\n<<SEND[200]:all done:SEND\n";
+
+fn script(dir: &std::path::Path, text: &str) -> String {
+    let p = dir.join("script.txt");
+    std::fs::write(&p, text).expect("write script");
+    p.to_string_lossy().into_owned()
+}
+
+fn run_full(args: &[&str], data: &std::path::Path) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_agentos"))
+        .args(args)
+        .env("AGENTOS_DATA_DIR", data)
+        .env_remove("AGENTOS_LLM_BASE_URL")
+        .env_remove("AGENTOS_LLM_MODEL")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run agentos");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).expect("utf8"),
+        String::from_utf8(out.stderr).expect("utf8"),
+    )
+}
+
+#[test]
+fn loop_runs_a_scripted_loop_and_prints_its_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = script(dir.path(), TWO_TURNS);
+    let (code, out, err) = run_full(&["loop", "--script", &s, "write", "a", "note"], dir.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("log:///1/1/5/EDIT known:///a.md 201"), "{out}");
+    assert!(out.contains("status 200 · all done"), "{out}");
+}
+
+#[test]
+fn run_json_reports_the_loop_and_the_live_view_goes_to_stderr() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = script(dir.path(), TWO_TURNS);
+    let (code, out, err) = run_full(
+        &["run", "--script", &s, "--json", "write a note"],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("one JSON document");
+    assert_eq!(v["status"], 200);
+    assert_eq!(v["message"], "all done");
+    assert_eq!(v["turns"], 2);
+    assert!(v["loopId"].as_i64().is_some());
+    assert!(v["usage"]["total"].is_i64());
+    assert!(v["costPico"].is_i64());
+    assert!(v["wallMs"].is_u64());
+    assert!(
+        err.contains("log:///1/1/5/EDIT known:///a.md 201"),
+        "live view: {err}"
+    );
+    assert!(err.contains("── turn 2 · status 200"), "progress: {err}");
+    // The state is in AGENTOS_DATA_DIR: `sessions` and `log` read it back.
+    let (code, out, _) = run_full(&["sessions"], dir.path());
+    assert_eq!(code, 0);
+    assert!(out.contains("session-1"), "{out}");
+    let (code, out, _) = run_full(&["log"], dir.path());
+    assert_eq!(code, 0);
+    assert!(out.contains("log:///1/2/2/SEND 200"), "{out}");
+    assert!(out.contains("status 200 · all done"), "{out}");
+    let (code, out, _) = run_full(&["log", "--json", "1"], dir.path());
+    assert_eq!(code, 0);
+    assert!(out
+        .lines()
+        .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()));
+}
+
+#[test]
+fn run_exit_status_maps_the_terminal_status() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = script(dir.path(), TWO_TURNS);
+    // One turn allowed, the script needs two: 429, exit 3.
+    let (code, out, err) = run_full(
+        &["run", "--script", &s, "--json", "--max-turns", "1", "x"],
+        dir.path(),
+    );
+    assert_eq!(code, 3, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["status"], 429);
+    // No model configured: a setup error naming what to set.
+    let (code, _, err) = run_full(&["run", "x"], dir.path());
+    assert_eq!(code, 2);
+    assert!(err.contains("AGENTOS_LLM_BASE_URL"), "{err}");
+    // Every verb has --help.
+    for verb in [
+        "run", "serve", "top", "sessions", "log", "loop", "parse", "gbnf",
+    ] {
+        let (code, out, _) = run_full(&[verb, "--help"], dir.path());
+        assert_eq!(code, 0, "{verb}");
+        assert!(out.contains("Usage: agentos"), "{verb}: {out}");
+    }
+}
+
+/// A `agentos serve --port 0` child and the address it printed.
+struct Served {
+    child: std::process::Child,
+    addr: String,
+}
+
+fn serve(data: &std::path::Path, script_path: &str) -> Served {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_agentos"))
+        .args(["serve", "--port", "0", "--script", script_path])
+        .env("AGENTOS_DATA_DIR", data)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn serve");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read the address");
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    Served { child, addr }
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}
+
+#[test]
+fn serve_answers_drains_on_sigterm_and_restarts_with_the_store_intact() {
+    use agentos_engine::daemon::client::Client;
+    use serde_json::json;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = script(dir.path(), TWO_TURNS);
+    let mut d = serve(dir.path(), &s);
+    let url = format!("ws://{}", d.addr);
+    let loop_id = block_on(async {
+        let c = Client::connect(&url).await.expect("connect");
+        c.call("session.create", json!({"name": "kept"}))
+            .await
+            .expect("create");
+        let r = c
+            .call("loop.run", json!({"prompt": "note"}))
+            .await
+            .expect("run");
+        let id = r["loopId"].as_i64().expect("id");
+        while let Some(n) = c.notification().await {
+            if n.method == "loop/terminated" {
+                assert_eq!(n.params["finalStatus"], 200);
+                break;
+            }
+        }
+        id
+    });
+    // /metrics and /healthz on the same port.
+    let metrics = http_get(&d.addr, "/metrics");
+    assert!(metrics.contains("agentos_turns_total 2"), "{metrics}");
+    assert!(metrics.contains("agentos_processes"), "{metrics}");
+    assert!(
+        metrics.contains("agentos_loops_ended_total{status=\"200\"} 1"),
+        "{metrics}"
+    );
+    assert!(http_get(&d.addr, "/healthz").ends_with("ok\n"));
+    let st = Command::new("kill")
+        .args(["-TERM", &d.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(st.success());
+    let status = d.child.wait().expect("wait");
+    assert_eq!(status.code(), Some(0), "a drained daemon exits 0");
+    // A loop left running by a daemon that died hard: the next daemon marks it interrupted.
+    let db = dir.path().join("sessions.db");
+    let stuck = {
+        let store = agentos_engine::store::Store::open(&db).expect("store");
+        let run = store.runs(1).expect("runs")[0].id;
+        let lp = store
+            .create_loop(run, "left running", "{}", None)
+            .expect("loop");
+        assert!(store.claim_loop(lp.id).expect("claim"));
+        lp.id
+    };
+    let mut d2 = serve(dir.path(), &s);
+    let url = format!("ws://{}", d2.addr);
+    block_on(async {
+        let c = Client::connect(&url).await.expect("connect");
+        let list = c.call("session.list", json!({})).await.expect("list");
+        assert_eq!(list["sessions"][0]["name"], "kept");
+        let log = c
+            .call("log.read", json!({"loopId": loop_id}))
+            .await
+            .expect("log");
+        assert!(log["entries"].as_array().is_some_and(|e| e.len() > 3));
+    });
+    // `run --connect` drives the daemon: same live view, same JSON document.
+    let (code, out, err) = run_full(&["run", "--connect", &url, "--json", "again"], dir.path());
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(
+        (v["status"].as_i64(), v["turns"].as_i64()),
+        (Some(200), Some(2))
+    );
+    assert!(err.contains("EDIT known:///a.md 201"), "{err}");
+    let _ = d2.child.kill();
+    let _ = d2.child.wait();
+    let store = agentos_engine::store::Store::open(&db).expect("store");
+    let lp = store.loop_row(stuck).expect("loop");
+    assert_eq!(
+        (lp.status, lp.terminal_message.as_deref()),
+        (499, Some("interrupted"))
+    );
+    // SIGKILL above left nothing open: every loop is terminal.
+    assert_eq!(store.interrupt_unfinished().expect("interrupt"), 0);
+}
+
+/// A minimal HTTP/1.1 GET over loopback.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    out
 }

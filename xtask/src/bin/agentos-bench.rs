@@ -3,7 +3,8 @@
 //! `cargo xtask bench [--quick] [NAME...]` builds this binary in release mode and runs it.
 //! It owns the measurement protocol, not the workloads: those come from a registry built
 //! from `bench_kernel::workloads()` (the kernel workloads) plus `("parse", bench_parse::run)`
-//! (the plurnk parser) and `("engine_turn", bench_engine::run)` (the turn loop), each a `fn(quick) -> anyhow::Result<serde_json::Value>` returning
+//! (the plurnk parser), `("engine_turn", bench_engine::run)` (the turn loop) and
+//! `("rpc", bench_rpc::run)` (the daemon on loopback), each a `fn(quick) -> anyhow::Result<serde_json::Value>` returning
 //! its report object.
 //!
 //! Each selected workload runs in a **fresh child process** of this binary
@@ -27,6 +28,8 @@ mod bench_kernel;
 mod bench_parse;
 #[path = "../bench_remote.rs"]
 mod bench_remote;
+#[path = "../bench_rpc.rs"]
+mod bench_rpc;
 
 use std::{
     path::Path,
@@ -54,6 +57,7 @@ const TABLE_ORDER: &[&str] = &[
     "remote",
     "parse",
     "engine_turn",
+    "rpc",
     "idle_mem",
 ];
 
@@ -155,6 +159,7 @@ fn registry() -> Result<Vec<(&'static str, Workload)>> {
     let mut reg = bench_kernel::workloads();
     reg.push(("parse", bench_parse::run as Workload));
     reg.push(("engine_turn", bench_engine::run as Workload));
+    reg.push(("rpc", bench_rpc::run as Workload));
     order_registry(reg)
 }
 

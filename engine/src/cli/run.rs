@@ -1,0 +1,538 @@
+//! `agentos run TASK` (and the older `agentos loop PROMPT`).
+//!
+//! `run` creates a session and a run, queues one loop and shows it live: each row as it is
+//! committed (rendered as the model reads it), a progress line per turn (turn, tokens, cost,
+//! elapsed). Embedded, the rows come from the store's commit events; with `--connect URL`
+//! the same view is fed by the daemon's `log/entry` and `loop/terminated` notifications.
+//! Ctrl-C cancels the loop (it ends 499, exit 130); a second Ctrl-C exits at once. With
+//! `--json` the live view goes to stderr and stdout gets one JSON document: loop id,
+//! terminal status, turns, usage, cost, wall time.
+//!
+//! **Invariants:** the live view subscribes before the loop is queued, so it misses no
+//! row; the exit status is a function of the loop's terminal status only (see the CLI's
+//! module docs).
+//! **API boundary:** [`RunArgs`], [`run`], [`loop_cmd`].
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::mpsc;
+use std::time::Instant;
+
+use clap::Args;
+use serde_json::{json, Value};
+
+use super::model::Model;
+use super::{emit, exit_code_for, open_store, LoopArgs};
+use crate::daemon::client::{Client, ClientError};
+use crate::store::{status, LogRow, Origin, RowOp, StoreEvent, TurnRow};
+use crate::turn::{render, EngineConfig, LoopFlags};
+use crate::LoopOptions;
+
+/// `agentos run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Drive a running daemon (`ws://127.0.0.1:3044`) instead of the embedded engine.
+    #[arg(long, value_name = "URL")]
+    pub connect: Option<String>,
+    /// The project directory (default: the current directory when it is a git
+    /// repository, else none: a headless session).
+    #[arg(long, value_name = "DIR")]
+    pub project: Option<PathBuf>,
+    /// Accept every proposal without asking.
+    #[arg(long)]
+    pub yolo: bool,
+    /// Read-only: the loop runs in `ask` mode.
+    #[arg(long)]
+    pub ask: bool,
+    /// Turn limit of the loop.
+    #[arg(long, value_name = "N")]
+    pub max_turns: Option<u32>,
+    /// Token budget of the loop; past it the loop ends 413.
+    #[arg(long, value_name = "N")]
+    pub budget_tokens: Option<u64>,
+    /// The model name to ask the endpoint for (default: AGENTOS_LLM_MODEL).
+    #[arg(long, value_name = "NAME")]
+    pub model: Option<String>,
+    /// Print one JSON document on stdout at the end; the live view goes to stderr.
+    #[arg(long)]
+    pub json: bool,
+    /// The sessions database (default: $AGENTOS_DATA_DIR/sessions.db).
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+    /// A scripted model (tests): model turns separated by lines of `---`.
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub script: Option<PathBuf>,
+    /// The task.
+    #[arg(required = true, value_name = "TASK")]
+    pub task: Vec<String>,
+}
+
+impl RunArgs {
+    fn flags(&self) -> LoopFlags {
+        LoopFlags {
+            mode: if self.ask { "ask" } else { "act" }.into(),
+            yolo: self.yolo,
+            budget_tokens: self.budget_tokens,
+            ..LoopFlags::default()
+        }
+    }
+
+    fn project_root(&self) -> Option<String> {
+        let dir = match &self.project {
+            Some(p) => p.clone(),
+            None => {
+                let cwd = std::env::current_dir().ok()?;
+                if !is_git_repo(&cwd) {
+                    return None;
+                }
+                cwd
+            }
+        };
+        Some(
+            dir.canonicalize()
+                .unwrap_or(dir)
+                .to_string_lossy()
+                .into_owned(),
+        )
+    }
+}
+
+fn is_git_repo(dir: &Path) -> bool {
+    dir.ancestors().any(|d| d.join(".git").exists())
+}
+
+/// Where the live view writes: stdout, or stderr under `--json`.
+struct View {
+    to_stderr: bool,
+    started: Instant,
+    tokens: i64,
+    cost_pico: i64,
+    pending: Option<String>,
+}
+
+impl View {
+    fn new(to_stderr: bool) -> View {
+        View {
+            to_stderr,
+            started: Instant::now(),
+            tokens: 0,
+            cost_pico: 0,
+            pending: None,
+        }
+    }
+
+    fn write(&self, text: &str) {
+        // A closed terminal must not stop the loop: write errors are ignored here.
+        if self.to_stderr {
+            let mut e = std::io::stderr().lock();
+            let _ = e.write_all(text.as_bytes());
+            let _ = e.flush();
+        } else {
+            let mut o = std::io::stdout().lock();
+            let _ = o.write_all(text.as_bytes());
+            let _ = o.flush();
+        }
+    }
+
+    fn rows<'a>(&mut self, rows: impl IntoIterator<Item = &'a LogRow>) {
+        let mut out = String::new();
+        for r in rows {
+            // The verbatim emission repeats the statements the other rows show.
+            if r.op != RowOp::Model {
+                render::push_row(&mut out, r);
+            }
+        }
+        if let Some(p) = self.pending.take() {
+            out.push_str(&p);
+        }
+        self.write(&out);
+    }
+
+    fn turn(&mut self, t: &TurnRow) {
+        self.tokens += t.usage.prompt + t.usage.completion;
+        self.cost_pico += t.usage.cost_pico;
+        self.pending = Some(format!(
+            "── turn {} · status {} · {} tokens · ${:.6} · {:.1}s\n",
+            t.sequence,
+            t.status,
+            self.tokens,
+            self.cost_pico as f64 / 1e12,
+            self.started.elapsed().as_secs_f64()
+        ));
+    }
+
+    fn flush_pending(&mut self) {
+        if let Some(p) = self.pending.take() {
+            self.write(&p);
+        }
+    }
+}
+
+/// What ended a run, for the final line and `--json`.
+struct Outcome {
+    session_id: i64,
+    run_id: i64,
+    loop_id: i64,
+    status: u16,
+    message: Option<String>,
+    turns: usize,
+    usage: (i64, i64, i64),
+    cost_pico: i64,
+}
+
+impl Outcome {
+    fn json(&self, wall_ms: u128) -> Value {
+        let (p, c, k) = self.usage;
+        json!({
+            "loopId": self.loop_id,
+            "sessionId": self.session_id,
+            "runId": self.run_id,
+            "status": self.status,
+            "message": self.message,
+            "turns": self.turns,
+            "usage": {"prompt": p, "completion": c, "cached": k, "total": p + c},
+            "costPico": self.cost_pico,
+            "costUsd": self.cost_pico as f64 / 1e12,
+            "wallMs": wall_ms,
+        })
+    }
+}
+
+/// What the main loop of `run` waits on.
+enum Wake {
+    Event(StoreEvent),
+    Interrupt,
+}
+
+/// Sends `Wake::Interrupt` on every Ctrl-C (a thread with a small runtime of its own).
+fn ctrl_c_to(tx: mpsc::Sender<Wake>) {
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async move {
+            while tokio::signal::ctrl_c().await.is_ok() {
+                if tx.send(Wake::Interrupt).is_err() {
+                    return;
+                }
+            }
+        });
+    });
+}
+
+/// Runs `agentos run`.
+pub fn run(a: RunArgs) -> ExitCode {
+    let started = Instant::now();
+    let outcome = match &a.connect {
+        Some(url) => run_connected(&a, url),
+        None => run_embedded(&a),
+    };
+    match outcome {
+        Ok(o) => finish(&a, &o, started),
+        Err((code, msg)) => {
+            eprintln!("agentos run: {msg}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn finish(a: &RunArgs, o: &Outcome, started: Instant) -> ExitCode {
+    let wall = started.elapsed().as_millis();
+    let line = format!(
+        "loop {} · status {}{} · {} turns · {} tokens · ${:.6} · {:.1}s\n",
+        o.loop_id,
+        o.status,
+        o.message
+            .as_deref()
+            .map(|m| format!(" · {m}"))
+            .unwrap_or_default(),
+        o.turns,
+        o.usage.0 + o.usage.1,
+        o.cost_pico as f64 / 1e12,
+        wall as f64 / 1000.0
+    );
+    if a.json {
+        eprint!("{line}");
+        let doc = match serde_json::to_string_pretty(&o.json(wall)) {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("agentos run: cannot encode the result: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let c = emit(&format!("{doc}\n"));
+        if c != ExitCode::SUCCESS {
+            return c;
+        }
+    } else {
+        let c = emit(&line);
+        if c != ExitCode::SUCCESS {
+            return c;
+        }
+    }
+    ExitCode::from(exit_code_for(o.status))
+}
+
+fn run_embedded(a: &RunArgs) -> Result<Outcome, (u8, String)> {
+    let model = Model::choose(a.script.as_deref()).map_err(|e| (2, e))?;
+    let store = open_store(a.db.as_deref()).map_err(|e| (2, e))?;
+    let cfg = EngineConfig {
+        model: a.model.clone(),
+        ..EngineConfig::default()
+    };
+    let engine = model.engine(store, cfg).map_err(|e| (2, e))?;
+    let result = drive_embedded(a, &engine);
+    engine.kernel().shutdown(agentos_abi::ExitReason::Shutdown);
+    result
+}
+
+fn drive_embedded(a: &RunArgs, engine: &crate::Engine) -> Result<Outcome, (u8, String)> {
+    let fail = |e: crate::EngineError| (1u8, e.to_string());
+    let root = a.project_root();
+    let session = engine
+        .create_session(None, root.as_deref(), "{}")
+        .map_err(fail)?;
+    let run = engine
+        .create_run(session.id, "main", Origin::Model)
+        .map_err(fail)?;
+    let (tx, rx) = mpsc::channel::<Wake>();
+    let ev_tx = tx.clone();
+    let run_id = run.id;
+    let sub = engine.subscribe(move |ev| {
+        let ours = match ev {
+            StoreEvent::Rows { rows, .. } => rows.first().is_some_and(|r| r.run_id == run_id),
+            StoreEvent::Loop { run_id: r, .. } => *r == run_id,
+            StoreEvent::Turn { .. } => true,
+            _ => false,
+        };
+        if ours {
+            let _ = ev_tx.send(Wake::Event(ev.clone()));
+        }
+    });
+    ctrl_c_to(tx);
+    let opts = LoopOptions {
+        flags: a.flags(),
+        max_turns: a.max_turns,
+    };
+    let task = a.task.join(" ");
+    let lp = engine.start_loop(run.id, &task, &opts).map_err(fail)?;
+    let mut view = View::new(a.json);
+    let mut interrupted = false;
+    let result = loop {
+        let Ok(w) = rx.recv() else {
+            break Err((1, "the engine stopped".to_owned()));
+        };
+        match w {
+            Wake::Interrupt if interrupted => {
+                eprintln!("agentos run: interrupted twice; exiting without waiting");
+                std::process::exit(130);
+            }
+            Wake::Interrupt => {
+                interrupted = true;
+                eprintln!(
+                    "agentos run: cancelling loop {} (Ctrl-C again to exit now)",
+                    lp.id
+                );
+                if let Err(e) = engine.cancel(run.id) {
+                    break Err((1, e.to_string()));
+                }
+            }
+            Wake::Event(StoreEvent::Rows { rows, .. }) => view.rows(rows.iter()),
+            Wake::Event(StoreEvent::Turn { turn, .. }) if turn.loop_id == lp.id => view.turn(&turn),
+            Wake::Event(StoreEvent::Loop {
+                loop_id, status: s, ..
+            }) if loop_id == lp.id && status::is_terminal(s) => {
+                view.flush_pending();
+                break Ok(());
+            }
+            Wake::Event(_) => {}
+        }
+    };
+    engine.unsubscribe(sub);
+    result?;
+    let row = engine
+        .store()
+        .loop_row(lp.id)
+        .map_err(|e| (1, e.to_string()))?;
+    let turns = engine
+        .store()
+        .turns(lp.id)
+        .map_err(|e| (1, e.to_string()))?;
+    let mut usage = (0, 0, 0);
+    let mut cost = 0;
+    for t in &turns {
+        usage.0 += t.usage.prompt;
+        usage.1 += t.usage.completion;
+        usage.2 += t.usage.cached;
+        cost += t.usage.cost_pico;
+    }
+    Ok(Outcome {
+        session_id: session.id,
+        run_id: run.id,
+        loop_id: lp.id,
+        status: row.status,
+        message: row.terminal_message,
+        turns: turns.len(),
+        usage,
+        cost_pico: cost,
+    })
+}
+
+/// `URL` as a WebSocket URL (`host:port` and `http://` accepted).
+pub(super) fn ws_url(url: &str) -> String {
+    if url.starts_with("ws://") || url.starts_with("wss://") {
+        url.to_owned()
+    } else if let Some(rest) = url.strip_prefix("http://") {
+        format!("ws://{rest}")
+    } else {
+        format!("ws://{url}")
+    }
+}
+
+fn run_connected(a: &RunArgs, url: &str) -> Result<Outcome, (u8, String)> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| (2, format!("cannot start a runtime: {e}")))?;
+    rt.block_on(drive_connected(a, &ws_url(url)))
+}
+
+fn rpc_fail(e: ClientError) -> (u8, String) {
+    match e {
+        ClientError::Connect { .. } => (2, e.to_string()),
+        other => (1, other.to_string()),
+    }
+}
+
+async fn drive_connected(a: &RunArgs, url: &str) -> Result<Outcome, (u8, String)> {
+    let client = Client::connect(url).await.map_err(rpc_fail)?;
+    let created = client
+        .call("session.create", json!({"projectRoot": a.project_root()}))
+        .await
+        .map_err(rpc_fail)?;
+    let flags = serde_json::to_value(a.flags()).unwrap_or(Value::Null);
+    let started = client
+        .call(
+            "loop.run",
+            json!({"prompt": a.task.join(" "), "maxTurns": a.max_turns, "flags": flags}),
+        )
+        .await
+        .map_err(rpc_fail)?;
+    let loop_id = started["loopId"].as_i64().unwrap_or(-1);
+    let mut view = View::new(a.json);
+    let mut interrupted = false;
+    loop {
+        tokio::select! {
+            n = client.notification() => {
+                let Some(n) = n else {
+                    return Err((1, "the daemon closed the connection".into()));
+                };
+                match n.method.as_str() {
+                    "log/entry" if n.params["loopId"].as_i64() == Some(loop_id) => {
+                        if let Some(row) = crate::daemon::methods::row_from_json(&n.params["entry"]) {
+                            view.rows(std::iter::once(&row));
+                        }
+                    }
+                    "loop/terminated" if n.params["loopId"].as_i64() == Some(loop_id) => {
+                        let p = &n.params;
+                        let u = &p["usage"];
+                        return Ok(Outcome {
+                            session_id: created["id"].as_i64().unwrap_or(-1),
+                            run_id: p["runId"].as_i64().unwrap_or(-1),
+                            loop_id,
+                            status: p["finalStatus"].as_u64().map_or(500, |s| s as u16),
+                            message: p["message"].as_str().map(str::to_owned),
+                            turns: p["turns"].as_u64().unwrap_or(0) as usize,
+                            usage: (
+                                u["prompt"].as_i64().unwrap_or(0),
+                                u["completion"].as_i64().unwrap_or(0),
+                                u["cached"].as_i64().unwrap_or(0),
+                            ),
+                            cost_pico: p["costPico"].as_i64().unwrap_or(0),
+                        });
+                    }
+                    _ => {}
+                }
+            }
+            _ = tokio::signal::ctrl_c() => {
+                if interrupted {
+                    eprintln!("agentos run: interrupted twice; exiting without waiting");
+                    std::process::exit(130);
+                }
+                interrupted = true;
+                eprintln!("agentos run: cancelling loop {loop_id} (Ctrl-C again to exit now)");
+                client
+                    .call("loop.cancel", json!({"reason": "interrupted (Ctrl-C)"}))
+                    .await
+                    .map_err(rpc_fail)?;
+            }
+        }
+    }
+}
+
+/// Runs `agentos loop` (issue 12's verb): one loop, then its log as the model saw it.
+pub fn loop_cmd(a: LoopArgs) -> ExitCode {
+    let model = match Model::choose(a.script.as_deref()) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("agentos loop: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let store = match open_store(a.db.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("agentos loop: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let engine = match model.engine(store, EngineConfig::default()) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("agentos loop: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let prompt = a.prompt.join(" ");
+    let result = (|| -> Result<_, crate::EngineError> {
+        let session = engine.create_session(None, None, "{}")?;
+        let run = engine.create_run(session.id, "main", Origin::Client)?;
+        let opts = LoopOptions {
+            max_turns: a.max_turns,
+            ..LoopOptions::default()
+        };
+        let lp = engine.start_loop(run.id, &prompt, &opts)?;
+        let lp = engine.wait_loop(lp.id, None)?;
+        let rows = engine.loop_log(lp.id)?;
+        Ok((session, lp, rows))
+    })();
+    engine.kernel().shutdown(agentos_abi::ExitReason::Shutdown);
+    match result {
+        Ok((session, lp, rows)) => {
+            let mut out = render::render_rows(&rows);
+            out.push_str(&format!(
+                "\nsession {} · loop {} · status {}{}\n",
+                session.name,
+                lp.id,
+                lp.status,
+                lp.terminal_message
+                    .map(|m| format!(" · {m}"))
+                    .unwrap_or_default()
+            ));
+            match emit(&out) {
+                c if c != ExitCode::SUCCESS => c,
+                _ if lp.status == 200 => ExitCode::SUCCESS,
+                _ => ExitCode::from(1),
+            }
+        }
+        Err(e) => {
+            eprintln!("agentos loop: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
