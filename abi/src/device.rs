@@ -329,7 +329,7 @@ impl ChatReply {
 #[derive(Clone, PartialEq, Debug)]
 pub enum LlmRequest {
     /// Complete a chat: a [`ChatRequest`] value. The reply is a [`ChatReply`].
-    Chat(ChatRequest),
+    Chat(Box<ChatRequest>),
     /// What the provider can do: the string `"capabilities"`. The reply is an
     /// [`LlmCapabilities`]; it costs nothing. A device that predates the request answers it
     /// with an error, which a program takes as [`LlmCapabilities::native`].
@@ -349,7 +349,7 @@ impl DeviceMessage for LlmRequest {
     fn from_value(v: Value) -> Result<Self, ValueError> {
         match v {
             Value::Str(s) if s == LLM_CAPABILITIES => Ok(LlmRequest::Capabilities),
-            v => ChatRequest::from_value(v).map(LlmRequest::Chat),
+            v => ChatRequest::from_value(v).map(|c| LlmRequest::Chat(Box::new(c))),
         }
     }
 }
@@ -1539,9 +1539,12 @@ mod tests {
     #[test]
     fn llm_requests_are_chats_or_the_capabilities_string() {
         let chat = ChatRequest::new(vec![ChatMessage::user("hi")]);
-        let v = LlmRequest::Chat(chat.clone()).to_value();
+        let v = LlmRequest::Chat(Box::new(chat.clone())).to_value();
         assert_eq!(v, chat.to_value(), "a chat request keeps its plain shape");
-        assert_eq!(LlmRequest::from_value(v), Ok(LlmRequest::Chat(chat)));
+        assert_eq!(
+            LlmRequest::from_value(v),
+            Ok(LlmRequest::Chat(Box::new(chat)))
+        );
         assert_eq!(LlmRequest::Capabilities.to_value(), s("capabilities"));
         assert_eq!(
             LlmRequest::from_value(s("capabilities")),

@@ -220,7 +220,7 @@ pub fn chat_cost(prices: &PriceTable, usage: &TokenUsage, model: &str) -> Cost {
 impl DriverHandle for LlmHandle {
     fn read(&self, req: Value) -> BoxFuture<'static, Result<Reply, DriverError>> {
         let req = match LlmRequest::from_value(req) {
-            Ok(LlmRequest::Chat(r)) => r,
+            Ok(LlmRequest::Chat(r)) => *r,
             Ok(LlmRequest::Capabilities) => return self.capabilities(),
             Err(e) => return Box::pin(async move { Err(DriverError::BadRequest(e.to_string())) }),
         };

@@ -329,8 +329,10 @@ fn a_conversation_agent_on_a_grammar_device_asks_for_actions_and_probes_once() {
     assert_eq!(runs(&ran, "add"), 1);
     assert_eq!(p.capability_requests(), 1, "asked once, at boot");
     let reqs = p.requests();
-    assert!(reqs.iter().all(|r| r.tools.is_empty()
-        && r.grammar.as_deref() == Some(action_gbnf(&[add.clone()]).as_str())));
+    let grammar = action_gbnf(std::slice::from_ref(&add));
+    assert!(reqs
+        .iter()
+        .all(|r| r.tools.is_empty() && r.grammar.as_deref() == Some(grammar.as_str())));
     // The second task sees the first as the actions and answer the model wrote.
     assert_eq!(
         reqs[2].messages[1..],

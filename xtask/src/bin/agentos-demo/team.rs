@@ -290,11 +290,10 @@ fn lead(report: Arc<Mutex<Report>>, real: bool, courier_runs: Arc<AtomicU32>) ->
                     Some("result") => {
                         let r = AgentResult::from_value(v).unwrap_or_default();
                         let task = r.task.clone().unwrap_or_default();
-                        let id = if task.contains("capital") {
-                            "researcher"
-                        } else {
-                            "analyst"
-                        };
+                        let id = QUESTIONS
+                            .iter()
+                            .find(|q| q.task == task)
+                            .map_or("?", |q| q.agent);
                         answers += 1;
                         Ok((id.to_owned(), task, r))
                     }
@@ -525,13 +524,14 @@ pub fn run(opts: TeamOpts) -> Result<()> {
         let verdict = match QUESTIONS.iter().find(|q| q.task == task) {
             Some(q) => {
                 tally.add(q, &r.answer, u64::from(r.tool_calls));
-                if crate::questions::is_right(q, &r.answer) {
-                    "right"
-                } else {
-                    "wrong"
-                }
+                let right = crate::questions::is_right(q, &r.answer);
+                format!(
+                    "{}, its tool is {}",
+                    if right { "right" } else { "wrong" },
+                    q.tool
+                )
             }
-            None => "?",
+            None => "?".into(),
         };
         println!(
             "[{id}] {task}\n    \u{2192} {answer}   ({verdict}; {} steps, {} tool calls, {} tokens)",
