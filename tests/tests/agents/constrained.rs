@@ -137,6 +137,40 @@ fn a_json_schema_provider_gets_the_action_schema_as_its_response_format() {
 }
 
 #[test]
+fn the_answer_step_after_tool_work_ends_with_the_task_and_the_results() {
+    let p = scripted(
+        grammar_only(),
+        &[
+            r#"{"tool": "add", "arguments": {"a": 2, "b": 3}}"#,
+            r#"{"answer": "5"}"#,
+        ],
+    );
+    let ran = log();
+    let k = kernel(&p, &ran);
+    let o = outcome(&run_one_turn(
+        &k,
+        TurnSpec {
+            max_steps: Some(2),
+            base_steps: 2,
+            ..spec(vec![add_spec()])
+        },
+        Quota::default(),
+    ));
+    assert_eq!((o.answer.as_str(), o.tool_calls), ("5", 1));
+    let last = p.requests().pop().expect("two requests");
+    assert!(last
+        .grammar
+        .as_deref()
+        .is_some_and(|g| g.starts_with("root ::= answer\n")));
+    assert_eq!(
+        last_message(&last),
+        ChatMessage::user(
+            "Task: Add 2 and 3.\nTool results: add returned 5\nGive the final answer."
+        )
+    );
+}
+
+#[test]
 fn an_invalid_action_is_a_stall_the_model_sees_not_a_crash() {
     let p = scripted(
         grammar_only(),

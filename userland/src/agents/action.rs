@@ -4,9 +4,14 @@
 //! A step offers a set of tools; the model answers with exactly one of
 //!
 //! ```text
-//! {"tool": "<name>", "arguments": {…}}     call a tool (its arguments match its JSON Schema)
-//! {"answer": "<text>"}                      the final answer
+//! {"tool": "<name>", "arguments": {…}}              call a tool (arguments match its schema)
+//! {"tool": "answer", "arguments": {"text": "…"}}    the final answer, while tools are offered
+//! {"answer": "…"}                                   the final answer, when none are
 //! ```
+//!
+//! While tools are offered the answer is one more "tool" (unless a real tool has that name),
+//! so the model's first decision is only which name to write; a small model picks better
+//! that way than between two object shapes.
 //!
 //! [`action_gbnf`] writes that choice as a llama.cpp GBNF grammar (each tool's arguments
 //! written from its JSON Schema, whitespace fixed, so a small model has no room to wander) and
@@ -88,6 +93,15 @@ fn invalid(why: impl Into<String>) -> InvalidAction {
     InvalidAction { why: why.into() }
 }
 
+/// The name of the answer when it is offered as a tool.
+pub const ANSWER_TOOL: &str = "answer";
+
+/// Whether the answer goes as the `answer` pseudo-tool: tools are offered and none of them is
+/// called that.
+fn answer_as_tool(tools: &[ToolSpec]) -> bool {
+    !tools.is_empty() && tools.iter().all(|t| t.name != ANSWER_TOOL)
+}
+
 /// Schemas nested deeper than this are written as any JSON value.
 const MAX_SCHEMA_DEPTH: usize = 8;
 
@@ -114,6 +128,24 @@ pub fn action_schema(tools: &[ToolSpec]) -> String {
     if tools.is_empty() {
         return answer.to_string();
     }
+    let answer = if answer_as_tool(tools) {
+        serde_json::json!({
+            "type": "object",
+            "properties": {
+                "tool": {"const": ANSWER_TOOL},
+                "arguments": {
+                    "type": "object",
+                    "properties": {"text": {"type": "string"}},
+                    "required": ["text"],
+                    "additionalProperties": false,
+                },
+            },
+            "required": ["tool", "arguments"],
+            "additionalProperties": false,
+        })
+    } else {
+        answer
+    };
     let mut any: Vec<Json> = tools
         .iter()
         .map(|t| {
@@ -360,7 +392,13 @@ pub fn action_gbnf(tools: &[ToolSpec]) -> String {
     }
     alts.push("answer".into());
     let mut out = format!("root ::= {}\n", alts.join(" | "));
-    out.push_str("answer ::= \"{\\\"answer\\\": \" string \"}\"\n");
+    if answer_as_tool(tools) {
+        out.push_str(
+            "answer ::= \"{\\\"tool\\\": \\\"answer\\\", \\\"arguments\\\": {\\\"text\\\": \" string \"}}\"\n",
+        );
+    } else {
+        out.push_str("answer ::= \"{\\\"answer\\\": \" string \"}\"\n");
+    }
     for (name, body) in &rules.rules {
         let _ = writeln!(out, "{name} ::= {body}");
     }
@@ -466,14 +504,24 @@ pub fn action_instructions(tools: &[ToolSpec], task: Option<&str>) -> String {
     if tools.is_empty() {
         return "Reply with your final answer as one JSON object: {\"answer\": \"...\"}".into();
     }
+    let as_tool = answer_as_tool(tools);
     let tools = rank_tools(tools, task.unwrap_or_default());
     let mut out = String::from("Tools:\n");
     for t in &tools {
         let _ = writeln!(out, "- {}", signature(t));
     }
-    out.push_str("Reply with one JSON object. To use a tool: ");
-    out.push_str(&example(&tools[0]));
-    out.push_str("\nWhen you know the answer: {\"answer\": \"...\"}");
+    if as_tool {
+        let _ = writeln!(
+            out,
+            "- {ANSWER_TOOL}(text: string) \u{2014} Give your final answer."
+        );
+        out.push_str("Reply with one JSON object: ");
+        out.push_str(&example(&tools[0]));
+    } else {
+        out.push_str("Reply with one JSON object. To use a tool: ");
+        out.push_str(&example(&tools[0]));
+        out.push_str("\nWhen you know the answer: {\"answer\": \"...\"}");
+    }
     out
 }
 
@@ -562,8 +610,18 @@ fn unwrap_text(content: &str) -> &str {
 
 /// The answer in an object cut off by the token limit: `{"answer": "text…` without its end.
 fn salvage_answer(text: &str) -> Option<String> {
-    let key = text.find("\"answer\"")?;
-    let rest = text[key + "\"answer\"".len()..].trim_start();
+    let compact: String = text
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .take(64)
+        .collect();
+    let key = if compact.starts_with("{\"tool\":\"answer\"") {
+        "\"text\""
+    } else {
+        "\"answer\""
+    };
+    let at = text.find(key)?;
+    let rest = text[at + key.len()..].trim_start();
     let rest = rest.strip_prefix(':')?.trim_start();
     let body = rest.strip_prefix('"')?;
     let mut out = String::new();
@@ -807,8 +865,25 @@ mod tests {
             g.contains(r#"add-args ::= "{" "\"a\": " integer ", " "\"b\": " integer (", " "\"note\": " string)? "}""#),
             "{g}"
         );
+        assert!(
+            g.contains(
+                r#"answer ::= "{\"tool\": \"answer\", \"arguments\": {\"text\": " string "}}""#
+            ),
+            "{g}"
+        );
         let only_answer = action_gbnf(&[]);
-        assert!(only_answer.starts_with("root ::= answer\n"));
+        assert!(
+            only_answer
+                .starts_with("root ::= answer\nanswer ::= \"{\\\"answer\\\": \" string \"}\"\n"),
+            "{only_answer}"
+        );
+        // A real tool called `answer` keeps its name; the answer is the plain object then.
+        let real = action_gbnf(&[tool("answer", "{}")]);
+        assert!(
+            real.contains(r#"answer ::= "{\"answer\": " string "}""#),
+            "{real}"
+        );
+        assert!(real.contains("call-answer ::="), "{real}");
         // Odd names and schemas still make a grammar with unique, valid rule names.
         let odd = action_gbnf(&[
             tool("9 lives!", "not json"),
@@ -835,7 +910,8 @@ mod tests {
         assert_eq!(any.len(), 2);
         assert_eq!(any[0]["properties"]["tool"]["const"], "calc");
         assert_eq!(any[0]["properties"]["arguments"]["required"][0], "expr");
-        assert_eq!(any[1]["required"][0], "answer");
+        assert_eq!(any[1]["properties"]["tool"]["const"], "answer");
+        assert_eq!(any[1]["properties"]["arguments"]["required"][0], "text");
         let alone: Json = serde_json::from_str(&action_schema(&[])).unwrap();
         assert_eq!(alone["required"][0], "answer");
     }
@@ -976,7 +1052,11 @@ mod tests {
         let text = action_instructions(&tools, Some("What is the capital of Japan?"));
         assert!(text.starts_with("Tools:\n- lookup("), "{text}");
         assert!(
-            text.contains(r#"To use a tool: {"tool": "lookup", "arguments": {}}"#),
+            text.contains("- answer(text: string) \u{2014} Give your final answer."),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(r#"Reply with one JSON object: {"tool": "lookup", "arguments": {}}"#),
             "{text}"
         );
     }

@@ -31,6 +31,20 @@ with a tool, or give your final answer now.";
 /// The start of the user message after an invalid constrained action (the reason follows).
 const INVALID_ACTION_NOTE: &str = "That was not a valid action";
 
+/// The end of the recap a constrained answer step closes with.
+const RECAP_NOTE: &str = "Give the final answer.";
+
+/// A tool result in the recap is cut to this many characters.
+const RECAP_CHARS: usize = 300;
+
+/// `text` cut to `chars` characters (with an ellipsis when cut).
+fn cut_chars(text: &str, chars: usize) -> String {
+    match text.char_indices().nth(chars) {
+        None => text.to_owned(),
+        Some((at, _)) => format!("{}\u{2026}", &text[..at]),
+    }
+}
+
 /// How a turn ended.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TurnOutcome {
@@ -157,6 +171,9 @@ struct Turn<'a, S> {
     /// Tool results of this turn by call key: each distinct call runs once per turn.
     results: HashMap<String, Value>,
     call_ids: CallIds,
+    /// What this turn's distinct tool calls returned, in order (`calc returned 126`): the recap
+    /// a constrained answer step ends with.
+    recap: Vec<String>,
 }
 
 /// What one step's reply asks for.
@@ -197,6 +214,13 @@ impl<S: Syscalls> Turn<'_, S> {
             }
         }
         let fresh_count = u32::try_from(fresh.len()).unwrap_or(u32::MAX);
+        let mut recapped: HashSet<&str> = HashSet::new();
+        let fresh_calls: Vec<(String, String)> = calls
+            .iter()
+            .zip(&keys)
+            .filter(|(_, k)| ran.contains(k.as_str()) && recapped.insert(k.as_str()))
+            .map(|(c, k)| (c.name.clone(), k.clone()))
+            .collect();
         if !fresh.is_empty() {
             let (fresh_keys, reqs): (Vec<&str>, Vec<Value>) = fresh.into_iter().unzip();
             let outs = self
@@ -211,6 +235,11 @@ impl<S: Syscalls> Turn<'_, S> {
                 });
                 self.results.insert(key.to_owned(), out);
             }
+        }
+        for (name, key) in fresh_calls {
+            let out = self.results.get(&key).map(to_json_text).unwrap_or_default();
+            let out = cut_chars(&out, RECAP_CHARS);
+            self.recap.push(format!("{name} returned {out}"));
         }
         let mut progressed = false;
         for (call, key) in calls.iter().zip(&keys) {
@@ -258,6 +287,19 @@ impl<S: Syscalls> Turn<'_, S> {
         }
         if constrained {
             messages = as_actions(messages);
+            // An answer step after tool work ends with the task and what the tools returned,
+            // side by side: a small model answers from what is nearest.
+            if offer.is_empty() && !self.recap.is_empty() {
+                let task = self
+                    .asking
+                    .task
+                    .as_deref()
+                    .map_or(String::new(), |t| format!("Task: {t}\n"));
+                messages.push(ChatMessage::user(format!(
+                    "{task}Tool results: {}\n{RECAP_NOTE}",
+                    self.recap.join("; ")
+                )));
+            }
         }
         messages
     }
@@ -386,6 +428,7 @@ pub async fn run_turn<S: Syscalls>(
         asking,
         results: HashMap::new(),
         call_ids: CallIds::resident(&resident),
+        recap: Vec::new(),
     };
     drop(resident);
 
