@@ -163,10 +163,15 @@ fn the_answer_step_after_tool_work_ends_with_the_task_and_the_results() {
         .as_deref()
         .is_some_and(|g| g.starts_with("root ::= answer\n")));
     assert_eq!(
-        last_message(&last),
-        ChatMessage::user(
-            "Task: Add 2 and 3.\nTool results: add returned 5\nGive the final answer."
-        )
+        last.messages[1..],
+        [
+            ChatMessage::user(TASK),
+            ChatMessage::user("Result of add: 5"),
+            ChatMessage::user(
+                "Task: Add 2 and 3.\nTool results: add returned 5\nGive the final answer."
+            ),
+        ],
+        "the evidence and the recap, without the call objects"
     );
 }
 

@@ -286,10 +286,15 @@ impl<S: Syscalls> Turn<'_, S> {
             messages = fitted;
         }
         if constrained {
+            // An answer step after tool work shows the evidence without the call objects
+            // (which a small model copies into its answer) and ends with the task and what
+            // the tools returned, side by side: a small model answers from what is nearest.
+            let recap = offer.is_empty() && !self.recap.is_empty();
+            if recap {
+                messages.retain(|m| !(m.role == Role::Assistant && !m.tool_calls.is_empty()));
+            }
             messages = as_actions(messages);
-            // An answer step after tool work ends with the task and what the tools returned,
-            // side by side: a small model answers from what is nearest.
-            if offer.is_empty() && !self.recap.is_empty() {
+            if recap {
                 let task = self
                     .asking
                     .task
