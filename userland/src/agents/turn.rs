@@ -381,7 +381,11 @@ async fn settle<S: Syscalls>(
             };
             (actions, spec.context_tokens.or(caps.context_tokens), why)
         }
-        explicit => (explicit, spec.context_tokens, "as the turn's spec says"),
+        explicit => (
+            explicit,
+            spec.context_tokens,
+            "set by the spec, or settled when the agent booted",
+        ),
     };
     // Without tools there is nothing to choose between: the reply's text is the answer.
     let actions = if tools.is_none() || spec.tools.is_empty() {
