@@ -291,7 +291,7 @@ impl<S: Syscalls> Turn<'_, S> {
             // the tools returned, side by side: a small model answers from what is nearest.
             let recap = offer.is_empty() && !self.recap.is_empty();
             if recap {
-                messages.retain(|m| !(m.role == Role::Assistant && !m.tool_calls.is_empty()));
+                messages.retain(|m| m.role != Role::Assistant || m.tool_calls.is_empty());
             }
             messages = as_actions(messages);
             if recap {
