@@ -4,7 +4,9 @@
 //! [`Value`] back. The types here give those values a shape, so userland can talk to any LLM,
 //! tool, KV, worker or gateway device without depending on the drivers crate:
 //!
-//! - LLM: [`ChatRequest`] → [`ChatReply`] (messages, tools, tool calls, usage, finish reason).
+//! - LLM: [`ChatRequest`] → [`ChatReply`] (messages, tools, tool calls, usage, finish reason);
+//!   [`LlmRequest::Capabilities`] → [`LlmCapabilities`] (native tools, grammar, JSON schema,
+//!   context window).
 //! - Tools: [`ToolsRequest`] → [`CallOutcome`] (or a list of [`ToolSpec`]).
 //! - KV: [`KvRequest`] → [`KvReply`].
 //! - Worker: [`WorkerRequest`] → [`CallOutcome`].
@@ -322,6 +324,74 @@ impl ChatReply {
     }
 }
 
+/// What a program may ask an LLM device: a chat completion, or what the device's provider
+/// can do.
+#[derive(Clone, PartialEq, Debug)]
+pub enum LlmRequest {
+    /// Complete a chat: a [`ChatRequest`] value. The reply is a [`ChatReply`].
+    Chat(Box<ChatRequest>),
+    /// What the provider can do: the string `"capabilities"`. The reply is an
+    /// [`LlmCapabilities`]; it costs nothing. A device that predates the request answers it
+    /// with an error, which a program takes as [`LlmCapabilities::native`].
+    Capabilities,
+}
+
+/// The string a program reads from an LLM device to ask for its [`LlmCapabilities`].
+pub const LLM_CAPABILITIES: &str = "capabilities";
+
+impl DeviceMessage for LlmRequest {
+    fn to_value(&self) -> Value {
+        match self {
+            LlmRequest::Chat(c) => c.to_value(),
+            LlmRequest::Capabilities => Value::Str(LLM_CAPABILITIES.into()),
+        }
+    }
+    fn from_value(v: Value) -> Result<Self, ValueError> {
+        match v {
+            Value::Str(s) if s == LLM_CAPABILITIES => Ok(LlmRequest::Capabilities),
+            v => ChatRequest::from_value(v).map(|c| LlmRequest::Chat(Box::new(c))),
+        }
+    }
+}
+
+/// What an LLM device's provider can do with a [`ChatRequest`]: whether the model calls tools
+/// natively, whether its output can be constrained (a GBNF `grammar`, a `response_format` JSON
+/// schema) and how large its context window is.
+///
+/// An agent uses it to choose how a ReAct step asks for an action: native tool calls when the
+/// model has them, otherwise one constrained action object per step.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, serde::Serialize, Deserialize)]
+pub struct LlmCapabilities {
+    /// The model calls the request's `tools` natively (a `tool_calls` block in the reply).
+    #[serde(default)]
+    pub native_tools: bool,
+    /// The provider honours [`ChatRequest::grammar`] (llama.cpp's GBNF).
+    #[serde(default)]
+    pub grammar: bool,
+    /// The provider honours [`ChatRequest::response_format`] (a JSON schema).
+    #[serde(default)]
+    pub json_schema: bool,
+    /// The model's context window in tokens (prompt and completion), where the provider
+    /// reports it or was told.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_tokens: Option<u32>,
+}
+
+impl LlmCapabilities {
+    /// A provider with native tool calls and nothing else known: what a device that cannot
+    /// answer [`LlmRequest::Capabilities`] is taken to be.
+    pub fn native() -> Self {
+        LlmCapabilities {
+            native_tools: true,
+            ..LlmCapabilities::default()
+        }
+    }
+    /// Whether output can be constrained at all (grammar or JSON schema).
+    pub fn can_constrain(&self) -> bool {
+        self.grammar || self.json_schema
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Tools and worker tasks
 // ---------------------------------------------------------------------------------------------
@@ -587,6 +657,7 @@ via_serde!(
     ChatRequest,
     TokenUsage,
     ChatReply,
+    LlmCapabilities,
     ToolCallRequest,
     WorkerRequest,
     KvRequest,
@@ -1463,6 +1534,42 @@ mod tests {
             reply: s("x"),
         };
         assert_eq!(GatewayReply::from_value(g.to_value()), Ok(g));
+    }
+
+    #[test]
+    fn llm_requests_are_chats_or_the_capabilities_string() {
+        let chat = ChatRequest::new(vec![ChatMessage::user("hi")]);
+        let v = LlmRequest::Chat(Box::new(chat.clone())).to_value();
+        assert_eq!(v, chat.to_value(), "a chat request keeps its plain shape");
+        assert_eq!(
+            LlmRequest::from_value(v),
+            Ok(LlmRequest::Chat(Box::new(chat)))
+        );
+        assert_eq!(LlmRequest::Capabilities.to_value(), s("capabilities"));
+        assert_eq!(
+            LlmRequest::from_value(s("capabilities")),
+            Ok(LlmRequest::Capabilities)
+        );
+        assert!(LlmRequest::from_value(s("capabilitie")).is_err());
+        let caps = LlmCapabilities {
+            native_tools: false,
+            grammar: true,
+            json_schema: true,
+            context_tokens: Some(4096),
+        };
+        assert_eq!(LlmCapabilities::from_value(caps.to_value()), Ok(caps));
+        assert!(caps.can_constrain());
+        // A device that knows fewer fields answers a map the reader fills with defaults.
+        let old = Value::Map(vec![("grammar".into(), Value::Bool(true))]);
+        assert_eq!(
+            LlmCapabilities::from_value(old),
+            Ok(LlmCapabilities {
+                grammar: true,
+                ..LlmCapabilities::default()
+            })
+        );
+        assert!(LlmCapabilities::native().native_tools);
+        assert!(!LlmCapabilities::native().can_constrain());
     }
 
     #[test]

@@ -31,7 +31,8 @@ pub mod wire;
 
 pub use cap::{CapInfo, Caveat, Resource, Right, Rights, Scope};
 pub use device::{
-    ChatMessage, ChatReply, ChatRequest, DeviceMessage, Role, TokenUsage, ToolCall, ToolSpec,
+    ChatMessage, ChatReply, ChatRequest, DeviceMessage, LlmCapabilities, LlmRequest, Role,
+    TokenUsage, ToolCall, ToolSpec,
 };
 pub use driver::{Cost, Driver, DriverError, DriverHandle, OpenCtx, Reply};
 pub use error::{CapError, SendError, SysError};

@@ -7,7 +7,8 @@
 //! [`nameservice`] (a process mapping names to send-only capabilities, cleaned up when owners
 //! die), and [`agents`]: `run_turn` and the ReAct and conversation agent images (an agent
 //! reaches models and tools only through device handles and spends only what those devices
-//! charge its account), and [`sandbox`]: untrusted code as WebAssembly processes that reach the
+//! charge its account; a model without native tool calls is asked for one grammar- or
+//! schema-constrained action per step), and [`sandbox`]: untrusted code as WebAssembly processes that reach the
 //! kernel only through a syscall allowlist, under fuel and memory limits, torn down with their
 //! process.
 //!

@@ -6,6 +6,12 @@
 //! per-model [`PriceTable`]. Only when a provider reports no usage are tokens estimated from
 //! the text (the seed's estimate: 1.5 per CJK character, one per four other characters).
 //!
+//! A process may also read the string `"capabilities"` ([`LlmRequest::Capabilities`]): the
+//! device answers, free of charge, the provider's [`LlmCapabilities`] — whether the model calls
+//! tools natively, whether it takes a GBNF grammar or a JSON-schema response format, and its
+//! context window where the provider knows it. That is how an agent decides between native
+//! tool calls and constrained actions without depending on this crate.
+//!
 //! Providers: [`OpenAiProvider`] (OpenAI-compatible `/v1/chat/completions`: llama.cpp, vLLM,
 //! Ollama and OpenAI itself), [`AnthropicProvider`] (`/v1/messages`) and [`ScriptedProvider`]
 //! for tests. A provider failure is an [`LlmError`] value and reaches the process as a
@@ -26,7 +32,9 @@ pub use scripted::{ScriptedProvider, ScriptedReply};
 pub use toolparse::parse_tool_calls_from_content;
 
 use crate::rt::IoRuntime;
-use agentos_abi::device::{ChatReply, ChatRequest, DeviceMessage, TokenUsage};
+use agentos_abi::device::{
+    ChatReply, ChatRequest, DeviceMessage, LlmCapabilities, LlmRequest, TokenUsage,
+};
 use agentos_abi::driver::BoxFuture;
 use agentos_abi::{Cost, Driver, DriverError, DriverHandle, OpenCtx, Reply, Value};
 use std::sync::Arc;
@@ -75,6 +83,12 @@ pub trait Provider: Send + Sync + 'static {
     fn name(&self) -> &str;
     /// Answer one chat request. Runs on the driver I/O runtime (tokio), so it may do I/O.
     fn chat<'a>(&'a self, req: &'a ChatRequest) -> BoxFuture<'a, Result<ChatReply, LlmError>>;
+    /// What the provider can do: native tool calls, grammars, JSON schemas, the context
+    /// window. Answered from its configuration (a provider may ask its server once, and
+    /// should remember the answer). The default is [`LlmCapabilities::native`].
+    fn capabilities(&self) -> BoxFuture<'_, Result<LlmCapabilities, LlmError>> {
+        Box::pin(async { Ok(LlmCapabilities::native()) })
+    }
 }
 
 /// The seed's token estimate for a text: 1.5 tokens per CJK character, one per four other
@@ -205,8 +219,9 @@ pub fn chat_cost(prices: &PriceTable, usage: &TokenUsage, model: &str) -> Cost {
 
 impl DriverHandle for LlmHandle {
     fn read(&self, req: Value) -> BoxFuture<'static, Result<Reply, DriverError>> {
-        let req = match ChatRequest::from_value(req) {
-            Ok(r) => r,
+        let req = match LlmRequest::from_value(req) {
+            Ok(LlmRequest::Chat(r)) => *r,
+            Ok(LlmRequest::Capabilities) => return self.capabilities(),
             Err(e) => return Box::pin(async move { Err(DriverError::BadRequest(e.to_string())) }),
         };
         let provider = self.provider.clone();
@@ -227,6 +242,26 @@ impl DriverHandle for LlmHandle {
             Ok::<_, LlmError>(Reply {
                 value: reply.to_value(),
                 cost,
+            })
+        });
+        Box::pin(async move {
+            match task.await {
+                Ok(r) => r.map_err(DriverError::from),
+                Err(e) => Err(DriverError::Failed(format!("llm provider task {e}"))),
+            }
+        })
+    }
+}
+
+impl LlmHandle {
+    /// Answer [`LlmRequest::Capabilities`]: the provider's, free of charge.
+    fn capabilities(&self) -> BoxFuture<'static, Result<Reply, DriverError>> {
+        let provider = self.provider.clone();
+        let task = self.runtime.start(async move {
+            let caps = provider.capabilities().await?;
+            Ok::<_, LlmError>(Reply {
+                value: caps.to_value(),
+                cost: Cost::FREE,
             })
         });
         Box::pin(async move {

@@ -10,7 +10,8 @@ use super::http::{client, endpoint, post_json, read_json, read_sse, RetryPolicy}
 use super::toolparse::parse_tool_calls_from_content;
 use super::{LlmError, Provider};
 use agentos_abi::device::{
-    ChatMessage, ChatReply, ChatRequest, FinishReason, Role, TokenUsage, ToolCall, ToolChoice,
+    ChatMessage, ChatReply, ChatRequest, FinishReason, LlmCapabilities, Role, TokenUsage, ToolCall,
+    ToolChoice,
 };
 use agentos_abi::driver::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -29,6 +30,16 @@ pub struct OpenAiConfig {
     pub model: String,
     /// The server understands llama.cpp's `grammar` field (GBNF); otherwise it is not sent.
     pub supports_grammar: bool,
+    /// The server honours `response_format: json_schema`.
+    pub supports_json_schema: bool,
+    /// The model calls the request's tools natively. A small local model behind a chat
+    /// template without tools does not; agents then ask for constrained actions instead.
+    pub native_tools: bool,
+    /// The model's context window in tokens, when known.
+    pub context_tokens: Option<u32>,
+    /// When `context_tokens` is unknown, ask the server (llama.cpp's `GET /props`,
+    /// `default_generation_settings.n_ctx`) once.
+    pub probe_context: bool,
     /// Look for tool calls written into the content when the server returns no `tool_calls`.
     pub parse_content_tool_calls: bool,
     /// Whole-request timeout (streamed bodies included).
@@ -40,14 +51,19 @@ pub struct OpenAiConfig {
 }
 
 impl OpenAiConfig {
-    /// A config for `model` at `base_url` with defaults: no key, no grammar, content tool-call
-    /// parsing on, 120 s timeout, 10 s connect timeout, 3 retries.
+    /// A config for `model` at `base_url` with defaults: no key, no grammar, JSON schemas and
+    /// native tool calls, an unknown context window (not probed), content tool-call parsing
+    /// on, 120 s timeout, 10 s connect timeout, 3 retries.
     pub fn new(base_url: impl Into<String>, model: impl Into<String>) -> Self {
         OpenAiConfig {
             base_url: base_url.into(),
             api_key: None,
             model: model.into(),
             supports_grammar: false,
+            supports_json_schema: true,
+            native_tools: true,
+            context_tokens: None,
+            probe_context: false,
             parse_content_tool_calls: true,
             timeout: Duration::from_secs(120),
             connect_timeout: Duration::from_secs(10),
@@ -55,9 +71,36 @@ impl OpenAiConfig {
         }
     }
 
+    /// A llama.cpp server (`llama-server`) running a small local model: GBNF grammars and JSON
+    /// schemas are honoured, the model is not trusted with native tool calls (so agents ask
+    /// for one constrained action per step), and the context window is asked of the server.
+    /// Set `native_tools` for a model whose chat template does call tools well.
+    pub fn llama_cpp(base_url: impl Into<String>, model: impl Into<String>) -> Self {
+        OpenAiConfig {
+            supports_grammar: true,
+            native_tools: false,
+            probe_context: true,
+            ..OpenAiConfig::new(base_url, model)
+        }
+    }
+
+    /// What this config says the provider can do (`context_tokens` as configured).
+    pub fn capabilities(&self) -> LlmCapabilities {
+        LlmCapabilities {
+            native_tools: self.native_tools,
+            grammar: self.supports_grammar,
+            json_schema: self.supports_json_schema,
+            context_tokens: self.context_tokens,
+        }
+    }
+
     /// From the environment: `AGENTOS_LLM_BASE_URL` (default `https://api.openai.com/v1`),
-    /// `AGENTOS_LLM_API_KEY` (optional), `AGENTOS_LLM_MODEL` (required) and
-    /// `AGENTOS_LLM_GRAMMAR` (`1`/`true` when the server takes GBNF grammars).
+    /// `AGENTOS_LLM_API_KEY` (optional), `AGENTOS_LLM_MODEL` (required),
+    /// `AGENTOS_LLM_GRAMMAR` (`1`/`true` when the server takes GBNF grammars — a llama.cpp
+    /// server, whose context window is then probed), `AGENTOS_LLM_NATIVE_TOOLS` (`0`/`false`
+    /// when the model does not call tools natively), `AGENTOS_LLM_JSON_SCHEMA` (`0`/`false`
+    /// when the server refuses `response_format: json_schema`) and `AGENTOS_LLM_CONTEXT` (the
+    /// context window in tokens).
     pub fn from_env() -> Result<Self, LlmError> {
         Self::from_lookup(|k| std::env::var(k).ok())
     }
@@ -76,6 +119,18 @@ impl OpenAiConfig {
             get("AGENTOS_LLM_GRAMMAR").as_deref(),
             Some("1" | "true" | "yes")
         );
+        cfg.probe_context = cfg.supports_grammar;
+        let off = |k: &str| matches!(get(k).as_deref(), Some("0" | "false" | "no"));
+        cfg.native_tools = !off("AGENTOS_LLM_NATIVE_TOOLS");
+        cfg.supports_json_schema = !off("AGENTOS_LLM_JSON_SCHEMA");
+        if let Some(n) = get("AGENTOS_LLM_CONTEXT").filter(|n| !n.trim().is_empty()) {
+            let n = n.trim().parse::<u32>().map_err(|e| {
+                LlmError::Config(format!(
+                    "AGENTOS_LLM_CONTEXT {n:?} is not a token count: {e}"
+                ))
+            })?;
+            cfg.context_tokens = Some(n);
+        }
         Ok(cfg)
     }
 }
@@ -86,6 +141,8 @@ pub struct OpenAiProvider {
     cfg: OpenAiConfig,
     url: String,
     http: reqwest::Client,
+    /// The context window the server reported (`Some(None)`: asked, not reported).
+    probed: parking_lot::Mutex<Option<Option<u32>>>,
 }
 
 impl OpenAiProvider {
@@ -93,7 +150,12 @@ impl OpenAiProvider {
     pub fn new(cfg: OpenAiConfig) -> Result<Self, LlmError> {
         let http = client(cfg.timeout, cfg.connect_timeout)?;
         let url = endpoint(&cfg.base_url, "chat/completions");
-        Ok(OpenAiProvider { cfg, url, http })
+        Ok(OpenAiProvider {
+            cfg,
+            url,
+            http,
+            probed: parking_lot::Mutex::new(None),
+        })
     }
 
     /// A provider configured from the environment (see [`OpenAiConfig::from_env`]).
@@ -137,12 +199,63 @@ impl OpenAiProvider {
     }
 }
 
+impl OpenAiProvider {
+    /// The context window: configured, or asked of the server once (`probe_context`). A server
+    /// that does not answer leaves it unknown; that is not an error.
+    async fn context_tokens(&self) -> Option<u32> {
+        if self.cfg.context_tokens.is_some() || !self.cfg.probe_context {
+            return self.cfg.context_tokens;
+        }
+        if let Some(known) = *self.probed.lock() {
+            return known;
+        }
+        let mut rb = self.http.get(props_url(&self.cfg.base_url));
+        if let Some(k) = &self.cfg.api_key {
+            rb = rb.header("authorization", format!("Bearer {k}"));
+        }
+        let found = match rb.send().await {
+            Ok(resp) if resp.status().is_success() => match read_json::<Json>(resp).await {
+                Ok(j) => context_from_props(&j),
+                Err(_) => None,
+            },
+            _ => None,
+        };
+        *self.probed.lock() = Some(found);
+        found
+    }
+}
+
+/// llama.cpp's `/props` endpoint for a base URL (with or without `/v1`).
+fn props_url(base: &str) -> String {
+    let base = base.trim_end_matches('/');
+    let root = base.strip_suffix("/v1").unwrap_or(base);
+    format!("{root}/props")
+}
+
+/// The context window in a llama.cpp `/props` answer.
+fn context_from_props(j: &Json) -> Option<u32> {
+    j.get("default_generation_settings")
+        .and_then(|d| d.get("n_ctx"))
+        .or_else(|| j.get("n_ctx"))
+        .and_then(Json::as_u64)
+        .and_then(|n| u32::try_from(n).ok())
+        .filter(|n| *n > 0)
+}
+
 impl Provider for OpenAiProvider {
     fn name(&self) -> &str {
         "openai"
     }
     fn chat<'a>(&'a self, req: &'a ChatRequest) -> BoxFuture<'a, Result<ChatReply, LlmError>> {
         Box::pin(self.complete(req))
+    }
+    fn capabilities(&self) -> BoxFuture<'_, Result<LlmCapabilities, LlmError>> {
+        Box::pin(async move {
+            Ok(LlmCapabilities {
+                context_tokens: self.context_tokens().await,
+                ..self.cfg.capabilities()
+            })
+        })
     }
 }
 
@@ -648,6 +761,24 @@ mod tests {
     }
 
     #[test]
+    fn llama_cpp_constrains_and_probes_its_context() {
+        let c = OpenAiConfig::llama_cpp("http://127.0.0.1:8080/v1", "smollm2");
+        let caps = c.capabilities();
+        assert!(!caps.native_tools && caps.grammar && caps.json_schema);
+        assert!(c.probe_context && c.context_tokens.is_none());
+        assert_eq!(props_url("http://h:1/v1/"), "http://h:1/props");
+        assert_eq!(props_url("http://h:1"), "http://h:1/props");
+        let props: Json = serde_json::json!({"default_generation_settings": {"n_ctx": 4096}});
+        assert_eq!(context_from_props(&props), Some(4096));
+        assert_eq!(
+            context_from_props(&serde_json::json!({"n_ctx": 512})),
+            Some(512)
+        );
+        assert_eq!(context_from_props(&serde_json::json!({"n_ctx": -1})), None);
+        assert_eq!(context_from_props(&serde_json::json!([])), None);
+    }
+
+    #[test]
     fn stream_deltas_assemble() {
         let mut a = StreamAssembly::default();
         for d in [
@@ -680,6 +811,33 @@ mod tests {
         let c = OpenAiConfig::from_lookup(env).unwrap();
         assert_eq!((c.model.as_str(), c.supports_grammar), ("qwen", true));
         assert_eq!(c.api_key, None);
+        assert!(c.probe_context && c.native_tools && c.supports_json_schema);
+        let small = |k: &str| match k {
+            "AGENTOS_LLM_MODEL" => Some("smollm2".to_owned()),
+            "AGENTOS_LLM_NATIVE_TOOLS" => Some("0".to_owned()),
+            "AGENTOS_LLM_JSON_SCHEMA" => Some("false".to_owned()),
+            "AGENTOS_LLM_CONTEXT" => Some("2048".to_owned()),
+            _ => None,
+        };
+        let c = OpenAiConfig::from_lookup(small).unwrap();
+        assert_eq!(
+            c.capabilities(),
+            LlmCapabilities {
+                native_tools: false,
+                grammar: false,
+                json_schema: false,
+                context_tokens: Some(2048),
+            }
+        );
+        let bad = |k: &str| match k {
+            "AGENTOS_LLM_MODEL" => Some("m".to_owned()),
+            "AGENTOS_LLM_CONTEXT" => Some("lots".to_owned()),
+            _ => None,
+        };
+        assert!(matches!(
+            OpenAiConfig::from_lookup(bad),
+            Err(LlmError::Config(_))
+        ));
         assert!(matches!(
             OpenAiConfig::from_lookup(|_| None),
             Err(LlmError::Config(_))

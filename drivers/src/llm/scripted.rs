@@ -2,10 +2,11 @@
 //! was asked.
 
 use super::{LlmError, Provider};
-use agentos_abi::device::{ChatReply, ChatRequest};
+use agentos_abi::device::{ChatReply, ChatRequest, LlmCapabilities};
 use agentos_abi::driver::BoxFuture;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// One scripted answer: a reply or a failure.
@@ -19,10 +20,14 @@ enum Script {
 }
 
 /// Answers from a queue of replies (an empty queue is an error) or from a closure, and keeps
-/// every request it received.
+/// every request it received. It reports [`LlmCapabilities::native`] unless told otherwise
+/// ([`ScriptedProvider::with_capabilities`]), so a test can play a model that cannot call tools
+/// natively but follows a grammar.
 pub struct ScriptedProvider {
     script: Mutex<Script>,
     requests: Mutex<Vec<ChatRequest>>,
+    capabilities: LlmCapabilities,
+    asked: AtomicUsize,
 }
 
 impl ScriptedProvider {
@@ -36,6 +41,8 @@ impl ScriptedProvider {
         ScriptedProvider {
             script: Mutex::new(Script::Queue(outcomes.into_iter().collect())),
             requests: Mutex::new(Vec::new()),
+            capabilities: LlmCapabilities::native(),
+            asked: AtomicUsize::new(0),
         }
     }
 
@@ -44,7 +51,15 @@ impl ScriptedProvider {
         ScriptedProvider {
             script: Mutex::new(Script::Closure(Arc::new(f))),
             requests: Mutex::new(Vec::new()),
+            capabilities: LlmCapabilities::native(),
+            asked: AtomicUsize::new(0),
         }
+    }
+
+    /// Report `caps` when asked what the provider can do.
+    pub fn with_capabilities(mut self, caps: LlmCapabilities) -> Self {
+        self.capabilities = caps;
+        self
     }
 
     /// Queue another outcome (no effect on a closure script).
@@ -52,6 +67,11 @@ impl ScriptedProvider {
         if let Script::Queue(q) = &mut *self.script.lock() {
             q.push_back(outcome);
         }
+    }
+
+    /// How many times it was asked for its capabilities.
+    pub fn capability_requests(&self) -> usize {
+        self.asked.load(Ordering::Relaxed)
     }
 
     /// Every request received so far, oldest first.
@@ -81,6 +101,11 @@ impl Provider for ScriptedProvider {
         let out = self.answer(req);
         Box::pin(async move { out })
     }
+    fn capabilities(&self) -> BoxFuture<'_, Result<LlmCapabilities, LlmError>> {
+        self.asked.fetch_add(1, Ordering::Relaxed);
+        let caps = self.capabilities;
+        Box::pin(async move { Ok(caps) })
+    }
 }
 
 #[cfg(test)]
@@ -104,5 +129,14 @@ mod tests {
         assert_eq!(p.requests().len(), 2);
         let echo = ScriptedProvider::with(|r| Ok(ChatReply::text(r.messages[0].content.clone())));
         assert_eq!(block_on(echo.chat(&req)).unwrap().content, "hi");
+        assert_eq!(block_on(echo.capabilities()), Ok(LlmCapabilities::native()));
+        let grammar = LlmCapabilities {
+            grammar: true,
+            context_tokens: Some(2048),
+            ..LlmCapabilities::default()
+        };
+        let small = ScriptedProvider::new([]).with_capabilities(grammar);
+        assert_eq!(block_on(small.capabilities()), Ok(grammar));
+        assert_eq!(small.capability_requests(), 1);
     }
 }

@@ -103,6 +103,7 @@ fn a_react_agent_boots_from_its_grant_and_reports_its_result() {
                 answer: "2 + 3 = 5".into(),
                 steps: 2,
                 tokens: 2 * REPLY_TOKENS,
+                tool_calls: 1,
                 error: None,
                 task: Some("What is 2 + 3?".into()),
             },
@@ -280,6 +281,72 @@ fn a_conversation_agent_answers_each_task_in_one_running_transcript() {
             ChatMessage::user("Capital of Germany?"),
         ]
     );
+}
+
+#[test]
+fn a_conversation_agent_on_a_grammar_device_asks_for_actions_and_probes_once() {
+    let caps = LlmCapabilities {
+        grammar: true,
+        context_tokens: Some(8_192),
+        ..LlmCapabilities::default()
+    };
+    let p = Arc::new(
+        ScriptedProvider::new([
+            text(r#"{"tool": "add", "arguments": {"a": 2, "b": 3}}"#),
+            text(r#"{"answer": "5"}"#),
+            text(r#"{"answer": "Paris"}"#),
+        ])
+        .with_capabilities(caps),
+    );
+    let ran = log();
+    let k = kernel(&p, &ran);
+    let add = ToolSpec {
+        name: "add".into(),
+        description: "add a and b".into(),
+        parameters: r#"{"type":"object","properties":{"a":{"type":"integer"},"b":{"type":"integer"}},"required":["a","b"]}"#.into(),
+    };
+    let agent = conversation_agent::<Sys>(ConversationSpec {
+        system: Some("Answer briefly.".into()),
+        turn: TurnSpec {
+            tools: vec![add.clone()],
+            ..TurnSpec::default()
+        },
+        ..ConversationSpec::default()
+    });
+    let tasks = vec![
+        AgentTask::new("What is 2 + 3?"),
+        AgentTask::new("Capital of France?"),
+    ];
+    let (exit, saw) = parent_of(&k, agent, true, tasks, 2);
+    assert_eq!(exit, ExitReason::Normal);
+    let saw = saw.expect("the parent finished");
+    let got: Vec<(&str, u32)> = saw
+        .results
+        .iter()
+        .map(|(r, _)| (r.answer.as_str(), r.tool_calls))
+        .collect();
+    assert_eq!(got, vec![("5", 1), ("Paris", 0)]);
+    assert_eq!(runs(&ran, "add"), 1);
+    assert_eq!(p.capability_requests(), 1, "asked once, at boot");
+    let reqs = p.requests();
+    let grammar = action_gbnf(std::slice::from_ref(&add));
+    assert!(reqs
+        .iter()
+        .all(|r| r.tools.is_empty() && r.grammar.as_deref() == Some(grammar.as_str())));
+    // The second task sees the first as the actions and answer the model wrote.
+    assert_eq!(
+        reqs[2].messages[1..],
+        [
+            ChatMessage::user("What is 2 + 3?"),
+            ChatMessage::assistant(r#"{"tool": "add", "arguments": {"a": 2, "b": 3}}"#),
+            ChatMessage::user("Result of add: 5"),
+            ChatMessage::assistant(r#"{"answer": "5"}"#),
+            ChatMessage::user("Capital of France?"),
+        ]
+    );
+    assert!(reqs[2].messages[0]
+        .content
+        .starts_with("Answer briefly.\n\nTools:\n- add("));
 }
 
 #[test]

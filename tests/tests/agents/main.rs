@@ -3,7 +3,9 @@
 //! real tools device (`ToolRegistry` behind a `ToolDriver`), both granted at boot.
 
 mod common;
+mod constrained;
 mod images;
+mod real_model;
 mod turn;
 #[path = "../kernel/util.rs"]
 mod util;

@@ -10,8 +10,8 @@
 //! `parent`: [`AgentGrant::from_args`]), and boots without waiting for a message — so every
 //! restart boots the same way.
 
-use super::turn::{run_turn, TurnOutcome};
-use super::{TurnSpec, DEFAULT_SYSTEM_PROMPT};
+use super::turn::{llm_capabilities, run_turn, TurnOutcome};
+use super::{Actions, TurnSpec, DEFAULT_SYSTEM_PROMPT};
 use agentos_abi::device::{ToolsRequest, ValueError};
 use agentos_abi::{
     Attenuation, Body, CapRef, ChatMessage, DeviceMessage, ExitReason, Image, LogLevel, Message,
@@ -255,6 +255,8 @@ pub struct AgentResult {
     pub steps: u32,
     /// Tokens the turn cost (what the LLM device charged).
     pub tokens: u64,
+    /// Tool calls the turn ran.
+    pub tool_calls: u32,
     /// Why the turn failed, if it did (conversation agents keep serving after a failed turn).
     pub error: Option<String>,
     /// The task answered, as a ReAct agent reports it (a parent of several agents tells their
@@ -268,18 +270,20 @@ impl AgentResult {
             answer: o.answer,
             steps: o.steps,
             tokens: o.tokens,
+            tool_calls: o.tool_calls,
             error: None,
             task: None,
         }
     }
 
-    /// As a message value: `{$: "result", answer, steps, tokens[, error][, task]}`.
+    /// As a message value: `{$: "result", answer, steps, tokens, tool_calls[, error][, task]}`.
     pub fn to_value(&self) -> Value {
         let mut kv = vec![
             ("$".into(), Value::Str(RESULT_TAG.into())),
             ("answer".into(), Value::Str(self.answer.clone())),
             ("steps".into(), Value::U64(self.steps.into())),
             ("tokens".into(), Value::U64(self.tokens)),
+            ("tool_calls".into(), Value::U64(self.tool_calls.into())),
         ];
         if let Some(e) = &self.error {
             kv.push(("error".into(), Value::Str(e.clone())));
@@ -310,6 +314,11 @@ impl AgentResult {
             answer,
             steps,
             tokens: v.get("tokens").and_then(Value::as_u64).unwrap_or(0),
+            tool_calls: v
+                .get("tool_calls")
+                .and_then(Value::as_u64)
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(0),
             error: v.get("error").and_then(Value::as_str).map(str::to_owned),
             task: v.get("task").and_then(Value::as_str).map(str::to_owned),
         })
@@ -371,7 +380,8 @@ async fn report<S: Syscalls>(
     }
 }
 
-/// A one-task ReAct agent.
+/// A one-task ReAct agent. How its steps ask for actions (native tool calls or one
+/// constrained action object) is `turn.actions`: automatic unless set.
 pub struct ReactSpec<S> {
     /// The system prompt (`None`: [`DEFAULT_SYSTEM_PROMPT`]).
     pub system: Option<String>,
@@ -512,6 +522,12 @@ pub fn conversation_agent<S: Syscalls>(spec: ConversationSpec<S>) -> Image<S> {
             }
             let mut turn = spec.turn.clone();
             turn.tools = std::mem::take(&mut devices.offer);
+            // Ask the LLM device once how to ask it, not on every task.
+            if turn.actions == Actions::Auto {
+                let caps = llm_capabilities(&sys, devices.llm).await?;
+                turn.actions = Actions::Auto.resolve(&caps);
+                turn.context_tokens = turn.context_tokens.or(caps.context_tokens);
+            }
             loop {
                 let msg = sys.recv().await;
                 let task = match &msg.body {
@@ -552,6 +568,7 @@ mod tests {
             answer: "42".into(),
             steps: 3,
             tokens: 120,
+            tool_calls: 2,
             error: None,
             task: Some("the question".into()),
         };

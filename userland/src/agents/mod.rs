@@ -28,18 +28,39 @@
 //!
 //! Model output is hostile input: a malformed reply, missing or repeated tool-call ids, bad
 //! JSON arguments or unknown tools never panic; they become values the model sees next step.
+//!
+//! How a step asks for its action ([`Actions`], `TurnSpec::actions`): a model that calls tools
+//! natively gets the tools in the request; one that cannot, behind a provider that constrains
+//! output (a small local model on llama.cpp), is asked for exactly one action object per step
+//! — `{"tool": …, "arguments": …}` for an offered tool, or `{"answer": …}` — under a GBNF
+//! grammar or a JSON schema built from the offered tools ([`action_gbnf`], [`action_schema`]).
+//! `Auto` (the default) asks the LLM device for its capabilities ([`llm_capabilities`]) and
+//! logs its choice in the agent's trace; the choice is in the [`TurnOutcome`]. A constrained
+//! reply is read by a tolerant parser ([`parse_action`]); an invalid action (an unknown tool,
+//! arguments that do not match the schema, not JSON) is shown to the model and counts as a
+//! stall, so the stall rails force an answer. When the model's context window is known (the
+//! device reports it, or `TurnSpec::context_tokens`), each step's prompt is fitted to it
+//! ([`fit`]): old observations are summarized, then the oldest exchanges dropped; the system
+//! prompt with the step's tool list, the task and the newest message stay.
 
+mod action;
 mod images;
 mod json;
 mod transcript;
 mod turn;
+mod window;
 
+pub use action::{
+    action_gbnf, action_instructions, action_schema, parse_action, rank_tools, Action, Actions,
+    InvalidAction,
+};
 pub use images::{
     conversation_agent, react_agent, AgentBootError, AgentGrant, AgentResult, AgentTask,
     ConversationSpec, ReactSpec, LLM_DEVICE, TOOLS_DEVICE,
 };
 pub use transcript::{cap_tool_result, order_for_cache, pair_tool_calls, tool_call_key};
-pub use turn::{run_turn, TurnError, TurnOutcome};
+pub use turn::{llm_capabilities, run_turn, TurnError, TurnOutcome};
+pub use window::{estimate_tokens, fit, prompt_budget, Fitted, DEFAULT_COMPLETION_RESERVE};
 
 use agentos_abi::{CapRef, ChatMessage, SysError, ToolSpec};
 use std::fmt;
@@ -193,6 +214,14 @@ pub struct TurnSpec<S> {
     pub delegate: Option<DelegatePolicy>,
     /// Judge answers before they are final.
     pub reflector: Option<Arc<dyn Reflector<S>>>,
+    /// How a step asks for its action: [`Actions::Auto`] (the default) decides from the LLM
+    /// device's capabilities; the others force a mode.
+    pub actions: Actions,
+    /// The model's context window in tokens (`None`: what the LLM device reports, if it
+    /// does). Each step's prompt is fitted to it.
+    pub context_tokens: Option<u32>,
+    /// The sampling temperature passed to the LLM device (`None`: the provider's default).
+    pub temperature: Option<f64>,
 }
 
 impl<S> Default for TurnSpec<S> {
@@ -207,6 +236,9 @@ impl<S> Default for TurnSpec<S> {
             max_continue: DEFAULT_MAX_CONTINUE,
             delegate: None,
             reflector: None,
+            actions: Actions::Auto,
+            context_tokens: None,
+            temperature: None,
         }
     }
 }
@@ -223,6 +255,9 @@ impl<S> Clone for TurnSpec<S> {
             max_continue: self.max_continue,
             delegate: self.delegate.clone(),
             reflector: self.reflector.clone(),
+            actions: self.actions,
+            context_tokens: self.context_tokens,
+            temperature: self.temperature,
         }
     }
 }
@@ -242,6 +277,9 @@ impl<S> fmt::Debug for TurnSpec<S> {
             .field("max_continue", &self.max_continue)
             .field("delegate", &self.delegate)
             .field("reflector", &self.reflector.is_some())
+            .field("actions", &self.actions)
+            .field("context_tokens", &self.context_tokens)
+            .field("temperature", &self.temperature)
             .finish()
     }
 }

@@ -1,6 +1,7 @@
 //! The transcript: how context segments become a prompt, and how tool calls and results are
 //! keyed, capped and judged.
 
+use super::action::{answer_text, call_text};
 use super::json::canonical_arguments;
 use super::MAX_TOOL_RESULT_CHARS;
 use agentos_abi::{ChatMessage, DeviceMessage, Role, Segment, ToolCall, Value};
@@ -87,6 +88,59 @@ pub(crate) fn prompt_messages(working_set: Vec<Segment>) -> Vec<ChatMessage> {
             .filter_map(|s| ChatMessage::from_value(s.body).ok())
             .collect(),
     )
+}
+
+/// Add a constrained step's instructions (its tools and action format) to the prompt: after
+/// the first system message's text, or as a system message of their own at the start.
+pub(crate) fn with_instructions(mut messages: Vec<ChatMessage>, text: &str) -> Vec<ChatMessage> {
+    match messages.first_mut() {
+        Some(m) if m.role == Role::System => {
+            if !m.content.trim().is_empty() {
+                m.content.push_str("\n\n");
+            }
+            m.content.push_str(text);
+        }
+        _ => messages.insert(0, ChatMessage::system(text)),
+    }
+    messages
+}
+
+/// A prompt as a model asked for constrained actions reads it: its own tool calls as the action
+/// objects it wrote, its plain answers as answer objects, and the tool results that followed a
+/// step as one user message (`Result of calc: 126`). A model without native tool calls then
+/// never meets a `tool_calls` block or a `tool` role its chat template does not know.
+pub(crate) fn as_actions(messages: Vec<ChatMessage>) -> Vec<ChatMessage> {
+    let mut out: Vec<ChatMessage> = Vec::with_capacity(messages.len());
+    let mut results: Vec<String> = Vec::new();
+    let flush = |results: &mut Vec<String>, out: &mut Vec<ChatMessage>| {
+        if !results.is_empty() {
+            out.push(ChatMessage::user(results.join("\n")));
+            results.clear();
+        }
+    };
+    for m in messages {
+        match m.role {
+            Role::Tool => {
+                let name = m.name.as_deref().unwrap_or("the tool");
+                results.push(format!("Result of {name}: {}", m.content));
+            }
+            Role::Assistant if !m.tool_calls.is_empty() => {
+                flush(&mut results, &mut out);
+                let text: Vec<String> = m.tool_calls.iter().map(call_text).collect();
+                out.push(ChatMessage::assistant(text.join("\n")));
+            }
+            Role::Assistant if !m.content.trim_start().starts_with('{') => {
+                flush(&mut results, &mut out);
+                out.push(ChatMessage::assistant(answer_text(&m.content)));
+            }
+            _ => {
+                flush(&mut results, &mut out);
+                out.push(m);
+            }
+        }
+    }
+    flush(&mut results, &mut out);
+    out
 }
 
 /// The per-turn cache key of a tool call: its name and its canonical arguments.
@@ -269,6 +323,39 @@ mod tests {
         assert_eq!(tool_call_key(&a), tool_call_key(&b));
         assert_ne!(tool_call_key(&a), tool_call_key(&call("x", "g")));
         assert_eq!(tool_call_key(&call("x", "f")), "f:{}");
+    }
+
+    #[test]
+    fn constrained_prompts_read_as_actions_and_results() {
+        let msgs = vec![
+            ChatMessage::system("sys"),
+            ChatMessage::user("task"),
+            ChatMessage::assistant_calls(
+                "",
+                vec![ToolCall {
+                    id: "a".into(),
+                    name: "calc".into(),
+                    arguments: r#"{"expr":"1+2"}"#.into(),
+                }],
+            ),
+            ChatMessage::tool("a", "calc", "3"),
+            ChatMessage::assistant("It is 3."),
+            ChatMessage::assistant(r#"{"tool": "rm"}"#),
+        ];
+        let out = as_actions(with_instructions(msgs, "Tools: calc"));
+        assert_eq!(
+            out,
+            vec![
+                ChatMessage::system("sys\n\nTools: calc"),
+                ChatMessage::user("task"),
+                ChatMessage::assistant(r#"{"tool": "calc", "arguments": {"expr": "1+2"}}"#),
+                ChatMessage::user("Result of calc: 3"),
+                ChatMessage::assistant(r#"{"answer": "It is 3."}"#),
+                ChatMessage::assistant(r#"{"tool": "rm"}"#),
+            ]
+        );
+        let bare = with_instructions(vec![ChatMessage::user("hi")], "Tools: none");
+        assert_eq!(bare[0], ChatMessage::system("Tools: none"));
     }
 
     #[test]

@@ -20,6 +20,7 @@
 #[allow(dead_code)] // the demo uses the cache paths only
 #[path = "../../local_model.rs"]
 mod local_model;
+mod questions;
 mod team;
 
 use agentos_abi::driver::BoxFuture;

@@ -14,6 +14,7 @@
 //! served by a llama-server this demo starts on loopback. While it runs the demo prints the
 //! process table whenever it changes; at the end, the answers, the usage and the metrics.
 
+use crate::questions::{team_tools, turn_spec, Tally, CONCIERGE_PROMPT, QUESTIONS};
 use agentos_abi::device::{ChatReply, ChatRequest, FinishReason, Role, ToolCall};
 use agentos_abi::{
     Body, CapRef, EventKind, ExitReason, Image, Message, Quota, Right, SendOpts, SpawnOpts, SysMsg,
@@ -22,9 +23,8 @@ use agentos_abi::{
 use agentos_drivers::llm::{
     LlmDriver, LlmError, OpenAiConfig, OpenAiProvider, Provider, ScriptedProvider,
 };
-use agentos_drivers::tools::{ToolDriver, ToolError, ToolRegistry};
+use agentos_drivers::tools::ToolDriver;
 use agentos_kernel::{BootOpts, KImage, Kernel, KernelConfig, ProcInfo, Sys};
-use agentos_userland::agents::TurnSpec;
 use agentos_userland::agents::{
     conversation_agent, react_agent, AgentResult, AgentTask, ConversationSpec, ReactSpec,
 };
@@ -37,12 +37,6 @@ use std::time::{Duration, Instant};
 
 /// The team's token budget: the supervisor's account, shared by every agent under it.
 const TEAM_TOKENS: u64 = 60_000;
-
-/// The questions the lead puts to the concierge.
-const QUESTIONS: [&str; 2] = [
-    "How many words are in the sentence 'agents deserve operating systems too'?",
-    "What is the capital of Japan?",
-];
 
 /// Where the model comes from.
 enum Model {
@@ -79,152 +73,6 @@ impl TeamOpts {
         };
         Ok(TeamOpts { model })
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Tools
-
-/// `calc`: integer arithmetic with + - * / and parentheses.
-fn calc(expr: &str) -> Result<i64, String> {
-    struct P<'a> {
-        s: &'a [u8],
-        i: usize,
-    }
-    impl P<'_> {
-        fn ws(&mut self) {
-            while self.s.get(self.i).is_some_and(u8::is_ascii_whitespace) {
-                self.i += 1;
-            }
-        }
-        fn expr(&mut self, depth: u32) -> Result<i64, String> {
-            let mut v = self.term(depth)?;
-            loop {
-                self.ws();
-                match self.s.get(self.i) {
-                    Some(b'+') => {
-                        self.i += 1;
-                        v = v.checked_add(self.term(depth)?).ok_or("overflow")?;
-                    }
-                    Some(b'-') => {
-                        self.i += 1;
-                        v = v.checked_sub(self.term(depth)?).ok_or("overflow")?;
-                    }
-                    _ => return Ok(v),
-                }
-            }
-        }
-        fn term(&mut self, depth: u32) -> Result<i64, String> {
-            let mut v = self.atom(depth)?;
-            loop {
-                self.ws();
-                match self.s.get(self.i) {
-                    Some(b'*') => {
-                        self.i += 1;
-                        v = v.checked_mul(self.atom(depth)?).ok_or("overflow")?;
-                    }
-                    Some(b'/') => {
-                        self.i += 1;
-                        let d = self.atom(depth)?;
-                        v = v.checked_div(d).ok_or("division by zero")?;
-                    }
-                    _ => return Ok(v),
-                }
-            }
-        }
-        fn atom(&mut self, depth: u32) -> Result<i64, String> {
-            if depth > 64 {
-                return Err("nested too deeply".into());
-            }
-            self.ws();
-            match self.s.get(self.i) {
-                Some(b'(') => {
-                    self.i += 1;
-                    let v = self.expr(depth + 1)?;
-                    self.ws();
-                    if self.s.get(self.i) != Some(&b')') {
-                        return Err(format!("expected ')' at {}", self.i));
-                    }
-                    self.i += 1;
-                    Ok(v)
-                }
-                Some(b'-') => {
-                    self.i += 1;
-                    Ok(-self.atom(depth + 1)?)
-                }
-                Some(c) if c.is_ascii_digit() => {
-                    let start = self.i;
-                    while self.s.get(self.i).is_some_and(u8::is_ascii_digit) {
-                        self.i += 1;
-                    }
-                    std::str::from_utf8(&self.s[start..self.i])
-                        .ok()
-                        .and_then(|t| t.parse().ok())
-                        .ok_or_else(|| "number too large".into())
-                }
-                _ => Err(format!("expected a number at {}", self.i)),
-            }
-        }
-    }
-    let mut p = P {
-        s: expr.as_bytes(),
-        i: 0,
-    };
-    let v = p.expr(0)?;
-    p.ws();
-    if p.i != p.s.len() {
-        return Err(format!("unexpected input at {}", p.i));
-    }
-    Ok(v)
-}
-
-/// What the `lookup` tool knows.
-const FACTS: &[(&str, &str)] = &[
-    ("capital of france", "Paris"),
-    ("capital of japan", "Tokyo"),
-    ("capital of kenya", "Nairobi"),
-    ("speed of light", "299,792,458 m/s"),
-];
-
-fn team_tools() -> Result<ToolRegistry> {
-    let mut r = ToolRegistry::new();
-    let str_arg = |args: &Value, k: &str| {
-        args.get(k)
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .ok_or_else(|| ToolError::new(format!("missing string argument `{k}`")))
-    };
-    r.register_sync(
-        "calc",
-        "Evaluate an integer arithmetic expression (+ - * / and parentheses).",
-        r#"{"type":"object","properties":{"expr":{"type":"string"}},"required":["expr"]}"#,
-        move |args| {
-            let e = str_arg(&args, "expr")?;
-            calc(&e).map(Value::I64).map_err(ToolError::new)
-        },
-    )?;
-    r.register_sync(
-        "lookup",
-        "Look up a fact, e.g. 'capital of France'.",
-        r#"{"type":"object","properties":{"query":{"type":"string"}},"required":["query"]}"#,
-        move |args| {
-            let q = str_arg(&args, "query")?.to_lowercase();
-            FACTS
-                .iter()
-                .find(|(k, _)| q.contains(k))
-                .map(|(_, v)| Value::Str((*v).into()))
-                .ok_or_else(|| ToolError::new(format!("no fact about {q:?}")))
-        },
-    )?;
-    r.register_sync(
-        "word_count",
-        "Count the words of a text.",
-        r#"{"type":"object","properties":{"text":{"type":"string"}},"required":["text"]}"#,
-        move |args| {
-            let t = str_arg(&args, "text")?;
-            Ok(Value::U64(t.split_whitespace().count() as u64))
-        },
-    )?;
-    Ok(r)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -347,16 +195,6 @@ struct Report {
     notes: Vec<String>,
 }
 
-fn turn_spec(real: bool) -> TurnSpec<Sys> {
-    TurnSpec {
-        // A small real model can wander: keep its turns short.
-        max_steps: Some(if real { 3 } else { 8 }),
-        base_steps: if real { 3 } else { 4 },
-        max_tokens: Some(if real { 96 } else { 256 }),
-        ..TurnSpec::default()
-    }
-}
-
 fn lead(report: Arc<Mutex<Report>>, real: bool, courier_runs: Arc<AtomicU32>) -> KImage {
     Image::new("lead", move |sys: Sys, _| {
         let report = report.clone();
@@ -386,20 +224,17 @@ fn lead(report: Arc<Mutex<Report>>, real: bool, courier_runs: Arc<AtomicU32>) ->
                     .cap("parent", me)
             };
             let research = ReactSpec {
-                task: "What is the capital of France?".into(),
+                task: QUESTIONS[0].task.into(),
                 turn: turn_spec(real),
                 ..ReactSpec::default()
             };
             let analysis = ReactSpec {
-                task: "Compute (17 + 25) * 3.".into(),
+                task: QUESTIONS[1].task.into(),
                 turn: turn_spec(real),
                 ..ReactSpec::default()
             };
             let concierge = ConversationSpec {
-                system: Some(
-                    "You are the team's concierge. Answer briefly; use the tools when they help."
-                        .into(),
-                ),
+                system: Some(CONCIERGE_PROMPT.into()),
                 turn: turn_spec(real),
                 register_as: Some("concierge".into()),
                 ..ConversationSpec::default()
@@ -455,11 +290,10 @@ fn lead(report: Arc<Mutex<Report>>, real: bool, courier_runs: Arc<AtomicU32>) ->
                     Some("result") => {
                         let r = AgentResult::from_value(v).unwrap_or_default();
                         let task = r.task.clone().unwrap_or_default();
-                        let id = if task.contains("capital") {
-                            "researcher"
-                        } else {
-                            "analyst"
-                        };
+                        let id = QUESTIONS
+                            .iter()
+                            .find(|q| q.task == task)
+                            .map_or("?", |q| q.agent);
                         answers += 1;
                         Ok((id.to_owned(), task, r))
                     }
@@ -488,10 +322,10 @@ fn lead(report: Arc<Mutex<Report>>, real: bool, courier_runs: Arc<AtomicU32>) ->
                 }
                 sys.sleep(5).await;
             };
-            for q in QUESTIONS {
+            for q in &QUESTIONS[2..] {
                 sys.send(
                     concierge,
-                    Body::Value(AgentTask::new(q).to_value()),
+                    Body::Value(AgentTask::new(q.task).to_value()),
                     SendOpts::default(),
                 )
                 .await?;
@@ -507,7 +341,7 @@ fn lead(report: Arc<Mutex<Report>>, real: bool, courier_runs: Arc<AtomicU32>) ->
                     .lock()
                     .map_err(|_| ExitReason::fault("report lock"))?
                     .answers
-                    .push(("concierge".into(), q.into(), r));
+                    .push(("concierge".into(), q.task.into(), r));
             }
             // Stop the team: the supervisor stops its children, in reverse start order.
             sys.term(team.cap).await?;
@@ -622,7 +456,9 @@ pub fn run(opts: TeamOpts) -> Result<()> {
         }
         Model::Local => {
             let srv = start_local_model()?;
-            let p = OpenAiProvider::new(OpenAiConfig::new(srv.base.clone(), "smollm2"))?;
+            // llama.cpp takes grammars; SmolLM2 does not call tools natively, so the agents ask
+            // for one grammar-constrained action per step (and fit the window /props reports).
+            let p = OpenAiProvider::new(OpenAiConfig::llama_cpp(srv.base.clone(), "smollm2"))?;
             let label = format!("the local SmolLM2-135M at {}", srv.base);
             _server = Some(srv);
             (Arc::new(p), label, true)
@@ -633,6 +469,8 @@ pub fn run(opts: TeamOpts) -> Result<()> {
         "team budget: {TEAM_TOKENS} tokens (the supervisor's account, shared by its agents)\n"
     );
     let k = Kernel::new(KernelConfig::deterministic(7));
+    // The agents' own trace lines (how their turns ask for actions, invalid actions).
+    let trace_lines = k.subscribe(1 << 14);
     k.register_driver(Arc::new(LlmDriver::new(provider)?))?;
     k.register_driver(Arc::new(ToolDriver::new(team_tools()?)?))?;
     let report = Arc::new(Mutex::new(Report::default()));
@@ -676,15 +514,28 @@ pub fn run(opts: TeamOpts) -> Result<()> {
         .lock()
         .map_err(|_| anyhow::anyhow!("report lock poisoned"))?;
     println!("\n== answers ==");
+    let mut tally = Tally::default();
     for (id, task, r) in &report.answers {
         let answer = if r.answer.trim().is_empty() {
             "(no answer)"
         } else {
             r.answer.trim()
         };
+        let verdict = match QUESTIONS.iter().find(|q| q.task == task) {
+            Some(q) => {
+                tally.add(q, &r.answer, u64::from(r.tool_calls));
+                let right = crate::questions::is_right(q, &r.answer);
+                format!(
+                    "{}, its tool is {}",
+                    if right { "right" } else { "wrong" },
+                    q.tool
+                )
+            }
+            None => "?".into(),
+        };
         println!(
-            "[{id}] {task}\n    → {answer}   ({} steps, {} tokens)",
-            r.steps, r.tokens
+            "[{id}] {task}\n    \u{2192} {answer}   ({verdict}; {} steps, {} tool calls, {} tokens)",
+            r.steps, r.tool_calls, r.tokens
         );
         if let Some(e) = &r.error {
             println!("    error: {e}");
@@ -717,6 +568,25 @@ pub fn run(opts: TeamOpts) -> Result<()> {
             println!("{f}");
         }
     }
+    let lines: Vec<String> = trace_lines
+        .try_iter()
+        .filter_map(|h| match h {
+            agentos_kernel::HostEvent::Log(l) if l.line.starts_with("turn:") => {
+                let name = names.get(&l.pid).map_or("?", |n| &**n);
+                Some(format!("t={:>5} ms  {name} ({}): {}", l.ts, l.pid, l.line))
+            }
+            _ => None,
+        })
+        .collect();
+    if !lines.is_empty() {
+        println!("\n== agent trace ==");
+        for l in lines.iter().take(40) {
+            println!("{l}");
+        }
+        if lines.len() > 40 {
+            println!("({} more lines)", lines.len() - 40);
+        }
+    }
     let m = k.metrics();
     println!("\n== usage ==");
     for (meter, n) in &m.charged {
@@ -745,24 +615,9 @@ pub fn run(opts: TeamOpts) -> Result<()> {
         ),
         _ => {}
     }
+    println!("\n== tally ==\n{tally}");
     if exit != ExitReason::Normal {
         bail!("the lead exited abnormally: {exit}");
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn calc_follows_precedence_and_refuses_junk() {
-        assert_eq!(calc("(17 + 25) * 3"), Ok(126));
-        assert_eq!(calc("2+3*4"), Ok(14));
-        assert_eq!(calc("-(2-5)"), Ok(3));
-        assert!(calc("1/0").is_err());
-        assert!(calc("2+").is_err());
-        assert!(calc("(((1)").is_err());
-        assert!(calc(&"(".repeat(10_000)).is_err());
-    }
 }
