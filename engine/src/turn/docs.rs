@@ -37,5 +37,6 @@ pub const REQUIREMENTS: &str = "\
 Use only the statement grammar. Start with <<PLAN:...:PLAN. End every response with one
 <<SEND[code]:...:SEND. Use SEND[102] to see the results of your operations; SEND[200] only
 when the task is done, with the answer as its body.
-Example: <<PLAN:look up what I know:PLAN <<READ(known:///notes.md)::READ <<SEND[102]:reading:SEND
+Example turn: <<PLAN:save the fact:PLAN <<EDIT(known:///facts.md):the sky is blue:EDIT <<SEND[102]:saved:SEND
+Example last turn, once the task is done: <<PLAN:done:PLAN <<SEND[200]:the fact is saved:SEND
 ";
