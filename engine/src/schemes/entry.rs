@@ -120,6 +120,14 @@ pub(super) async fn matching<S: Syscalls>(
     pattern: &str,
     tags: &[String],
 ) -> Result<Result<Vec<Entry>, ContentError>, super::world::WorldError> {
+    // An exact path is one keyed read, not a listing of the whole scheme.
+    if !is_pattern(pattern) {
+        let found = world.entry(&entry_key(scheme, pattern)).await?;
+        return Ok(Ok(found
+            .into_iter()
+            .filter(|e| tags.iter().all(|t| e.tags.contains(t)))
+            .collect()));
+    }
     let glob = match Glob::new(pattern) {
         Ok(g) => g,
         Err(e) => return Ok(Err(e)),
