@@ -79,6 +79,26 @@ macro_rules! via_serde {
 // LLM chat
 // ---------------------------------------------------------------------------------------------
 
+/// The seed's token estimate for a text: 1.5 tokens per CJK character, one per four other
+/// characters, rounded up. Pure arithmetic over the text, shared by every layer that budgets
+/// a prompt (the LLM device, the agents' window fitting, the engine's packet).
+pub fn estimate_tokens(text: &str) -> u64 {
+    // ASCII has no CJK: one token per four bytes, without walking the characters.
+    if text.is_ascii() {
+        return (text.len() as u64).div_ceil(4);
+    }
+    let (mut cjk, mut other) = (0u64, 0u64);
+    for c in text.chars() {
+        if matches!(c as u32, 0x3000..=0x9fff | 0xac00..=0xd7af | 0xf900..=0xfaff | 0xff00..=0xffef)
+        {
+            cjk += 1;
+        } else {
+            other += 1;
+        }
+    }
+    (cjk * 3).div_ceil(2) + other.div_ceil(4)
+}
+
 /// Who wrote a chat message.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default, serde::Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -35,7 +35,7 @@ use crate::rails::RailsConfig;
 /// Token estimate used for render weights (the seed's: 1.5 per CJK character, one per four
 /// other characters).
 pub fn count_tokens(text: &str) -> u64 {
-    agentos_drivers::llm::estimate_tokens(text)
+    agentos_abi::device::estimate_tokens(text)
 }
 
 /// The GBNF for this engine's loops: the turn sandwich with the terminal codes the loop

@@ -24,22 +24,8 @@ const SUMMARY_CHARS: usize = 160;
 /// A message is never cut below this many characters.
 const MIN_CUT_CHARS: usize = 200;
 
-/// The seed's token estimate: 1.5 tokens per CJK character, one per four other characters.
-pub fn estimate_tokens(text: &str) -> u64 {
-    if text.is_ascii() {
-        return (text.len() as u64).div_ceil(4);
-    }
-    let (mut cjk, mut other) = (0u64, 0u64);
-    for c in text.chars() {
-        if matches!(c as u32, 0x3000..=0x9fff | 0xac00..=0xd7af | 0xf900..=0xfaff | 0xff00..=0xffef)
-        {
-            cjk += 1;
-        } else {
-            other += 1;
-        }
-    }
-    (cjk * 3).div_ceil(2) + other.div_ceil(4)
-}
+/// The seed's token estimate, defined once in `abi` so every layer counts alike.
+pub use agentos_abi::device::estimate_tokens;
 
 /// The estimated prompt tokens of one message (its text, its calls, and the template's few).
 pub fn message_tokens(m: &ChatMessage) -> u64 {
