@@ -61,6 +61,8 @@ impl<'a, S: Syscalls> TurnWorld<'a, S> {
             seen: BTreeMap::new(),
             listed: BTreeMap::new(),
             writes: Vec::new(),
+            // This turn's writes sort after every stored entry (whose logical clock is small)
+            // and among themselves in write order, as the store will order them at commit.
             next_updated: i64::MAX / 2,
         }
     }

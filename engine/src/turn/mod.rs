@@ -44,20 +44,16 @@ pub fn count_tokens(text: &str) -> u64 {
 /// statement that is refused for not existing.
 pub fn engine_gbnf() -> String {
     use crate::grammar::{gbnf, GbnfOptions, Op};
+    let all = GbnfOptions::default();
     gbnf(&GbnfOptions {
         terminal_codes: vec![102, 200, 499],
-        ops: vec![
-            Op::Find,
-            Op::Read,
-            Op::Edit,
-            Op::Copy,
-            Op::Move,
-            Op::Open,
-            Op::Fold,
-            Op::Kill,
-            Op::Send,
-        ],
-        ..GbnfOptions::default()
+        ops: all
+            .ops
+            .iter()
+            .copied()
+            .filter(|op| !matches!(op, Op::Exec | Op::Work | Op::Fork))
+            .collect(),
+        ..all
     })
 }
 
