@@ -24,10 +24,11 @@ use crate::schemes::world::channel;
 use crate::schemes::BUILTIN;
 use crate::store::device::{StoreDriver, STORE_DEVICE};
 use crate::store::{
-    status, EntryKey, EntryWrite, LogQuery, LogRow, LoopId, LoopRow, Origin, RunId, RunRow,
-    SessionId, SessionRow, Store, StoreError, StoreEvent, SubscriberId,
+    status, EntryKey, EntryWrite, LogQuery, LogRow, LoopId, LoopRow, Origin, RowId, RowState,
+    RunId, RunRow, SessionId, SessionRow, Store, StoreError, StoreEvent, SubscriberId,
 };
-use crate::turn::process::{root_image, EngineShared, HostCmd, LLM_DEVICE};
+use crate::turn::process::{root_image, EngineShared, HostCmd, RunGrant, FS_DEVICE, LLM_DEVICE};
+use crate::turn::proposal::{Decision, Resolution};
 use crate::turn::{EngineConfig, LoopFlags};
 
 /// Why a host call failed.
@@ -53,6 +54,9 @@ pub enum EngineError {
     /// Waiting for a loop timed out.
     #[error("timed out waiting for loop {0}")]
     Timeout(LoopId),
+    /// `resolve` named a row that is not a pending proposal.
+    #[error("log row {0} is not a pending proposal")]
+    NotPending(RowId),
 }
 
 /// How to run a loop.
@@ -95,12 +99,16 @@ impl Engine {
         let shared = Arc::new(EngineShared {
             config: Arc::new(config),
         });
+        let mut grant = vec![STORE_DEVICE.into(), LLM_DEVICE.into()];
+        if kernel.has_driver(FS_DEVICE) {
+            grant.push(FS_DEVICE.into());
+        }
         let root = kernel
             .boot(
                 root_image(shared.clone()),
                 BootOpts {
                     quota: Quota::default(),
-                    grant: vec![STORE_DEVICE.into(), LLM_DEVICE.into()],
+                    grant,
                     ..BootOpts::default()
                 },
             )
@@ -168,6 +176,16 @@ impl Engine {
         Ok(self.store.create_run(session_id, name, origin, None)?)
     }
 
+    fn grant(&self, run_id: RunId) -> Result<RunGrant, EngineError> {
+        let run = self.store.run(run_id)?;
+        let session = self.store.session(run.session_id)?;
+        Ok(RunGrant {
+            session_id: run.session_id,
+            run_id,
+            project_root: session.project_root,
+        })
+    }
+
     fn tell(&self, cmd: HostCmd) -> Result<(), EngineError> {
         self.kernel
             .deliver_external(self.root, Body::local(cmd))
@@ -182,17 +200,14 @@ impl Engine {
         prompt: &str,
         opts: &LoopOptions,
     ) -> Result<LoopRow, EngineError> {
-        let run = self.store.run(run_id)?;
+        let grant = self.grant(run_id)?;
         let lp = self.store.create_loop(
             run_id,
             prompt,
             &opts.flags.to_json(),
             opts.max_turns.map(i64::from),
         )?;
-        self.tell(HostCmd::Run {
-            session_id: run.session_id,
-            run_id,
-        })?;
+        self.tell(HostCmd::Run { grant })?;
         Ok(lp)
     }
 
@@ -203,10 +218,8 @@ impl Engine {
         prompt: &str,
         flags: &LoopFlags,
     ) -> Result<(), EngineError> {
-        let run = self.store.run(run_id)?;
         self.tell(HostCmd::Inject {
-            session_id: run.session_id,
-            run_id,
+            grant: self.grant(run_id)?,
             prompt: prompt.to_owned(),
             flags: flags.to_json(),
         })
@@ -217,6 +230,37 @@ impl Engine {
     pub fn cancel(&self, run_id: RunId) -> Result<(), EngineError> {
         self.store.run(run_id)?;
         self.tell(HostCmd::Cancel { run_id })
+    }
+
+    /// Decides a pending proposal (PLURNK.md §3.6): the decision goes to the parked loop
+    /// through its run's mailbox; the row's new state arrives as a `Resolved` store event.
+    /// `outcome` overrides the decision's default reason.
+    pub fn resolve(
+        &self,
+        row_id: RowId,
+        decision: Decision,
+        outcome: Option<&str>,
+    ) -> Result<(), EngineError> {
+        let row = self.store.log_row(row_id)?;
+        if row.state != Some(RowState::Proposed) {
+            return Err(EngineError::NotPending(row_id));
+        }
+        self.tell(HostCmd::Resolve {
+            run_id: row.run_id,
+            resolution: Resolution {
+                row_id,
+                decision,
+                outcome: outcome.map(str::to_owned),
+            },
+        })
+    }
+
+    /// Pending proposals, oldest first: of one run, or of every run when `run_id` is `None`.
+    pub fn proposals(&self, run_id: Option<RunId>) -> Result<Vec<LogRow>, EngineError> {
+        Ok(self.store.proposals(&LogQuery {
+            run_id,
+            ..LogQuery::default()
+        })?)
     }
 
     /// A run's log, in write order.

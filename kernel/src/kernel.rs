@@ -435,6 +435,11 @@ impl Kernel {
         })
     }
 
+    /// Whether a driver is registered under `name`.
+    pub fn has_driver(&self, name: &str) -> bool {
+        self.shared.with(|st| st.drivers.contains_key(name))
+    }
+
     /// Boot a root process. The first boot creates init (pid 1), to which orphans belong. The
     /// process's first message is a `Boot` grant holding a spawn cap and the granted devices.
     pub fn boot(&self, image: Image<Sys>, opts: BootOpts) -> Result<Pid, KernelError> {

@@ -126,6 +126,7 @@ fn prefill(store: &Store, session_id: i64, run_id: i64, n: usize) -> Result<Vec<
         run_id,
         TurnCommit {
             turn,
+            turn_id: None,
             rows: rows.clone(),
             folds: vec![],
             entries: vec![],

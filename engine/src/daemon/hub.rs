@@ -145,7 +145,7 @@ impl Hub {
                 self.c.sessions.fetch_add(1, Ordering::Relaxed);
                 None
             }
-            StoreEvent::Run(_) | StoreEvent::Folds { .. } => return,
+            StoreEvent::Run(_) | StoreEvent::Folds { .. } | StoreEvent::Resolved { .. } => return,
             StoreEvent::Turn { turn, .. } => {
                 let u = &turn.usage;
                 self.c.turns.fetch_add(1, Ordering::Relaxed);

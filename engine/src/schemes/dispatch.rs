@@ -35,6 +35,9 @@ pub struct Action {
     pub writes_row: bool,
     /// Whether the row lands folded.
     pub folded: bool,
+    /// A side effect waiting for a decision: the row is a 202 proposal (PLURNK.md §3.6)
+    /// and the loop parks until it is resolved.
+    pub proposal: Option<super::file::Effect>,
 }
 
 impl Action {
@@ -77,6 +80,16 @@ pub struct DispatchCtx<'w, 'a, S: Syscalls> {
     pub log: &'w [LogRow],
     /// Who is dispatching.
     pub origin: Origin,
+    /// The loop's device handles beyond the store.
+    pub devices: &'w Devices,
+}
+
+/// The device handles a loop holds besides the store and the LLM: what its flags granted
+/// (DESIGN.md "Flags are capabilities"). An absent handle makes its scheme answer 403.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Devices {
+    /// The project root (absent: headless session).
+    pub fs: Option<super::file::FsHandle>,
 }
 
 /// Whether `op` mutates its target (the writer check applies).
@@ -115,10 +128,28 @@ pub async fn dispatch<S: Syscalls>(ctx: &mut DispatchCtx<'_, '_, S>, s: &Stateme
         Address::Regex { pattern, flags } if matches!(s.op, Op::Find | Op::Read) => {
             return super::entry::regex_scope(ctx, s, pattern, flags).await;
         }
-        Address::File { .. } | Address::Regex { .. } => {
+        Address::File { path } if !matches!(s.op, Op::Copy | Op::Move) => {
+            return match ctx.schemes.get("file") {
+                Some(m) => super::file::dispatch(ctx, s, path, m).await,
+                None => vec![Action::status(
+                    403,
+                    "403 file: this loop holds no fs device (headless session)",
+                )],
+            };
+        }
+        Address::File { .. } => {
             return vec![Action::status(
-                403,
-                "403 file: this session has no project root (no fs device)",
+                501,
+                format!(
+                    "501 {} of project files is not implemented; READ then EDIT",
+                    s.op
+                ),
+            )];
+        }
+        Address::Regex { .. } => {
+            return vec![Action::status(
+                400,
+                format!("400 {} takes one target, not a regex scope", s.op),
             )];
         }
         Address::Run { .. } => {

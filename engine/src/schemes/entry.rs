@@ -175,7 +175,12 @@ async fn read<S: Syscalls>(
 }
 
 /// READ of one entry: lines by marker, or the lines a matcher selects, `N:\t`-numbered.
-fn read_entry(e: &Entry, s: &Statement, ch: Option<&str>, manifest: &Manifest) -> Action {
+pub(super) fn read_entry(
+    e: &Entry,
+    s: &Statement,
+    ch: Option<&str>,
+    manifest: &Manifest,
+) -> Action {
     let name = ch.unwrap_or(manifest.default_channel);
     let target = target_of(&e.key, ch);
     let Some(c) = e.channel(name) else {

@@ -20,6 +20,7 @@
 pub mod copy;
 pub mod dispatch;
 pub mod entry;
+pub mod file;
 pub mod log;
 pub mod world;
 
@@ -150,7 +151,30 @@ const fn data_scheme(
 }
 
 /// The schemes this build ships.
-pub static BUILTIN: [Manifest; 4] = [
+pub static BUILTIN: [Manifest; 5] = [
+    Manifest {
+        name: "file",
+        channels: &[],
+        default_channel: "body",
+        category: Category::Data,
+        scope: Scope::Session,
+        writable_by: &[Origin::Model, Origin::Client],
+        volatile: false,
+        model_visible: true,
+        folded_by_default: false,
+        flags: SchemeFlags {
+            proposes: true,
+            ..NO_FLAGS
+        },
+        example: "<<READ(src/main.rs)<1,40>::READ",
+        documentation: "# Project files (bare paths)\n\nFiles of the project, named by their \
+path relative to the project root (`src/main.rs`, never `file://`). Members are the git \
+repository's tracked and untracked-not-ignored files plus what the session picks; others answer \
+403, binary files 415.\n\n- `READ(path)<N,M>::READ` reads lines; a glob (`src/**/*.rs`) reads \
+every match.\n- `FIND(src/**):FIND` lists members.\n- `EDIT(path)<L>:content:EDIT` proposes \
+a change (202): nothing is written until it is accepted; a file changed on disk since you read \
+it answers 409 write_conflict.\n- `KILL(path)::KILL` proposes deleting it.\n",
+    },
     data_scheme(
         "known",
         "<<EDIT[tag](known:///topic/fact.md):What you learned and where.:EDIT",
@@ -245,6 +269,14 @@ impl SchemeRegistry {
                 })
                 .collect(),
         }
+    }
+
+    /// Drops the schemes whose device the loop does not hold (a headless session has no
+    /// `fs` device, so no `file` scheme): they answer 403.
+    pub fn for_devices(mut self, devices: &dispatch::Devices) -> SchemeRegistry {
+        self.manifests
+            .retain(|m| !(m.name == "file" && devices.fs.is_none()));
+        self
     }
 
     /// The schemes section: one example line per model-visible scheme.

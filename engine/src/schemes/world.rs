@@ -138,6 +138,7 @@ impl<'a, S: Syscalls> TurnWorld<'a, S> {
             channels: Vec::new(),
             tags: Vec::new(),
             updated_at: 0,
+            synced_sig: None,
         });
         e.updated_at = self.next_updated;
         match e.channels.iter_mut().find(|c| c.name == channel.name) {
@@ -160,9 +161,26 @@ impl<'a, S: Syscalls> TurnWorld<'a, S> {
         self.writes.push(EntryWrite::Delete { key: key.clone() });
     }
 
+    /// Records the disk signature a project file's body came from (after its `put`).
+    pub fn sync(&mut self, key: &EntryKey, sig: String) {
+        if let Some(Some(e)) = self.seen.get_mut(key) {
+            e.synced_sig = Some(sig.clone());
+        }
+        self.writes.push(EntryWrite::Sync {
+            key: key.clone(),
+            sig,
+        });
+    }
+
     /// The writes to commit with the turn, in order.
     pub fn into_writes(self) -> Vec<EntryWrite> {
         self.writes
+    }
+
+    /// Takes the writes so far (a turn that parks commits them with its first segment;
+    /// what this turn has seen stays, and matches the store once they are committed).
+    pub fn take_writes(&mut self) -> Vec<EntryWrite> {
+        std::mem::take(&mut self.writes)
     }
 
     /// Whether the turn wrote anything.

@@ -24,7 +24,10 @@ use agentos_abi::driver::OpenCtx;
 use agentos_abi::{Driver, DriverError, DriverHandle, Reply, Value};
 use serde::{Deserialize, Serialize};
 
-use super::{EntryKey, EntryWrite, LoopId, RunId, Scope, SessionId, Store, StoreError, TurnCommit};
+use super::{
+    EntryKey, EntryWrite, LoopId, RowId, RowResolution, RunId, Scope, SessionId, Store, StoreError,
+    TurnCommit,
+};
 
 /// The device name.
 pub const STORE_DEVICE: &str = "store";
@@ -124,6 +127,20 @@ pub enum StoreRequest {
     Commit(TurnCommit),
     /// Apply entry writes in one transaction → `()`.
     Write(Vec<EntryWrite>),
+    /// Resolve one of the run's proposed rows → the updated `LogRow`.
+    Resolve {
+        /// The row.
+        row_id: RowId,
+        /// How it ended.
+        resolution: RowResolution,
+    },
+    /// Cancel a loop's pending proposals (499 `loop_aborted`) → how many.
+    CancelProposals {
+        /// The loop.
+        loop_id: LoopId,
+    },
+    /// The run's pending proposals → `Vec<LogRow>`.
+    Proposals,
 }
 
 impl StoreRequest {
@@ -136,6 +153,8 @@ impl StoreRequest {
                 | StoreRequest::Queue { .. }
                 | StoreRequest::Commit(_)
                 | StoreRequest::Write(_)
+                | StoreRequest::Resolve { .. }
+                | StoreRequest::CancelProposals { .. }
         )
     }
 }
@@ -255,6 +274,17 @@ impl StoreHandle {
             }
             StoreRequest::Commit(c) => reply(s.commit_turn(session_id, run_id, c)),
             StoreRequest::Write(w) => reply(s.write_entries(session_id, run_id, &w)),
+            StoreRequest::Resolve { row_id, resolution } => {
+                reply(s.resolve_row(run_id, row_id, &resolution))
+            }
+            StoreRequest::CancelProposals { loop_id } => reply(
+                self.own_loop(loop_id)
+                    .and_then(|_| s.cancel_proposals(loop_id)),
+            ),
+            StoreRequest::Proposals => reply(s.proposals(&super::LogQuery {
+                run_id: Some(run_id),
+                ..super::LogQuery::default()
+            })),
         }
     }
 }

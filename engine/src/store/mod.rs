@@ -127,6 +127,13 @@ pub enum StoreEvent {
         /// The rows, with ids.
         rows: Arc<[LogRow]>,
     },
+    /// A proposed row was resolved (accepted, rejected, cancelled); `row` is its new state.
+    Resolved {
+        /// Its session.
+        session_id: SessionId,
+        /// The row after the resolution.
+        row: Arc<LogRow>,
+    },
     /// Earlier rows were opened or folded.
     Folds {
         /// Their session.
@@ -638,6 +645,7 @@ impl Store {
     ) -> Result<TurnCommitted, StoreError> {
         let TurnCommit {
             mut turn,
+            turn_id: append_to,
             mut rows,
             folds,
             entries,
@@ -654,25 +662,45 @@ impl Store {
                     lp.id
                 )));
             }
-            tx.execute(
-                "INSERT INTO turns (loop_id, sequence, timestamp, status, usage_prompt, usage_completion, usage_cached, usage_cost_pico, usage_context_size, packet, finish_reason, model) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-                params![
-                    turn.loop_id,
-                    turn.sequence,
-                    turn.timestamp,
-                    turn.status,
-                    turn.usage.prompt,
-                    turn.usage.completion,
-                    turn.usage.cached,
-                    turn.usage.cost_pico,
-                    turn.usage.context_size,
-                    turn.packet,
-                    turn.finish_reason,
-                    turn.model,
-                ],
-            )?;
-            let turn_id = tx.last_insert_rowid();
-            turn.id = turn_id;
+            let turn_id = match append_to {
+                Some(id) => {
+                    // A later segment of a parked turn: the turn must be this loop's.
+                    turn = tx
+                        .query_row(
+                            "SELECT id, loop_id, sequence, timestamp, status, usage_prompt, usage_completion, usage_cached, usage_cost_pico, usage_context_size, packet, finish_reason, model FROM turns WHERE id = ?1",
+                            [id],
+                            turn_from_row,
+                        )
+                        .optional()?
+                        .filter(|t| t.loop_id == lp.id)
+                        .ok_or_else(|| {
+                            StoreError::Refused(format!("turn {id} is not in loop {}", lp.id))
+                        })?;
+                    id
+                }
+                None => {
+                    tx.execute(
+                        "INSERT INTO turns (loop_id, sequence, timestamp, status, usage_prompt, usage_completion, usage_cached, usage_cost_pico, usage_context_size, packet, finish_reason, model) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                        params![
+                            turn.loop_id,
+                            turn.sequence,
+                            turn.timestamp,
+                            turn.status,
+                            turn.usage.prompt,
+                            turn.usage.completion,
+                            turn.usage.cached,
+                            turn.usage.cost_pico,
+                            turn.usage.context_size,
+                            turn.packet,
+                            turn.finish_reason,
+                            turn.model,
+                        ],
+                    )?;
+                    let id = tx.last_insert_rowid();
+                    turn.id = id;
+                    id
+                }
+            };
             let mut row_ids = Vec::with_capacity(rows.len());
             {
                 let mut ins = tx.prepare_cached(INSERT_ROW)?;
@@ -710,10 +738,12 @@ impl Store {
             (TurnCommitted { turn_id, row_ids }, loop_row)
         };
         if self.has_listeners() {
-            self.emit(StoreEvent::Turn {
-                session_id,
-                turn: Arc::new(turn),
-            });
+            if append_to.is_none() {
+                self.emit(StoreEvent::Turn {
+                    session_id,
+                    turn: Arc::new(turn),
+                });
+            }
             if !rows.is_empty() {
                 self.emit(StoreEvent::Rows {
                     session_id,
@@ -737,6 +767,93 @@ impl Store {
             }
         }
         Ok(committed)
+    }
+
+    /// Resolves a proposed row of `run_id` (PLURNK.md §3.6) → the updated row. Refused when
+    /// the row is not this run's or is no longer `proposed` (a decision lands once).
+    pub fn resolve_row(
+        &self,
+        run_id: RunId,
+        row_id: RowId,
+        res: &RowResolution,
+    ) -> Result<LogRow, StoreError> {
+        if res.state == RowState::Proposed {
+            return Err(StoreError::Refused(
+                "a resolution must leave the proposed state".into(),
+            ));
+        }
+        let (row, session_id) = {
+            let mut conn = self.conn.lock();
+            let tx = conn.transaction()?;
+            let n = tx.execute(
+                "UPDATE log_entries SET state = ?1, status_rx = ?2, outcome = ?3, rx = COALESCE(?4, rx) \
+                 WHERE id = ?5 AND run_id = ?6 AND state = 'proposed'",
+                params![
+                    res.state.as_str(),
+                    res.status,
+                    res.outcome,
+                    res.rx,
+                    row_id,
+                    run_id
+                ],
+            )?;
+            if n == 0 {
+                return Err(StoreError::Refused(format!(
+                    "row {row_id} is not a pending proposal of run {run_id}"
+                )));
+            }
+            let row = row_by_id(&tx, row_id)?;
+            let session_id = run_by_id(&tx, run_id)?.session_id;
+            tx.commit()?;
+            (row, session_id)
+        };
+        if self.has_listeners() {
+            self.emit(StoreEvent::Resolved {
+                session_id,
+                row: Arc::new(row.clone()),
+            });
+        }
+        Ok(row)
+    }
+
+    /// Cancels every pending proposal of a loop (499 `loop_aborted`): a loop that dies while
+    /// parked leaves nothing waiting. Returns how many it cancelled.
+    pub fn cancel_proposals(&self, loop_id: LoopId) -> Result<usize, StoreError> {
+        let pending = self.proposals(&LogQuery {
+            loop_id: Some(loop_id),
+            ..LogQuery::default()
+        })?;
+        let res = RowResolution {
+            state: RowState::Cancelled,
+            status: 499,
+            outcome: Some("loop_aborted".into()),
+            rx: None,
+        };
+        let mut n = 0;
+        for r in pending {
+            if self.resolve_row(r.run_id, r.id, &res).is_ok() {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Pending proposals (rows in state `proposed`) matching `q`, oldest first.
+    pub fn proposals(&self, q: &LogQuery) -> Result<Vec<LogRow>, StoreError> {
+        let conn = self.conn.lock();
+        let mut st = conn.prepare_cached(&format!(
+            "SELECT {ROW_COLS} FROM log_entries e JOIN loops l ON l.id = e.loop_id JOIN turns t ON t.id = e.turn_id \
+             WHERE e.state = 'proposed' AND (?1 IS NULL OR e.run_id = ?1) AND (?2 IS NULL OR e.loop_id = ?2) \
+             AND (?3 IS NULL OR e.turn_id = ?3) ORDER BY e.id"
+        ))?;
+        let rows = st.query_map(params![q.run_id, q.loop_id, q.turn_id], log_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// One log row by id.
+    pub fn log_row(&self, row_id: RowId) -> Result<LogRow, StoreError> {
+        let conn = self.conn.lock();
+        row_by_id(&conn, row_id)
     }
 
     /// A run's whole log in write order, with loop and turn ordinals.
@@ -797,7 +914,7 @@ impl Store {
     ) -> Result<Vec<Entry>, StoreError> {
         let conn = self.conn.lock();
         let mut st = conn.prepare_cached(
-            "SELECT id, scope, scheme, hostname, pathname, updated_at FROM entries \
+            "SELECT id, scope, scheme, hostname, pathname, updated_at, synced_sig FROM entries \
              WHERE session_id = ?1 AND scope = ?2 AND (?2 = 'session' OR run_id = ?3) \
              AND ifnull(scheme, '') = ifnull(?4, '') ORDER BY updated_at, id",
         )?;
@@ -1053,6 +1170,18 @@ fn insert_row(st: &mut rusqlite::CachedStatement<'_>, r: &LogRow) -> rusqlite::R
     ])
 }
 
+fn row_by_id(c: &Connection, id: RowId) -> Result<LogRow, StoreError> {
+    c.query_row(
+        &format!(
+            "SELECT {ROW_COLS} FROM log_entries e JOIN loops l ON l.id = e.loop_id JOIN turns t ON t.id = e.turn_id WHERE e.id = ?1"
+        ),
+        [id],
+        log_from_row,
+    )
+    .optional()?
+    .ok_or_else(|| StoreError::NotFound(format!("log row {id}")))
+}
+
 fn log_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LogRow> {
     let origin: String = r.get(8)?;
     let op: String = r.get(10)?;
@@ -1102,6 +1231,7 @@ struct EntryHead {
     id: EntryId,
     key: EntryKey,
     updated_at: i64,
+    synced_sig: Option<String>,
 }
 
 fn entry_head(r: &rusqlite::Row<'_>) -> rusqlite::Result<EntryHead> {
@@ -1119,6 +1249,7 @@ fn entry_head(r: &rusqlite::Row<'_>) -> rusqlite::Result<EntryHead> {
             pathname: r.get(4)?,
         },
         updated_at: r.get(5)?,
+        synced_sig: r.get(6)?,
     })
 }
 
@@ -1148,6 +1279,7 @@ fn fill_entry(c: &Connection, h: EntryHead) -> Result<Entry, StoreError> {
         channels,
         tags,
         updated_at: h.updated_at,
+        synced_sig: h.synced_sig,
     })
 }
 
@@ -1184,16 +1316,18 @@ fn entry_tx(
     let Some(id) = entry_id(c, session_id, run_id, key)? else {
         return Ok(None);
     };
-    let updated_at: i64 =
-        c.query_row("SELECT updated_at FROM entries WHERE id = ?1", [id], |r| {
-            r.get(0)
-        })?;
+    let (updated_at, synced_sig): (i64, Option<String>) = c.query_row(
+        "SELECT updated_at, synced_sig FROM entries WHERE id = ?1",
+        [id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
     fill_entry(
         c,
         EntryHead {
             id,
             key: key.clone(),
             updated_at,
+            synced_sig,
         },
     )
     .map(Some)
@@ -1211,6 +1345,14 @@ fn apply_entry_write(
         EntryWrite::Delete { .. } => {
             if let Some(id) = existing {
                 tx.execute("DELETE FROM entries WHERE id = ?1", [id])?;
+            }
+        }
+        EntryWrite::Sync { sig, .. } => {
+            if let Some(id) = existing {
+                tx.execute(
+                    "UPDATE entries SET synced_sig = ?1, membership_origin = COALESCE(membership_origin, 'git') WHERE id = ?2",
+                    params![sig, id],
+                )?;
             }
         }
         EntryWrite::Put { channel, tags, .. } => {

@@ -496,6 +496,10 @@ pub struct Entry {
     pub tags: Vec<String>,
     /// Logical write counter (higher = more recent).
     pub updated_at: i64,
+    /// For a project file: the disk signature (`mtime_ns:size`) its body was materialised
+    /// from, the compare-and-swap guard of an accepted EDIT.
+    #[serde(default)]
+    pub synced_sig: Option<String>,
 }
 
 impl Entry {
@@ -523,13 +527,23 @@ pub enum EntryWrite {
         /// The entry.
         key: EntryKey,
     },
+    /// Record the disk signature a project file's body was materialised from (after a
+    /// `Put` of the same entry; no-op for an absent entry).
+    Sync {
+        /// The entry.
+        key: EntryKey,
+        /// `mtime_ns:size`.
+        sig: String,
+    },
 }
 
 impl EntryWrite {
     /// The entry this write touches.
     pub fn key(&self) -> &EntryKey {
         match self {
-            EntryWrite::Put { key, .. } | EntryWrite::Delete { key } => key,
+            EntryWrite::Put { key, .. }
+            | EntryWrite::Delete { key }
+            | EntryWrite::Sync { key, .. } => key,
         }
     }
 }
@@ -538,8 +552,13 @@ impl EntryWrite {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TurnCommit {
-    /// The turn row (its id is assigned by the store).
+    /// The turn row (its id is assigned by the store). Ignored when `turn_id` is set.
     pub turn: TurnRow,
+    /// Append to this already-written turn instead of inserting `turn`: a turn that parks on
+    /// a proposal commits in segments (the rows up to the proposal, then the rest), so the
+    /// proposed row is durable and resolvable while the loop waits.
+    #[serde(default)]
+    pub turn_id: Option<TurnId>,
     /// The turn's log rows in order (ids and `turn_id` assigned by the store).
     pub rows: Vec<LogRow>,
     /// Fold-state changes of earlier rows (`(row, expanded)`): OPEN/FOLD and the grinder.
@@ -548,6 +567,21 @@ pub struct TurnCommit {
     pub entries: Vec<EntryWrite>,
     /// A new loop status and terminal message, when the turn ends the loop.
     pub loop_status: Option<(u16, Option<String>)>,
+}
+
+/// How a proposal ended (PLURNK.md §3.6): the row's new state, status, outcome and result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RowResolution {
+    /// `resolved`, `failed` or `cancelled`.
+    pub state: RowState,
+    /// The row's new status (200 applied, 400 rejected, 499 cancelled, or the apply's
+    /// failure status).
+    pub status: u16,
+    /// Why (`rejected`, `loop_aborted`, `timeout`, `no_review_channel`, `write_conflict`…).
+    pub outcome: Option<String>,
+    /// A new result text, when the resolution changes what the row shows.
+    pub rx: Option<String>,
 }
 
 /// What the store assigned to a committed turn.

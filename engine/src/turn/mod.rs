@@ -25,6 +25,7 @@
 pub mod docs;
 pub mod packet;
 pub mod process;
+pub mod proposal;
 pub mod render;
 pub mod runner;
 
@@ -132,6 +133,9 @@ pub struct EngineConfig {
     pub model: Option<String>,
     /// Provider failures retried within a turn before the loop ends 500.
     pub provider_retries: u32,
+    /// How long a proposal waits for a decision before it is cancelled (499 `timeout`), in
+    /// kernel-clock ms (plurnk: `PLURNK_SERVICE_PROPOSAL_TIMEOUT_MS`, 300 000).
+    pub proposal_timeout_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -148,6 +152,7 @@ impl Default for EngineConfig {
             requirements: docs::REQUIREMENTS.to_owned(),
             model: None,
             provider_retries: 1,
+            proposal_timeout_ms: 300_000,
         }
     }
 }

@@ -23,13 +23,16 @@ use std::sync::Arc;
 
 use agentos_abi::sys::Attenuation;
 use agentos_abi::{
-    Body, CapRef, ExitReason, Image, Message, Pid, Quota, SendOpts, SpawnOpts, SysMsg, Syscalls,
-    Value,
+    Body, CapRef, ExitReason, Image, Message, Pid, Quota, Right, Rights, SendOpts, SpawnOpts,
+    SysMsg, Syscalls, Value,
 };
 
+use super::proposal::{Proposed, Resolution, Resolver};
 use super::runner::LoopRunner;
 use super::{EngineConfig, LoopFlags};
+use crate::schemes::dispatch::Devices;
 use crate::schemes::entry::entry_key;
+use crate::schemes::file::FsHandle;
 use crate::schemes::world::{channel, store_call};
 use crate::store::device::{StoreRequest, StoreScope, STORE_DEVICE};
 use crate::store::{status, EntryWrite, LoopId, LoopRow, RunId, SessionId};
@@ -37,22 +40,21 @@ use crate::store::{status, EntryWrite, LoopId, LoopRow, RunId, SessionId};
 /// The LLM device name the engine uses.
 pub const LLM_DEVICE: &str = "llm";
 
+/// The project-files device name (optional: without it every session is headless).
+pub const FS_DEVICE: &str = "fs";
+
 /// What the host tells the engine root (delivered with `Kernel::deliver_external`).
 #[derive(Debug, Clone, PartialEq)]
 pub enum HostCmd {
     /// A loop was queued on a run: wake its drain (spawning the run process if needed).
     Run {
-        /// The session.
-        session_id: SessionId,
-        /// The run.
-        run_id: RunId,
+        /// What the run process is granted if it must be spawned.
+        grant: RunGrant,
     },
     /// Speak into a run: folded into its active loop, else queued as a new loop.
     Inject {
-        /// The session.
-        session_id: SessionId,
-        /// The run.
-        run_id: RunId,
+        /// What the run process is granted if it must be spawned.
+        grant: RunGrant,
         /// The prompt.
         prompt: String,
         /// Flags for a loop this queues.
@@ -63,6 +65,25 @@ pub enum HostCmd {
         /// The run.
         run_id: RunId,
     },
+    /// Resolve a pending proposal of the run's active loop.
+    Resolve {
+        /// The run.
+        run_id: RunId,
+        /// The decision.
+        resolution: Resolution,
+    },
+}
+
+/// Who a run is and what the engine root grants it: its store slice, and the session's
+/// project root for its `fs` cap (none: a headless session holds no `fs` cap).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunGrant {
+    /// The session.
+    pub session_id: SessionId,
+    /// The run.
+    pub run_id: RunId,
+    /// The session's project root.
+    pub project_root: Option<String>,
 }
 
 /// What a run process takes in its mailbox.
@@ -79,6 +100,8 @@ pub enum RunMsg {
     },
     /// Cancel the active loop.
     Cancel,
+    /// A host decision on a proposal of the active loop.
+    Resolve(Resolution),
 }
 
 /// A child's authority and identity, sent once when it is spawned.
@@ -88,7 +111,17 @@ struct Start {
     store: CapRef,
     llm: CapRef,
     spawn: Option<CapRef>,
+    fs: Option<CapRef>,
     loop_id: LoopId,
+}
+
+/// The caps a child is started with, each already derived for it by its parent.
+#[derive(Clone, Copy)]
+struct Grant {
+    store: CapRef,
+    llm: CapRef,
+    spawn: Option<CapRef>,
+    fs: Option<CapRef>,
 }
 
 /// Shared by every engine process: the config.
@@ -97,24 +130,32 @@ pub struct EngineShared {
     pub config: Arc<EngineConfig>,
 }
 
-fn boot_caps(m: &Message) -> Option<(CapRef, CapRef, CapRef)> {
+fn boot_caps(m: &Message) -> Option<(CapRef, CapRef, CapRef, Option<CapRef>)> {
     let Some(SysMsg::Boot { spawn, devices, .. }) = m.sys() else {
         return None;
     };
     let find = |n: &str| devices.iter().find(|(d, _)| &**d == n).map(|(_, c)| *c);
-    Some((*spawn, find(STORE_DEVICE)?, find(LLM_DEVICE)?))
+    Some((
+        *spawn,
+        find(STORE_DEVICE)?,
+        find(LLM_DEVICE)?,
+        find(FS_DEVICE),
+    ))
 }
 
-/// Spawns `image` and hands it derived caps in its `Start`; its store cap is confined to
-/// `scope` (an attenuation, which the kernel refuses if it would widen the parent's).
-#[allow(clippy::too_many_arguments)]
+/// A copy of `cap` narrowed by `how` (the kernel refuses a widening).
+fn derive<S: Syscalls>(sys: &S, cap: CapRef, how: Attenuation) -> Result<CapRef, String> {
+    sys.attenuate(cap, how).map_err(|e| e.to_string())
+}
+
+/// Spawns `image`, monitors it and hands it `grant` (caps its parent derived for it) in
+/// its `Start`.
 async fn start_child<S: Syscalls>(
     sys: &S,
     image: Image<S>,
     quota: Quota,
-    deadline_ms: Option<u64>,
     scope: StoreScope,
-    (store, llm, spawn): (CapRef, CapRef, Option<CapRef>),
+    grant: Grant,
     loop_id: LoopId,
 ) -> Result<(Pid, CapRef), String> {
     let child = sys
@@ -122,41 +163,21 @@ async fn start_child<S: Syscalls>(
             image,
             SpawnOpts {
                 quota,
-                deadline_ms,
                 ..SpawnOpts::default()
             },
         )
         .await
         .map_err(|e| e.to_string())?;
     sys.monitor(child.cap).await.map_err(|e| e.to_string())?;
-    // Copies of the parent's caps with their rights (a device handle gets the read/write
-    // rights of the cap it is opened through); the store copy is confined to the scope.
-    let store = sys
-        .attenuate(
-            store,
-            Attenuation {
-                scope: Some(scope.cap_scope()),
-                ..Attenuation::default()
-            },
-        )
-        .map_err(|e| e.to_string())?;
-    let llm = sys
-        .attenuate(llm, Attenuation::default())
-        .map_err(|e| e.to_string())?;
-    let spawn = match spawn {
-        Some(s) => Some(
-            sys.attenuate(s, Attenuation::default())
-                .map_err(|e| e.to_string())?,
-        ),
-        None => None,
-    };
-    let mut caps = vec![store, llm];
-    caps.extend(spawn);
+    let mut caps = vec![grant.store, grant.llm];
+    caps.extend(grant.spawn);
+    caps.extend(grant.fs);
     let start = Start {
         scope,
-        store,
-        llm,
-        spawn,
+        store: grant.store,
+        llm: grant.llm,
+        spawn: grant.spawn,
+        fs: grant.fs,
         loop_id,
     };
     sys.send(
@@ -172,6 +193,70 @@ async fn start_child<S: Syscalls>(
     Ok((child.pid, child.cap))
 }
 
+/// What the root derives for a run: the store confined to `{session, run}`, the `fs` device
+/// confined to the session's project root (none for a headless session).
+fn run_grant<S: Syscalls>(
+    sys: &S,
+    g: &RunGrant,
+    (spawn, store, llm, fs): (CapRef, CapRef, CapRef, Option<CapRef>),
+) -> Result<Grant, String> {
+    let scope = StoreScope {
+        session_id: g.session_id,
+        run_id: g.run_id,
+    };
+    let fs = match (fs, g.project_root.as_deref()) {
+        (Some(fs), Some(root)) => Some(derive(
+            sys,
+            fs,
+            Attenuation {
+                scope: Some(agentos_abi::Scope::new().with(agentos_abi::Scope::ROOT, root)),
+                ..Attenuation::default()
+            },
+        )?),
+        _ => None,
+    };
+    Ok(Grant {
+        store: derive(
+            sys,
+            store,
+            Attenuation {
+                scope: Some(scope.cap_scope()),
+                ..Attenuation::default()
+            },
+        )?,
+        llm: derive(sys, llm, Attenuation::default())?,
+        spawn: Some(
+            sys.derive(spawn, Right::Spawn.into())
+                .map_err(|e| e.to_string())?,
+        ),
+        fs,
+    })
+}
+
+/// What a run derives for a loop, from the loop's flags (DESIGN.md "Flags are
+/// capabilities"): `mode=ask` gets a read-only `fs` cap.
+fn loop_grant<S: Syscalls>(sys: &S, run: &Start, flags: &LoopFlags) -> Result<Grant, String> {
+    let fs = match run.fs {
+        Some(fs) => Some(derive(
+            sys,
+            fs,
+            Attenuation {
+                rights: flags
+                    .is_ask()
+                    .then(|| Rights::of(&[Right::Open, Right::Read])),
+                ..Attenuation::default()
+            },
+        )?),
+        None => None,
+    };
+    Ok(Grant {
+        store: derive(sys, run.store, Attenuation::default())?,
+        llm: derive(sys, run.llm, Attenuation::default())?,
+        spawn: None,
+        fs,
+    })
+}
+
 /// The engine root: boots with the `store` and `llm` devices and a spawn cap, spawns a run
 /// process per run on demand and forwards host commands to it.
 pub fn root_image<S: Syscalls>(shared: Arc<EngineShared>) -> Image<S> {
@@ -179,7 +264,7 @@ pub fn root_image<S: Syscalls>(shared: Arc<EngineShared>) -> Image<S> {
         let shared = shared.clone();
         async move {
             let boot = sys.recv().await;
-            let (spawn, store, llm) = boot_caps(&boot).ok_or_else(|| {
+            let booted = boot_caps(&boot).ok_or_else(|| {
                 agentos_abi::SysError::Driver("engine: boot grant lacks store or llm".into())
             })?;
             let mut runs: HashMap<RunId, (Pid, CapRef)> = HashMap::new();
@@ -193,39 +278,60 @@ pub fn root_image<S: Syscalls>(shared: Arc<EngineShared>) -> Image<S> {
                 let Ok(cmd) = m.body.downcast::<HostCmd>() else {
                     continue;
                 };
-                let (session_id, run_id, msg) = match cmd {
-                    HostCmd::Run { session_id, run_id } => (session_id, run_id, RunMsg::Run),
+                let (grant, msg) = match cmd {
+                    HostCmd::Run { grant } => (grant, RunMsg::Run),
                     HostCmd::Inject {
-                        session_id,
-                        run_id,
+                        grant,
                         prompt,
                         flags,
-                    } => (session_id, run_id, RunMsg::Inject { prompt, flags }),
-                    HostCmd::Cancel { run_id } => match runs.get(&run_id) {
-                        Some((_, cap)) => {
-                            let _ = sys
-                                .send(*cap, Body::local(RunMsg::Cancel), SendOpts::default())
-                                .await;
-                            continue;
-                        }
-                        None => continue,
-                    },
+                    } => (grant, RunMsg::Inject { prompt, flags }),
+                    HostCmd::Cancel { run_id } | HostCmd::Resolve { run_id, .. }
+                        if !runs.contains_key(&run_id) =>
+                    {
+                        continue
+                    }
+                    HostCmd::Cancel { run_id } => {
+                        let cap = runs[&run_id].1;
+                        let _ = sys
+                            .send(cap, Body::local(RunMsg::Cancel), SendOpts::default())
+                            .await;
+                        continue;
+                    }
+                    HostCmd::Resolve { run_id, resolution } => {
+                        let cap = runs[&run_id].1;
+                        let _ = sys
+                            .send(
+                                cap,
+                                Body::local(RunMsg::Resolve(resolution)),
+                                SendOpts::default(),
+                            )
+                            .await;
+                        continue;
+                    }
                 };
+                let run_id = grant.run_id;
                 let cap = match runs.get(&run_id) {
                     Some((_, c)) => *c,
                     None => {
-                        let scope = StoreScope { session_id, run_id };
-                        match start_child(
-                            &sys,
-                            run_image(shared.clone()),
-                            Quota::default(),
-                            None,
-                            scope,
-                            (store, llm, Some(spawn)),
-                            0,
-                        )
-                        .await
-                        {
+                        let scope = StoreScope {
+                            session_id: grant.session_id,
+                            run_id,
+                        };
+                        let started = match run_grant(&sys, &grant, booted) {
+                            Ok(g) => {
+                                start_child(
+                                    &sys,
+                                    run_image(shared.clone()),
+                                    Quota::default(),
+                                    scope,
+                                    g,
+                                    0,
+                                )
+                                .await
+                            }
+                            Err(e) => Err(e),
+                        };
+                        match started {
                             Ok((pid, cap)) => {
                                 runs.insert(run_id, (pid, cap));
                                 cap
@@ -284,8 +390,8 @@ pub fn run_image<S: Syscalls>(shared: Arc<EngineShared>) -> Image<S> {
             let _ = sys.register(&format!("run:{}", scope.run_id));
             let store = sys.open(start.store).await?;
             let spawn = start.spawn;
-            // The active loop: (loop id, its ordinal, child pid, child cap, cancelled?).
-            let mut active: Option<(LoopRow, Pid, CapRef, bool)> = None;
+            // The active loop: its row, pid, cap, whether it was cancelled, its resolver.
+            let mut active: Option<(LoopRow, Pid, CapRef, bool, Resolver)> = None;
             loop {
                 if active.is_none() {
                     // Drain: claim the oldest queued loop and start it.
@@ -300,18 +406,23 @@ pub fn run_image<S: Syscalls>(shared: Arc<EngineShared>) -> Image<S> {
                                 tokens: flags.budget_tokens,
                                 ..Quota::default()
                             };
-                            match start_child(
-                                &sys,
-                                loop_image(shared.clone()),
-                                quota,
-                                None,
-                                scope,
-                                (start.store, start.llm, None),
-                                lp.id,
-                            )
-                            .await
-                            {
-                                Ok((pid, cap)) => active = Some((lp, pid, cap, false)),
+                            let resolver = Resolver::for_flags(&flags);
+                            let started = match loop_grant(&sys, &start, &flags) {
+                                Ok(g) => {
+                                    start_child(
+                                        &sys,
+                                        loop_image(shared.clone()),
+                                        quota,
+                                        scope,
+                                        g,
+                                        lp.id,
+                                    )
+                                    .await
+                                }
+                                Err(e) => Err(e),
+                            };
+                            match started {
+                                Ok((pid, cap)) => active = Some((lp, pid, cap, false, resolver)),
                                 Err(e) => {
                                     let _: Result<LoopRow, _> = store_call(
                                         &sys,
@@ -333,8 +444,15 @@ pub fn run_image<S: Syscalls>(shared: Arc<EngineShared>) -> Image<S> {
                 }
                 let m = sys.recv().await;
                 if let Some(SysMsg::Down { pid, reason }) = m.sys() {
-                    if let Some((lp, apid, _, cancelled)) = &active {
+                    if let Some((lp, apid, _, cancelled, _)) = &active {
                         if apid == pid {
+                            // Nothing stays waiting on a dead loop.
+                            let _: Result<usize, _> = store_call(
+                                &sys,
+                                store,
+                                &StoreRequest::CancelProposals { loop_id: lp.id },
+                            )
+                            .await;
                             let cur: Result<LoopRow, _> =
                                 store_call(&sys, store, &StoreRequest::Loop { loop_id: lp.id })
                                     .await;
@@ -356,7 +474,23 @@ pub fn run_image<S: Syscalls>(shared: Arc<EngineShared>) -> Image<S> {
                     }
                     continue;
                 }
-                let Ok(msg) = m.body.downcast::<RunMsg>() else {
+                let body = match m.body.downcast::<Proposed>() {
+                    Ok(p) => {
+                        // A parked loop: its resolver may answer at once (yolo,
+                        // noProposals); a human one waits for the host.
+                        if let Some((lp, _, cap, _, resolver)) = &active {
+                            if lp.id == p.loop_id {
+                                if let Some(r) = resolver.decide(&p) {
+                                    let _ =
+                                        sys.send(*cap, Body::local(r), SendOpts::default()).await;
+                                }
+                            }
+                        }
+                        continue;
+                    }
+                    Err(b) => b,
+                };
+                let Ok(msg) = body.downcast::<RunMsg>() else {
                     continue;
                 };
                 match msg {
@@ -397,9 +531,14 @@ pub fn run_image<S: Syscalls>(shared: Arc<EngineShared>) -> Image<S> {
                         }
                     },
                     RunMsg::Cancel => {
-                        if let Some((_, _, cap, cancelled)) = &mut active {
+                        if let Some((_, _, cap, cancelled, _)) = &mut active {
                             *cancelled = true;
                             let _ = sys.signal(*cap, None).await;
+                        }
+                    }
+                    RunMsg::Resolve(r) => {
+                        if let Some((_, _, cap, ..)) = &active {
+                            let _ = sys.send(*cap, Body::local(r), SendOpts::default()).await;
                         }
                     }
                 }
@@ -417,12 +556,21 @@ pub fn loop_image<S: Syscalls>(shared: Arc<EngineShared>) -> Image<S> {
             let start = recv_start(&sys).await;
             let store = sys.open(start.store).await?;
             let llm = sys.open(start.llm).await?;
+            let mut devices = Devices::default();
+            if let Some(fs) = start.fs {
+                let writable = sys.cap_info(fs).is_ok_and(|i| i.rights.has(Right::Write));
+                devices.fs = Some(FsHandle {
+                    cap: sys.open(fs).await?,
+                    writable,
+                });
+            }
             let runner = LoopRunner::load(
                 sys.clone(),
                 store,
                 llm,
                 shared.config.clone(),
                 start.loop_id,
+                devices,
             )
             .await
             .map_err(|e| agentos_abi::SysError::Driver(e.to_string()))?;

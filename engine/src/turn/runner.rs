@@ -18,18 +18,20 @@ use agentos_abi::device::{ChatReply, ChatRequest, DeviceMessage};
 use agentos_abi::{CapRef, Syscalls};
 
 use super::packet::{self, Packet, PacketInput, Section, Slot};
+use super::proposal::{Decision, Proposed, Resolution};
 use super::render::{open_tokens, RenderedRow};
 use super::{docs, EngineConfig, LoopFlags};
 use crate::grammar::{parse_turn, Body, Item, Op, Statement};
 use crate::rails::{cap_commands, is_idle_turn, LoopRails, StreakDecision};
-use crate::schemes::dispatch::{dispatch, Action, DispatchCtx};
+use crate::schemes::dispatch::{dispatch, Action, Devices, DispatchCtx};
 use crate::schemes::entry::entry_key;
+use crate::schemes::file::{self, Effect};
 use crate::schemes::world::{channel, store_call, TurnWorld, WorldError};
 use crate::schemes::SchemeRegistry;
 use crate::store::device::StoreRequest;
 use crate::store::{
-    status, LogRow, LoopRow, Origin, RowOp, RowTarget, SessionRow, TurnCommit, TurnCommitted,
-    TurnRow, TurnUsage,
+    status, LogRow, LoopRow, Origin, RowId, RowOp, RowResolution, RowState, RowTarget, SessionRow,
+    TurnCommit, TurnCommitted, TurnId, TurnRow, TurnUsage,
 };
 
 /// Why a loop process stopped early (the run records the loop as 500 with this).
@@ -59,6 +61,9 @@ pub struct LoopRunner<S: Syscalls> {
     notices: Vec<String>,
     turn_seq: i64,
     max_turns: i64,
+    devices: Devices,
+    /// The current turn's id once a segment of it is committed (a parked turn).
+    cur_turn: Option<TurnId>,
 }
 
 /// A row in the making (ids are assigned at commit).
@@ -97,14 +102,21 @@ struct TurnRows<'a> {
     turn_seq: i64,
     at: i64,
     rows: Vec<LogRow>,
+    /// Rows of this turn already committed in earlier segments (a parked turn).
+    committed: usize,
 }
 
 impl TurnRows<'_> {
     fn push(&mut self, mut r: LogRow) -> usize {
-        r.sequence = self.rows.len() as i64 + 1;
+        r.sequence = (self.committed + self.rows.len()) as i64 + 1;
         r.tokens = open_tokens(&r);
         self.rows.push(r);
         self.rows.len() - 1
+    }
+
+    /// The turn's ordinal of the next row (counting committed segments).
+    fn next_ordinal(&self) -> usize {
+        self.committed + self.rows.len()
     }
 
     fn new_row(&self, origin: Origin, op: RowOp) -> LogRow {
@@ -197,12 +209,15 @@ impl<S: Syscalls> LoopRunner<S> {
         llm: CapRef,
         cfg: Arc<EngineConfig>,
         loop_id: i64,
+        devices: Devices,
     ) -> Result<Self, RunnerError> {
         let lp: LoopRow = store_call(&sys, store, &StoreRequest::Loop { loop_id }).await?;
         let session: SessionRow = store_call(&sys, store, &StoreRequest::Session).await?;
         let log: Vec<LogRow> = store_call(&sys, store, &StoreRequest::Log).await?;
         let flags = LoopFlags::from_json(&lp.flags).unwrap_or_default();
-        let schemes = SchemeRegistry::builtin().resolve_for_loop(&flags);
+        let schemes = SchemeRegistry::builtin()
+            .resolve_for_loop(&flags)
+            .for_devices(&devices);
         let mut system = vec![
             Section::new(
                 "definition",
@@ -266,6 +281,8 @@ impl<S: Syscalls> LoopRunner<S> {
             notices: Vec::new(),
             turn_seq: 0,
             max_turns,
+            devices,
+            cur_turn: None,
         })
     }
 
@@ -359,11 +376,13 @@ impl<S: Syscalls> LoopRunner<S> {
         self.turn_seq += 1;
         let now = self.sys.now() as i64;
         let lp = self.lp.clone();
+        self.cur_turn = None;
         let mut rows = TurnRows {
             lp: &lp,
             turn_seq: self.turn_seq,
             at: now,
             rows: Vec::new(),
+            committed: 0,
         };
         let sys = self.sys.clone();
         let mut world = TurnWorld::new(&sys, self.store);
@@ -584,6 +603,13 @@ impl<S: Syscalls> LoopRunner<S> {
                 format!("429 Max Commands Exceeded ({} dropped)", cap.dropped),
             );
         }
+        let turn_row = self.turn_row(
+            now,
+            turn_status,
+            &packet,
+            Some(&reply),
+            Some(&reply.content),
+        );
         let mut statuses = Vec::with_capacity(cap.dispatch.len());
         let last = statements.len().checked_sub(1);
         for (i, s) in statements.iter().enumerate() {
@@ -609,10 +635,23 @@ impl<S: Syscalls> LoopRunner<S> {
                 rows.push(r);
                 continue;
             }
-            let before = rows.rows.len();
-            self.dispatch_into(&mut world, &mut rows, &mut folds, Origin::Model, s)
+            let before = rows.next_ordinal();
+            let proposals = self
+                .dispatch_into(&mut world, &mut rows, &mut folds, Origin::Model, s)
                 .await;
-            statuses.extend(rows.rows[before..].iter().map(|r| r.status));
+            for (at, effect) in proposals {
+                self.park(&mut rows, &mut world, &mut folds, &turn_row, at, effect)
+                    .await?;
+            }
+            // A parked statement's rows were committed with its segment; their final
+            // statuses are in the log now.
+            let first = before.saturating_sub(rows.committed);
+            let parked = rows.committed.saturating_sub(before);
+            if parked > 0 {
+                let n = self.log.len();
+                statuses.extend(self.log[n - parked..].iter().map(|r| r.status));
+            }
+            statuses.extend(rows.rows[first..].iter().map(|r| r.status));
         }
 
         // The model's verbatim emission, folded.
@@ -639,16 +678,9 @@ impl<S: Syscalls> LoopRunner<S> {
         } else {
             None
         };
-        let turn = self.turn_row(
-            now,
-            turn_status,
-            &packet,
-            Some(&reply),
-            Some(&reply.content),
-        );
         let writes = world.into_writes();
         let end = loop_status.as_ref().map(|(s, _)| *s);
-        self.commit(turn, rows.rows, folds, writes, loop_status)
+        self.commit(turn_row, rows.rows, folds, writes, loop_status)
             .await?;
         Ok(end)
     }
@@ -660,19 +692,160 @@ impl<S: Syscalls> LoopRunner<S> {
         folds: &mut Vec<(i64, bool)>,
         origin: Origin,
         s: &Statement,
-    ) {
+    ) -> Vec<(usize, Effect)> {
         let mut ctx = DispatchCtx {
             world,
             schemes: &self.schemes,
             log: &self.log,
             origin,
+            devices: &self.devices,
         };
-        for a in dispatch(&mut ctx, s).await {
+        let mut proposals = Vec::new();
+        for mut a in dispatch(&mut ctx, s).await {
             folds.extend(a.folds.iter().copied());
             if a.writes_row {
+                let effect = a.proposal.take();
+                let at = rows.next_ordinal();
                 rows.action(origin, s, a);
+                if let Some(e) = effect {
+                    proposals.push((at, e));
+                }
             }
         }
+        proposals
+    }
+
+    /// Parks the loop on a proposal (PLURNK.md §3.6): commits the turn up to and including
+    /// the proposed row (loop status 202), tells the run, waits for the decision (or the
+    /// timeout), applies an accept through the device, records the resolution on the row
+    /// and resumes (102). `at` is the row's ordinal in the turn.
+    async fn park(
+        &mut self,
+        rows: &mut TurnRows<'_>,
+        world: &mut TurnWorld<'_, S>,
+        folds: &mut Vec<(i64, bool)>,
+        turn: &TurnRow,
+        at: usize,
+        effect: Effect,
+    ) -> Result<(), RunnerError> {
+        let Some(i) = at.checked_sub(rows.committed) else {
+            return Ok(());
+        };
+        if let Some(r) = rows.rows.get_mut(i) {
+            r.state = Some(RowState::Proposed);
+        }
+        let stale = file::stale_clobber_risk(&self.sys, self.devices.fs, &effect).await;
+        let segment = std::mem::take(&mut rows.rows);
+        rows.committed += segment.len();
+        let committed = self
+            .commit(
+                turn.clone(),
+                segment,
+                std::mem::take(folds),
+                world.take_writes(),
+                Some((status::PARKED, None)),
+            )
+            .await?;
+        self.cur_turn = Some(committed.turn_id);
+        let Some(&row_id) = committed.row_ids.get(i) else {
+            return Ok(());
+        };
+        let resolution = match self.await_decision(row_id, stale).await {
+            None => RowResolution {
+                state: RowState::Cancelled,
+                status: 499,
+                outcome: Some("timeout".into()),
+                rx: None,
+            },
+            Some(Resolution {
+                decision: Decision::Accept,
+                outcome,
+                ..
+            }) => match file::apply(world, self.devices.fs, &effect).await {
+                Ok(rx) => RowResolution {
+                    state: RowState::Resolved,
+                    status: 200,
+                    outcome,
+                    rx: Some(rx),
+                },
+                Err((status, outcome, message)) => RowResolution {
+                    state: RowState::Failed,
+                    status,
+                    outcome: Some(outcome),
+                    rx: Some(message),
+                },
+            },
+            Some(Resolution {
+                decision: Decision::Reject,
+                outcome,
+                ..
+            }) => RowResolution {
+                state: RowState::Failed,
+                status: 400,
+                outcome: outcome.or_else(|| Some("rejected".into())),
+                rx: None,
+            },
+            Some(Resolution {
+                decision: Decision::Cancel,
+                outcome,
+                ..
+            }) => RowResolution {
+                state: RowState::Cancelled,
+                status: 499,
+                outcome: outcome.or_else(|| Some("loop_aborted".into())),
+                rx: None,
+            },
+        };
+        let row: LogRow = store_call(
+            &self.sys,
+            self.store,
+            &StoreRequest::Resolve { row_id, resolution },
+        )
+        .await?;
+        if let Ok(k) = self.log.binary_search_by_key(&row_id, |r| r.id) {
+            self.rendered[k] = RenderedRow::of(&row);
+            self.log[k] = row;
+        }
+        let _: LoopRow = store_call(
+            &self.sys,
+            self.store,
+            &StoreRequest::SetStatus {
+                loop_id: self.lp.id,
+                status: status::RUNNING,
+                message: None,
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Tells the run about the proposal and waits for its resolution; `None` at the
+    /// proposal timeout.
+    async fn await_decision(&self, row_id: RowId, stale: bool) -> Option<Resolution> {
+        use agentos_abi::{Body, SendOpts};
+        let note = Proposed {
+            loop_id: self.lp.id,
+            row_id,
+            stale_clobber_risk: stale,
+        };
+        if let Some(run) = self.sys.lookup(&format!("run:{}", self.lp.run_id)).await {
+            let _ = self
+                .sys
+                .send(run, Body::local(note), SendOpts::default())
+                .await;
+        }
+        let deadline = self.sys.now().saturating_add(self.cfg.proposal_timeout_ms);
+        let m = self
+            .sys
+            .recv_where(
+                move |m| {
+                    matches!(&m.body, Body::Local(b)
+                        if b.downcast_ref::<Resolution>().is_some_and(|r| r.row_id == row_id))
+                },
+                Some(deadline),
+            )
+            .await?;
+        m.body.downcast::<Resolution>().ok()
     }
 
     fn turn_row(
@@ -727,9 +900,10 @@ impl<S: Syscalls> LoopRunner<S> {
         folds: Vec<(i64, bool)>,
         entries: Vec<crate::store::EntryWrite>,
         loop_status: Option<(u16, Option<String>)>,
-    ) -> Result<(), RunnerError> {
+    ) -> Result<TurnCommitted, RunnerError> {
         let commit = TurnCommit {
             turn,
+            turn_id: self.cur_turn,
             rows,
             folds,
             entries,
@@ -741,7 +915,7 @@ impl<S: Syscalls> LoopRunner<S> {
             mut rows, folds, ..
         }) = req
         else {
-            return Ok(());
+            return Ok(committed);
         };
         for (r, id) in rows.iter_mut().zip(&committed.row_ids) {
             r.id = *id;
@@ -758,6 +932,6 @@ impl<S: Syscalls> LoopRunner<S> {
         }
         self.rendered.extend(rows.iter().map(RenderedRow::of));
         self.log.extend(rows);
-        Ok(())
+        Ok(committed)
     }
 }

@@ -190,6 +190,7 @@ fn a_store_handle_cannot_write_another_runs_rows() {
     };
     let commit = TurnCommit {
         turn,
+        turn_id: None,
         rows: Vec::<LogRow>::new(),
         folds: vec![],
         entries: vec![],
