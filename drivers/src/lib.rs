@@ -40,6 +40,8 @@
 //! never on the kernel. A fork of the kernel keeps every driver; userland talks to these
 //! devices through `agentos_abi::device` without depending on this crate.
 
+pub mod exec;
+pub mod fs;
 pub mod gateway;
 pub mod json;
 pub mod kv;
@@ -49,6 +51,8 @@ pub mod tools;
 pub mod wasm;
 pub mod worker;
 
+pub use exec::{ExecConfig, ExecDriver, Sandbox};
+pub use fs::FsDriver;
 pub use gateway::{GatewayClient, GatewayDriver};
 pub use kv::KvDriver;
 pub use llm::{AnthropicProvider, LlmDriver, OpenAiProvider, Provider, ScriptedProvider};
