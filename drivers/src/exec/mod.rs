@@ -11,8 +11,8 @@
 //! kill grace (2 s), a default timeout (none), the `PATH` children get, extra read-only binds
 //! for the sandbox, and the [`Sandbox`] policy:
 //!
-//! - [`Sandbox::Auto`] (the default): bubblewrap when `bwrap` is on `PATH` and a probe run of
-//!   it works; otherwise every `start` is refused with `{status:403, error:"no_sandbox"}`.
+//! - [`Sandbox::Auto`] (the default): bubblewrap when `bwrap` is on the configured `PATH`
+//!   and a probe run of it (at construction) works; otherwise every `start` is refused with `{status:403, error:"no_sandbox"}`.
 //! - [`Sandbox::Bwrap`]: bubblewrap or nothing — [`ExecDriver::new`] fails without it.
 //! - [`Sandbox::None`]: **no isolation at all**. Commands run as the host user with the
 //!   host's network and file system; only the environment is still scrubbed. For an operator
@@ -226,12 +226,10 @@ enum Plan {
     Refuse(String),
 }
 
-/// Where `bwrap` is and whether it works here (a probe run with the flags `start` uses).
+/// Where `bwrap` is (on the children's `PATH`) and whether it works here (a probe run with
+/// the flags `start` uses).
 fn probe_bwrap(path: &str) -> Result<PathBuf, String> {
-    let host_path = std::env::var("PATH").unwrap_or_default();
-    let bwrap = which("bwrap", path)
-        .or_else(|| which("bwrap", &host_path))
-        .ok_or("bwrap is not installed")?;
+    let bwrap = which("bwrap", path).ok_or_else(|| format!("bwrap is not on PATH {path:?}"))?;
     let root = std::env::temp_dir();
     let out = std::process::Command::new(&bwrap)
         .args(bwrap_args(&root, &root, &[]))
