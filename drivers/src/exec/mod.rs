@@ -382,24 +382,21 @@ impl Driver for ExecDriver {
             let e = bad("an exec handle needs a `root` scope (the project directory)".into());
             return Box::pin(async move { Err(e) });
         };
-        let shared = self.shared.clone();
-        let task = self.shared.runtime.spawn_blocking(move || canonical_root(&root));
-        Box::pin(async move {
-            let root = task
-                .await
-                .map_err(|e| DriverError::Failed(format!("exec open task {e}")))?
-                .map_err(bad)?;
-            let h: Arc<dyn DriverHandle> = Arc::new(ExecHandle {
-                st: Arc::new(HandleState {
-                    shared,
-                    root,
-                    next_id: AtomicU64::new(1),
-                    procs: Mutex::new(BTreeMap::new()),
-                    closed: AtomicBool::new(false),
-                }),
-            });
-            Ok(h)
-        })
+        // Inline (one realpath): the kernel does not count an open as I/O in flight.
+        let root = match canonical_root(&root) {
+            Ok(r) => r,
+            Err(m) => return Box::pin(async move { Err(bad(m)) }),
+        };
+        let h: Arc<dyn DriverHandle> = Arc::new(ExecHandle {
+            st: Arc::new(HandleState {
+                shared: self.shared.clone(),
+                root,
+                next_id: AtomicU64::new(1),
+                procs: Mutex::new(BTreeMap::new()),
+                closed: AtomicBool::new(false),
+            }),
+        });
+        Box::pin(async move { Ok(h) })
     }
 }
 

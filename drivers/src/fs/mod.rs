@@ -154,27 +154,24 @@ impl Driver for FsDriver {
             let e = bad("an fs handle needs a `root` scope (the project directory)".into());
             return Box::pin(async move { Err(e) });
         };
-        let runtime = self.runtime.clone();
-        let write_lock = self.write_lock.clone();
-        let writable = at.rights.has(Right::Write);
-        let task = self.runtime.spawn_blocking(move || canonical_root(&root));
-        Box::pin(async move {
-            let root = task
-                .await
-                .map_err(|e| DriverError::Failed(format!("fs open task {e}")))?
-                .map_err(bad)?;
-            let h: Arc<dyn DriverHandle> = Arc::new(FsHandle {
-                inner: Arc::new(FsInner {
-                    root,
-                    overlay,
-                    writable,
-                    members: Mutex::new(None),
-                    write_lock,
-                }),
-                runtime,
-            });
-            Ok(h)
-        })
+        // Resolved here, inline: one realpath and one stat. The kernel does not count an open
+        // as I/O in flight (a deterministic kernel would call a pending open idle), and the
+        // heavy work (git, walks) waits for the first request.
+        let root = match canonical_root(&root) {
+            Ok(r) => r,
+            Err(m) => return Box::pin(async move { Err(bad(m)) }),
+        };
+        let h: Arc<dyn DriverHandle> = Arc::new(FsHandle {
+            inner: Arc::new(FsInner {
+                root,
+                overlay,
+                writable: at.rights.has(Right::Write),
+                members: Mutex::new(None),
+                write_lock: self.write_lock.clone(),
+            }),
+            runtime: self.runtime.clone(),
+        });
+        Box::pin(async move { Ok(h) })
     }
 }
 
