@@ -463,10 +463,11 @@ impl Start {
     fn parse(v: &Value) -> Result<Start, DriverError> {
         let timeout = match v.get("timeout_ms") {
             None | Some(Value::Unit) => None,
-            Some(t) => Some(Duration::from_millis(
-                t.as_u64()
-                    .ok_or_else(|| bad("`timeout_ms` must be an integer or unit"))?,
-            )),
+            Some(t) => {
+                Some(Duration::from_millis(t.as_u64().ok_or_else(|| {
+                    bad("`timeout_ms` must be an integer or unit")
+                })?))
+            }
         };
         Ok(Start {
             runtime: field_str(v, "runtime")?,

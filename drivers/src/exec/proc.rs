@@ -107,7 +107,10 @@ impl Proc {
             s.queue.push_back(Value::Map(vec![
                 ("status".into(), Value::U64(200)),
                 ("event".into(), Value::Str(chan.name().into())),
-                ("data".into(), Value::Bytes(Bytes::copy_from_slice(&data[..take]))),
+                (
+                    "data".into(),
+                    Value::Bytes(Bytes::copy_from_slice(&data[..take])),
+                ),
             ]));
         }
         drop(s);
@@ -212,14 +215,19 @@ pub(crate) async fn supervise(
     .await;
     if drained.is_err() {
         // A grandchild that left the group still holds a pipe: stop waiting for it.
-        tracing::warn!(pid = proc.pid, "exec: pipes still open after exit; abandoned");
+        tracing::warn!(
+            pid = proc.pid,
+            "exec: pipes still open after exit; abandoned"
+        );
     }
     proc.stdin.lock().await.take();
     let (code, signal) = match status {
         Ok(st) => {
             use std::os::unix::process::ExitStatusExt;
             (
-                st.code().map(|c| Value::I64(c.into())).unwrap_or(Value::Unit),
+                st.code()
+                    .map(|c| Value::I64(c.into()))
+                    .unwrap_or(Value::Unit),
                 st.signal()
                     .map(|s| Value::Str(signal_name(s)))
                     .unwrap_or(Value::Unit),
@@ -340,7 +348,10 @@ mod tests {
 
     #[test]
     fn our_own_children_are_found_in_proc() {
-        let mut c = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        let mut c = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
         let me = std::process::id();
         assert!(descendants(me).contains(&c.id()));
         signal_tree(c.id(), false, libc::SIGKILL);

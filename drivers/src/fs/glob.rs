@@ -65,7 +65,9 @@ fn match_parts(pat: &[&str], path: &[&str]) -> bool {
         None => path.is_empty(),
         Some((&"**", rest)) => (0..=path.len()).any(|i| match_parts(rest, &path[i..])),
         Some((p, rest)) => match path.split_first() {
-            Some((c, prest)) => match_component(p.as_bytes(), c.as_bytes()) && match_parts(rest, prest),
+            Some((c, prest)) => {
+                match_component(p.as_bytes(), c.as_bytes()) && match_parts(rest, prest)
+            }
             None => false,
         },
     }

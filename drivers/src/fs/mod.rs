@@ -436,7 +436,9 @@ impl FsInner {
             Ok(a) => a,
             Err(e) => return path_refusal(e),
         };
-        let exists = std::fs::metadata(&abs).map(|m| m.is_file()).unwrap_or(false);
+        let exists = std::fs::metadata(&abs)
+            .map(|m| m.is_file())
+            .unwrap_or(false);
         let Some(view) = self.member(&rel) else {
             return Ok(if exists {
                 refuse(403, "not_member", format!("{rel} is not a project member"))
@@ -479,7 +481,11 @@ impl FsInner {
             return Err(refuse(403, "not_member", format!("{rel} is hidden")));
         }
         match self.member(rel) {
-            Some(true) => Err(refuse(403, "readonly", format!("{rel} is read-only (view)"))),
+            Some(true) => Err(refuse(
+                403,
+                "readonly",
+                format!("{rel} is read-only (view)"),
+            )),
             Some(false) => Ok(()),
             None if creating && would_be_member(&self.root, &self.overlay, rel) => Ok(()),
             None => Err(refuse(
@@ -511,7 +517,11 @@ impl FsInner {
             (None, None) => {}
             (Some(meta), Some(want)) if meta.is_file() && Stat::of(meta) == want => {}
             (Some(meta), _) if !meta.is_file() => {
-                return Ok(refuse(409, "write_conflict", format!("{rel} is not a file")))
+                return Ok(refuse(
+                    409,
+                    "write_conflict",
+                    format!("{rel} is not a file"),
+                ))
             }
             (Some(_), None) => {
                 return Ok(refuse(

@@ -118,7 +118,11 @@ where
             ..Default::default()
         },
     );
-    assert_eq!(reason, ExitReason::Normal, "the test process exits normally");
+    assert_eq!(
+        reason,
+        ExitReason::Normal,
+        "the test process exits normally"
+    );
     snapshot(&seen).pop().unwrap_or_default()
 }
 

@@ -114,7 +114,10 @@ fn sig(r: &Result<Value, SysError>) -> Value {
 fn fs_members_are_tracked_and_untracked_files_never_ignored_ones() {
     let p = Project::new();
     let r = with_scoped(&kernel(), "fs", p.scope(), None, |sys, h| async move {
-        vec![sys.read(h, list()).await, sys.read(h, read("tracked.txt")).await]
+        vec![
+            sys.read(h, list()).await,
+            sys.read(h, read("tracked.txt")).await,
+        ]
     });
     // `link` is an untracked member, but it leads out of the root: not listed.
     assert_eq!(
@@ -203,7 +206,9 @@ fn fs_writes_are_compare_and_swap_and_atomic() {
             let first = sys.read(h, read("tracked.txt")).await;
             let old = sig(&first);
             // 1: the right sig writes.
-            let w = sys.write(h, write("tracked.txt", "edited\n", old.clone())).await;
+            let w = sys
+                .write(h, write("tracked.txt", "edited\n", old.clone()))
+                .await;
             let new = sig(&w);
             out.push(w);
             // 2: the stale sig conflicts.
@@ -212,15 +217,27 @@ fn fs_writes_are_compare_and_swap_and_atomic() {
             std::fs::write(root.join("tracked.txt"), "changed by someone else\n").unwrap();
             out.push(sys.write(h, write("tracked.txt", "mine\n", new)).await);
             // 4, 5: create (expect unit), then create again conflicts.
-            out.push(sys.write(h, write("notes/new/plan.md", "plan\n", Value::Unit)).await);
-            out.push(sys.write(h, write("notes/new/plan.md", "again\n", Value::Unit)).await);
+            out.push(
+                sys.write(h, write("notes/new/plan.md", "plan\n", Value::Unit))
+                    .await,
+            );
+            out.push(
+                sys.write(h, write("notes/new/plan.md", "again\n", Value::Unit))
+                    .await,
+            );
             // 6: an existing non-member (ignored) is not writable, nor creatable in an ignored dir (7).
             out.push(sys.write(h, write("ignored.txt", "x", Value::Unit)).await);
             out.push(sys.write(h, write("build/new.txt", "x", Value::Unit)).await);
             // 8, 9, 10: escapes through a symlinked dir, `..`, and into .git.
-            out.push(sys.write(h, write("outdir/planted", "x", Value::Unit)).await);
+            out.push(
+                sys.write(h, write("outdir/planted", "x", Value::Unit))
+                    .await,
+            );
             out.push(sys.write(h, write("../planted", "x", Value::Unit)).await);
-            out.push(sys.write(h, write(".git/hooks/pre-commit", "x", Value::Unit)).await);
+            out.push(
+                sys.write(h, write(".git/hooks/pre-commit", "x", Value::Unit))
+                    .await,
+            );
             // 11: a binary member.
             let listed = sys.read(h, list()).await;
             let Some(Value::List(ms)) = listed.as_ref().unwrap().get("members").cloned() else {
@@ -253,7 +270,10 @@ fn fs_writes_are_compare_and_swap_and_atomic() {
             out.push(
                 sys.write(
                     h,
-                    req(&[("op", "delete".into()), ("path", "notes/new/plan.md".into())]),
+                    req(&[
+                        ("op", "delete".into()),
+                        ("path", "notes/new/plan.md".into()),
+                    ]),
                 )
                 .await,
             );
@@ -289,7 +309,10 @@ fn fs_writes_are_compare_and_swap_and_atomic() {
         std::fs::read_to_string(root.join("tracked.txt")).unwrap(),
         "changed by someone else\n"
     );
-    assert_eq!(std::fs::read_to_string(root.join("ignored.txt")).unwrap(), "ignored\n");
+    assert_eq!(
+        std::fs::read_to_string(root.join("ignored.txt")).unwrap(),
+        "ignored\n"
+    );
     assert!(!root.join("build/new.txt").exists());
     assert!(!p.outside.path().join("planted").exists());
     assert!(!root.parent().unwrap().join("planted").exists());
@@ -320,14 +343,20 @@ fn fs_a_read_only_cap_cannot_write_and_view_members_are_read_only() {
             sys.read(h, list()).await,
         ]
     });
-    assert_eq!(r[0].as_ref().unwrap().get("readonly"), Some(&Value::Bool(true)));
+    assert_eq!(
+        r[0].as_ref().unwrap().get("readonly"),
+        Some(&Value::Bool(true))
+    );
     assert!(
         matches!(&r[1], Err(SysError::Cap { .. })),
         "the kernel refuses a write on a read-only handle: {:?}",
         r[1]
     );
     assert!(member_paths(&r[2]).iter().all(|(_, _, ro)| *ro));
-    assert_eq!(std::fs::read_to_string(p.path().join("tracked.txt")).unwrap(), "hello\n");
+    assert_eq!(
+        std::fs::read_to_string(p.path().join("tracked.txt")).unwrap(),
+        "hello\n"
+    );
 
     // The overlay: `view` is read-only, `hide` is gone, `pick` brings an ignored file in.
     let scope = p
@@ -342,7 +371,8 @@ fn fs_a_read_only_cap_cannot_write_and_view_members_are_read_only() {
             sys.read(h, list()).await,
             sys.write(h, write("tracked.txt", "evil\n", s)).await,
             sys.read(h, read("untracked.txt")).await,
-            sys.write(h, write("secret/new.txt", "x", Value::Unit)).await,
+            sys.write(h, write("secret/new.txt", "x", Value::Unit))
+                .await,
             sys.read(h, read("build/out.txt")).await,
         ]
     });
@@ -359,7 +389,10 @@ fn fs_a_read_only_cap_cannot_write_and_view_members_are_read_only() {
     assert_eq!((status(&r[2]), reason(&r[2])), (403, "not_member".into()));
     assert_eq!((status(&r[3]), reason(&r[3])), (403, "not_member".into()));
     assert_eq!(status(&r[4]), 200);
-    assert_eq!(std::fs::read_to_string(p.path().join("tracked.txt")).unwrap(), "hello\n");
+    assert_eq!(
+        std::fs::read_to_string(p.path().join("tracked.txt")).unwrap(),
+        "hello\n"
+    );
     assert!(!p.path().join("secret").exists());
 }
 
@@ -380,7 +413,10 @@ fn fs_a_root_outside_git_has_only_picked_members() {
             sys.write(h, write("c.txt", "c", Value::Unit)).await,
         ]
     });
-    assert_eq!(member_paths(&r[0]), vec![("docs/b.md".into(), false, false)]);
+    assert_eq!(
+        member_paths(&r[0]),
+        vec![("docs/b.md".into(), false, false)]
+    );
     assert_eq!((status(&r[1]), reason(&r[1])), (403, "not_member".into()));
     assert_eq!(status(&r[2]), 200, "a picked path can be created");
     assert_eq!((status(&r[3]), reason(&r[3])), (403, "not_member".into()));
