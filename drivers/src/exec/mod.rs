@@ -22,9 +22,13 @@
 //! `/bin`, `/sbin`, `/lib*` (as the host lays them out: bound or symlinked), `/etc` and
 //! `/opt` read-only; a private `/tmp`, and empty tmpfs over `/home`, `/root` and `/run`;
 //! fresh `/proc` and `/dev`; **no network** (`--unshare-net`: only a loopback of its own),
-//! its own pid, ipc and uts namespaces, `--new-session` (no terminal to inject into) and
-//! `--die-with-parent`. Run as root (this container) no user namespace is needed; an
-//! unprivileged host needs bubblewrap to be allowed user namespaces. [`bwrap_args`] is the
+//! its own pid, ipc and uts namespaces, `--new-session` (no terminal to inject into),
+//! `--die-with-parent`, and **no capabilities** (`--cap-drop ALL`: run as root, bubblewrap
+//! would otherwise leave the command `CAP_SYS_ADMIN` and `CAP_MKNOD`, enough to mount the host
+//! disk). Run as root (as in the dev container) no user namespace is needed; an unprivileged
+//! host needs bubblewrap to be allowed user namespaces. The command still runs as the host
+//! user (root, if the host runs as root), so the read-only system it sees includes what that
+//! user can read in `/etc`. [`bwrap_args`] is the
 //! exact argument list.
 //!
 //! The environment is scrubbed: children start from an empty environment plus an allowlist
@@ -260,6 +264,10 @@ pub fn bwrap_args(root: &Path, cwd: &Path, ro_binds: &[PathBuf]) -> Vec<OsString
     push(&[
         &"--die-with-parent",
         &"--new-session",
+        // Run as root, bubblewrap would leave the command every capability (mount, mknod a
+        // block device and mount the host disk, ...): drop them all.
+        &"--cap-drop",
+        &"ALL",
         &"--unshare-net",
         &"--unshare-pid",
         &"--unshare-ipc",

@@ -496,14 +496,23 @@ fn sandboxed_writes_reach_the_root_and_nothing_else() {
          echo home > \"$HOME/{tag}\"\n\
          mkdir -p /root/{tag} && echo r > /root/{tag}/x && echo root-private\n\
          echo etc > /etc/{tag} 2>/dev/null || echo etc-refused\n\
-         echo usr > /usr/{tag} 2>/dev/null || echo usr-refused\n"
+         echo usr > /usr/{tag} 2>/dev/null || echo usr-refused\n\
+         mount -t tmpfs none /usr 2>/dev/null || echo mount-refused\n\
+         grep -q '^CapEff:[[:space:]]*0*$' /proc/self/status && echo no-capabilities\n"
     );
     let r = with_scoped(&k, "exec", scope(dir.path()), None, move |sys, h| {
         let script = script.clone();
         async move { vec![run(&sys, h, sh(&script)).await] }
     });
     let out = text(&r[0], "out");
-    for line in ["tmp-private", "root-private", "etc-refused", "usr-refused"] {
+    for line in [
+        "tmp-private",
+        "root-private",
+        "etc-refused",
+        "usr-refused",
+        "mount-refused",
+        "no-capabilities",
+    ] {
         assert!(out.lines().any(|l| l == line), "{line} in {out:?} {r:?}");
     }
     assert_eq!(

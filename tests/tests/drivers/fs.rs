@@ -210,6 +210,10 @@ fn fs_writes_are_compare_and_swap_and_atomic() {
                 .write(h, write("tracked.txt", "edited\n", old.clone()))
                 .await;
             let new = sig(&w);
+            assert_eq!(
+                std::fs::read_to_string(root.join("tracked.txt")).unwrap(),
+                "edited\n"
+            );
             out.push(w);
             // 2: the stale sig conflicts.
             out.push(sys.write(h, write("tracked.txt", "stale\n", old)).await);
