@@ -360,4 +360,37 @@ mod tests {
         assert_eq!(st.signal(), Some(libc::SIGKILL));
         assert_eq!(signal_name(libc::SIGTERM), "TERM");
     }
+
+    #[test]
+    fn a_reader_dropped_mid_wait_loses_no_event_and_the_cap_counts_the_rest() {
+        use std::future::Future;
+        use std::task::{Context, Poll, Waker};
+        let poll = |f: &mut std::pin::Pin<Box<dyn Future<Output = Value> + Send>>| {
+            f.as_mut().poll(&mut Context::from_waker(Waker::noop()))
+        };
+        let (p, _control) = Proc::new(0, false, None, 10);
+        let mut waiting: std::pin::Pin<Box<dyn Future<Output = Value> + Send>> =
+            Box::pin(p.clone().next());
+        assert!(poll(&mut waiting).is_pending());
+        // The reader is killed while it waits; then output arrives.
+        drop(waiting);
+        p.output(Chan::Out, b"hello world!");
+        p.output(Chan::Err, b"e");
+        let mut next: std::pin::Pin<Box<dyn Future<Output = Value> + Send>> =
+            Box::pin(p.clone().next());
+        let Poll::Ready(ev) = poll(&mut next) else {
+            panic!("the buffered event is there")
+        };
+        assert_eq!(
+            ev.get("data"),
+            Some(&Value::Bytes(Bytes::from_static(b"hello worl")))
+        );
+        assert_eq!(p.state.lock().dropped, [2, 0]);
+        let mut next: std::pin::Pin<Box<dyn Future<Output = Value> + Send>> =
+            Box::pin(p.clone().next());
+        let Poll::Ready(ev) = poll(&mut next) else {
+            panic!("stderr is next")
+        };
+        assert_eq!(ev.get("event"), Some(&Value::Str("stderr".into())));
+    }
 }
