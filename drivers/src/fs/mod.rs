@@ -42,7 +42,8 @@
 //! - read `{op:"list"}` → `{status:200, members:[{path, size, mtime_ns, binary, readonly}]}`,
 //!   sorted by path; members missing on disk (a tracked file deleted) are left out.
 //! - read `{op:"read", path}` → `{status:200, path, content:Str, sig:{mtime_ns, size},
-//!   readonly}`; 403 `escape` / `protected` / `not_member`, 404 `not_found`, 415 `binary`.
+//!   readonly}`; 403 `escape` / `protected` / `not_member`, 404 `not_found`, 415 `binary`,
+//!   400 `bad_path` for an empty path (the root itself).
 //! - write `{op:"write", path, content:Str, expect:{mtime_ns, size}|Unit}` → `{status:200,
 //!   path, sig}`. Compare-and-swap: with a sig, the file's current `(mtime_ns, size)` must
 //!   equal it; with `Unit` (or no `expect`) the file must not exist (a create). Otherwise 409
@@ -60,7 +61,8 @@
 //!
 //! A read-only handle (a cap without `write`) never reaches `write` (the kernel refuses it);
 //! its `list` and `read` report every member `readonly: true`. Disk and git work runs on the
-//! driver runtime's blocking pool; concurrent writes through one driver are serialized so
+//! driver runtime's blocking pool (only `open` canonicalizes the root inline: the kernel does
+//! not count a pending open as I/O in flight); concurrent writes through one driver are serialized so
 //! each compare-and-swap is atomic with respect to the others. Everything is free
 //! ([`Cost::FREE`](agentos_abi::Cost::FREE)).
 
