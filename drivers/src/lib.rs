@@ -21,6 +21,15 @@
 //! - [`wasm`]: [`wasm::WasmDriver`], named WebAssembly modules (wasmtime) whose exports are
 //!   called with numeric arguments, each call in a fresh store under a fuel limit (charged as
 //!   reductions, plus one tool call) and a memory limit.
+//! - [`fs`]: [`fs::FsDriver`], the project files of the root in the cap's scope: git
+//!   membership with the session's `pick`/`hide`/`view` overlay, bare paths checked inside
+//!   the driver (escapes and symlinks out of the root are 403), binary files 415, atomic
+//!   compare-and-swap writes (409 when the disk moved). Replies are maps with an HTTP-like
+//!   `status`; the module docs are the contract.
+//! - [`exec`]: [`exec::ExecDriver`], subprocesses in the scoped root under bubblewrap (no
+//!   network, only the root writable, a scrubbed environment), output pulled one `next` event
+//!   at a time so each byte is a journaled read; stop = SIGTERM, SIGKILL after a grace; a
+//!   closed handle kills what it started.
 //! - [`rt`]: [`rt::IoRuntime`], the tokio runtime drivers run their I/O on. The kernel polls
 //!   processes on its own threads, so a driver spawns its I/O there and returns a future that
 //!   only waits for the result. [`json`]: `Value` ⇄ JSON at the LLM and tool edges.
@@ -40,6 +49,8 @@
 //! never on the kernel. A fork of the kernel keeps every driver; userland talks to these
 //! devices through `agentos_abi::device` without depending on this crate.
 
+pub mod exec;
+pub mod fs;
 pub mod gateway;
 pub mod json;
 pub mod kv;
@@ -49,6 +60,8 @@ pub mod tools;
 pub mod wasm;
 pub mod worker;
 
+pub use exec::{ExecConfig, ExecDriver, Sandbox};
+pub use fs::FsDriver;
 pub use gateway::{GatewayClient, GatewayDriver};
 pub use kv::KvDriver;
 pub use llm::{AnthropicProvider, LlmDriver, OpenAiProvider, Provider, ScriptedProvider};
