@@ -96,6 +96,15 @@ impl Engine {
         kernel
             .register_driver(Arc::new(StoreDriver::new(store.clone())))
             .map_err(|e| EngineError::Kernel(e.to_string()))?;
+        // Project files: one `fs` driver serves every session's root (a host may register
+        // its own, e.g. on another I/O runtime).
+        if !kernel.has_driver(FS_DEVICE) {
+            let fs = agentos_drivers::FsDriver::new()
+                .map_err(|e| EngineError::Kernel(format!("fs device: {e}")))?;
+            kernel
+                .register_driver(Arc::new(fs))
+                .map_err(|e| EngineError::Kernel(e.to_string()))?;
+        }
         let shared = Arc::new(EngineShared {
             config: Arc::new(config),
         });
@@ -183,6 +192,7 @@ impl Engine {
             session_id: run.session_id,
             run_id,
             project_root: session.project_root,
+            overlay: self.store.constraints(run.session_id)?,
         })
     }
 

@@ -856,6 +856,53 @@ impl Store {
         row_by_id(&conn, row_id)
     }
 
+    /// Adds a membership constraint to a session (PLURNK.md §2.3: `pick`, `hide`, `view`,
+    /// `repo`). Returns whether it was new.
+    pub fn constrain(
+        &self,
+        session_id: SessionId,
+        effect: &str,
+        glob: &str,
+    ) -> Result<bool, StoreError> {
+        if !matches!(effect, "pick" | "hide" | "view" | "repo") {
+            return Err(StoreError::Refused(format!(
+                "constraint effect {effect:?} is not pick, hide, view or repo"
+            )));
+        }
+        let conn = self.conn.lock();
+        session_by_id(&conn, session_id)?;
+        let n = conn.execute(
+            "INSERT OR IGNORE INTO session_constraints (session_id, effect, glob) VALUES (?1, ?2, ?3)",
+            params![session_id, effect, glob],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Removes a membership constraint. Returns whether it existed.
+    pub fn unconstrain(
+        &self,
+        session_id: SessionId,
+        effect: &str,
+        glob: &str,
+    ) -> Result<bool, StoreError> {
+        let conn = self.conn.lock();
+        let n = conn.execute(
+            "DELETE FROM session_constraints WHERE session_id = ?1 AND effect = ?2 AND glob = ?3",
+            params![session_id, effect, glob],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// A session's membership constraints `(effect, glob)`, sorted.
+    pub fn constraints(&self, session_id: SessionId) -> Result<Vec<(String, String)>, StoreError> {
+        let conn = self.conn.lock();
+        let mut st = conn.prepare_cached(
+            "SELECT effect, glob FROM session_constraints WHERE session_id = ?1 ORDER BY effect, glob",
+        )?;
+        let rows = st.query_map([session_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// A run's whole log in write order, with loop and turn ordinals.
     pub fn log_rows(&self, run_id: RunId) -> Result<Vec<LogRow>, StoreError> {
         self.log_query(&LogQuery {

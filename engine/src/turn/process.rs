@@ -84,6 +84,33 @@ pub struct RunGrant {
     pub run_id: RunId,
     /// The session's project root.
     pub project_root: Option<String>,
+    /// The session's membership overlay `(effect, glob)`: `pick`, `hide`, `view`, `repo`.
+    pub overlay: Vec<(String, String)>,
+}
+
+impl RunGrant {
+    /// The `fs` cap scope: the root, and the overlay as newline-separated lists (`repo`
+    /// constraints become the driver's `repos`).
+    fn fs_scope(&self, root: &str) -> agentos_abi::Scope {
+        let mut scope = agentos_abi::Scope::new().with(agentos_abi::Scope::ROOT, root);
+        for (effect, key) in [
+            ("pick", "pick"),
+            ("hide", "hide"),
+            ("view", "view"),
+            ("repo", "repos"),
+        ] {
+            let globs: Vec<&str> = self
+                .overlay
+                .iter()
+                .filter(|(e, _)| e == effect)
+                .map(|(_, g)| g.as_str())
+                .collect();
+            if !globs.is_empty() {
+                scope = scope.with(key, &globs.join("\n"));
+            }
+        }
+        scope
+    }
 }
 
 /// What a run process takes in its mailbox.
@@ -209,7 +236,7 @@ fn run_grant<S: Syscalls>(
             sys,
             fs,
             Attenuation {
-                scope: Some(agentos_abi::Scope::new().with(agentos_abi::Scope::ROOT, root)),
+                scope: Some(g.fs_scope(root)),
                 ..Attenuation::default()
             },
         )?),

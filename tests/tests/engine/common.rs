@@ -39,6 +39,25 @@ impl Harness {
         provider: Arc<ScriptedProvider>,
         store: Option<Arc<Store>>,
     ) -> Harness {
+        Self::build(cfg, provider, store, None)
+    }
+
+    /// A harness whose session's project root is `root`, its model answering `turns`.
+    pub fn in_project(cfg: EngineConfig, root: &std::path::Path, turns: &[&str]) -> Harness {
+        Self::build(
+            cfg,
+            Arc::new(ScriptedProvider::results(turns.iter().map(|t| say(t)))),
+            None,
+            Some(root.to_str().expect("utf-8 temp path")),
+        )
+    }
+
+    fn build(
+        cfg: EngineConfig,
+        provider: Arc<ScriptedProvider>,
+        store: Option<Arc<Store>>,
+        root: Option<&str>,
+    ) -> Harness {
         let k = Kernel::new(KernelConfig::deterministic(7));
         k.register_driver(Arc::new(
             LlmDriver::new(provider.clone()).expect("llm driver"),
@@ -46,7 +65,7 @@ impl Harness {
         .expect("register llm");
         let store = store.unwrap_or_else(|| Arc::new(Store::open_in_memory().expect("store")));
         let engine = Engine::start(k, store, cfg).expect("engine");
-        let session = engine.create_session(None, None, "{}").expect("session");
+        let session = engine.create_session(None, root, "{}").expect("session");
         let run = engine
             .create_run(session.id, "main", Origin::Model)
             .expect("run");
