@@ -27,7 +27,9 @@ use crate::store::{
     status, EntryKey, EntryWrite, LogQuery, LogRow, LoopId, LoopRow, Origin, RowId, RowState,
     RunId, RunRow, SessionId, SessionRow, Store, StoreError, StoreEvent, SubscriberId,
 };
-use crate::turn::process::{root_image, EngineShared, HostCmd, RunGrant, FS_DEVICE, LLM_DEVICE};
+use crate::turn::process::{
+    root_image, EngineShared, HostCmd, RunGrant, EXEC_DEVICE, FS_DEVICE, LLM_DEVICE,
+};
 use crate::turn::proposal::{Decision, Resolution};
 use crate::turn::{EngineConfig, LoopFlags};
 
@@ -105,12 +107,23 @@ impl Engine {
                 .register_driver(Arc::new(fs))
                 .map_err(|e| EngineError::Kernel(e.to_string()))?;
         }
+        // Commands: sandboxed with bubblewrap when it works here, else refused (the driver's
+        // `Sandbox::Auto`); a host registers its own `exec` driver for another policy.
+        if !kernel.has_driver(EXEC_DEVICE) {
+            let exec = agentos_drivers::ExecDriver::new(agentos_drivers::ExecConfig::default())
+                .map_err(|e| EngineError::Kernel(format!("exec device: {e}")))?;
+            kernel
+                .register_driver(Arc::new(exec))
+                .map_err(|e| EngineError::Kernel(e.to_string()))?;
+        }
         let shared = Arc::new(EngineShared {
             config: Arc::new(config),
         });
         let mut grant = vec![STORE_DEVICE.into(), LLM_DEVICE.into()];
-        if kernel.has_driver(FS_DEVICE) {
-            grant.push(FS_DEVICE.into());
+        for d in [FS_DEVICE, EXEC_DEVICE] {
+            if kernel.has_driver(d) {
+                grant.push(d.into());
+            }
         }
         let root = kernel
             .boot(

@@ -49,6 +49,14 @@
 //!   leaves the root, 404 `not_found` when it is not a directory, 403 `no_sandbox` when the
 //!   policy refuses, **501 `unknown_runtime`** for a runtime this host does not offer, 500
 //!   `spawn_failed` when the process cannot be started.
+//!   The start reply also carries `token`: an unguessable string that lets another handle
+//!   of this driver with the same root read the process's events (below).
+//! - read `{op:"attach", token}` → `{status:200, id}`: the process, under a new id of this
+//!   handle, for `next` (and `stdin`/`stop`). Closing this handle does not kill an attached
+//!   process; closing the handle that started it does. 404 for an unknown or finished
+//!   process, 403 when this handle's root differs. This is how a reader process (the
+//!   engine's stream pump) follows a command its loop started: kernel handles are per
+//!   process.
 //! - read `{op:"next", id}` → the next event, waiting for one:
 //!   `{status:200, event:"stdout"|"stderr", data:Bytes}` (a chunk as it arrived);
 //!   `{status:200, event:"exit", code:I64|Unit, signal:Str|Unit, timed_out, killed,
@@ -324,6 +332,26 @@ struct Shared {
     config: ExecConfig,
     plan: Plan,
     runtime: IoRuntime,
+    /// Attach tokens → (the starting handle's root, the process), while it lives.
+    tokens: Mutex<std::collections::HashMap<String, (PathBuf, std::sync::Weak<Proc>)>>,
+}
+
+/// An unguessable attach token (128 bits from the OS-seeded hasher, the clock and a counter).
+fn new_token() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let half = |salt: u64| {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(n);
+        h.write_u64(t);
+        h.write_u64(salt);
+        h.finish()
+    };
+    format!("{:016x}{:016x}", half(1), half(2))
 }
 
 impl ExecDriver {
@@ -349,6 +377,7 @@ impl ExecDriver {
                 config,
                 plan,
                 runtime,
+                tokens: Mutex::new(std::collections::HashMap::new()),
             }),
         })
     }
@@ -401,6 +430,7 @@ impl Driver for ExecDriver {
                 root,
                 next_id: AtomicU64::new(1),
                 procs: Mutex::new(BTreeMap::new()),
+                attached: Mutex::new(std::collections::BTreeSet::new()),
                 closed: AtomicBool::new(false),
             }),
         });
@@ -417,6 +447,9 @@ struct HandleState {
     root: PathBuf,
     next_id: AtomicU64,
     procs: Mutex<BTreeMap<u64, Arc<Proc>>>,
+    /// Processes this handle attached to (another handle started them: a close here does
+    /// not kill them).
+    attached: Mutex<std::collections::BTreeSet<u64>>,
     closed: AtomicBool,
 }
 
@@ -585,6 +618,12 @@ impl HandleState {
         let (proc, control) = Proc::new(pid, sandboxed, child.stdin.take(), cfg.output_cap);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.procs.lock().insert(id, proc.clone());
+        let token = new_token();
+        {
+            let mut tokens = self.shared.tokens.lock();
+            tokens.retain(|_, (_, p)| p.strong_count() > 0);
+            tokens.insert(token.clone(), (self.root.clone(), Arc::downgrade(&proc)));
+        }
         let h = self.shared.runtime.handle();
         let readers = [
             h.spawn(pump_opt(proc.clone(), Chan::Out, out)),
@@ -599,11 +638,38 @@ impl HandleState {
         if self.closed.load(Ordering::SeqCst) {
             self.kill_all();
         }
-        reply(102, vec![("id", Value::U64(id))])
+        reply(
+            102,
+            vec![("id", Value::U64(id)), ("token", Value::Str(token))],
+        )
+    }
+
+    /// Makes another handle's process readable here (same root; the token is the proof).
+    fn attach(&self, token: &str) -> Value {
+        let found = self.shared.tokens.lock().get(token).cloned();
+        let Some((root, proc)) = found else {
+            return refuse(404, "not_found", "no process holds this token");
+        };
+        if root != self.root {
+            return refuse(403, "escape", "the process runs under another project root");
+        }
+        let Some(proc) = proc.upgrade() else {
+            return refuse(404, "not_found", "the process is gone");
+        };
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.procs.lock().insert(id, proc);
+        self.attached.lock().insert(id);
+        reply(200, vec![("id", Value::U64(id))])
     }
 
     fn kill_all(&self) {
-        for p in self.procs.lock().values() {
+        let attached = self.attached.lock().clone();
+        for (_, p) in self
+            .procs
+            .lock()
+            .iter()
+            .filter(|(id, _)| !attached.contains(id))
+        {
             let _ = p.control.send(Control::Kill);
             proc::signal_tree(p.pid, false, libc::SIGKILL);
         }
@@ -631,7 +697,16 @@ impl DriverHandle for ExecHandle {
                     None => ready(Ok(HandleState::not_found(id))),
                 }
             }
-            Some(op) => ready(Err(bad(format!("unknown read op {op:?} (reads: next)")))),
+            Some("attach") => {
+                let token = match field_str(&req, "token") {
+                    Ok(t) => t,
+                    Err(e) => return ready(Err(e)),
+                };
+                ready(Ok(self.st.attach(&token)))
+            }
+            Some(op) => ready(Err(bad(format!(
+                "unknown read op {op:?} (reads: next, attach)"
+            )))),
             None => ready(Err(bad("a request is a map with a string `op`"))),
         }
     }

@@ -37,7 +37,7 @@ pub struct Action {
     pub folded: bool,
     /// A side effect waiting for a decision: the row is a 202 proposal (PLURNK.md §3.6)
     /// and the loop parks until it is resolved.
-    pub proposal: Option<super::file::Effect>,
+    pub proposal: Option<super::effect::Effect>,
 }
 
 impl Action {
@@ -82,6 +82,8 @@ pub struct DispatchCtx<'w, 'a, S: Syscalls> {
     pub origin: Origin,
     /// The loop's device handles beyond the store.
     pub devices: &'w Devices,
+    /// The loop's running streams.
+    pub streams: &'w super::exec::StreamTable,
 }
 
 /// The device handles a loop holds besides the store and the LLM: what its flags granted
@@ -90,6 +92,8 @@ pub struct DispatchCtx<'w, 'a, S: Syscalls> {
 pub struct Devices {
     /// The project root (absent: headless session).
     pub fs: Option<super::file::FsHandle>,
+    /// Subprocesses (absent: ask mode or a headless session).
+    pub exec: Option<agentos_abi::CapRef>,
 }
 
 /// Whether `op` mutates its target (the writer check applies).
@@ -105,12 +109,7 @@ fn mutates(op: Op) -> bool {
 pub async fn dispatch<S: Syscalls>(ctx: &mut DispatchCtx<'_, '_, S>, s: &Statement) -> Vec<Action> {
     match s.op {
         Op::Plan => return vec![Action::ok("")],
-        Op::Exec => {
-            return vec![Action::status(
-                403,
-                "403 exec: this loop holds no exec device",
-            )]
-        }
+        Op::Exec => return vec![super::exec::exec(ctx, s)],
         Op::Work | Op::Fork => {
             return vec![Action::status(
                 501,
@@ -157,6 +156,13 @@ pub async fn dispatch<S: Syscalls>(ctx: &mut DispatchCtx<'_, '_, S>, s: &Stateme
                 501,
                 "501 run:// is not available in this engine build",
             )];
+        }
+        Address::Stream {
+            runtime,
+            path,
+            channel,
+        } => {
+            return super::exec::dispatch(ctx, s, runtime, path, channel.as_deref()).await;
         }
         Address::Unsupported { scheme } => {
             return vec![Action::status(

@@ -11,13 +11,14 @@
 //! **Invariants:** no disk write without an accepted proposal; a read-only `fs` handle (ask
 //! mode) makes EDIT/KILL 403 before anything is proposed.
 //!
-//! **API boundary:** [`dispatch`], [`Effect`], [`apply`], [`FsHandle`].
+//! **API boundary:** [`dispatch`], [`FileEffect`], [`apply`], [`FsHandle`].
 
 use agentos_abi::device::{from_value, to_value};
 use agentos_abi::{CapRef, Syscalls, Value};
 use serde::{Deserialize, Serialize};
 
 use super::dispatch::{Action, DispatchCtx};
+use super::effect::Effect;
 use super::entry::read_entry;
 use super::world::{channel, TurnWorld};
 use super::{is_pattern, Manifest};
@@ -59,11 +60,11 @@ impl Sig {
     }
 }
 
-/// A side effect a proposal applies on accept.
+/// A change to a project file, applied when its proposal is accepted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Effect {
+pub enum FileEffect {
     /// Write a project file (create when `expect` is `None`).
-    FileWrite {
+    Write {
         /// Path relative to the project root.
         path: String,
         /// The new content.
@@ -72,7 +73,7 @@ pub enum Effect {
         expect: Option<Sig>,
     },
     /// Delete a project file.
-    FileDelete {
+    Delete {
         /// Path relative to the project root.
         path: String,
         /// The signature the disk must still have.
@@ -80,17 +81,17 @@ pub enum Effect {
     },
 }
 
-impl Effect {
+impl FileEffect {
     /// The project path the effect touches.
     pub fn path(&self) -> &str {
         match self {
-            Effect::FileWrite { path, .. } | Effect::FileDelete { path, .. } => path,
+            FileEffect::Write { path, .. } | FileEffect::Delete { path, .. } => path,
         }
     }
 
     fn expect(&self) -> Option<Sig> {
         match self {
-            Effect::FileWrite { expect, .. } | Effect::FileDelete { expect, .. } => *expect,
+            FileEffect::Write { expect, .. } | FileEffect::Delete { expect, .. } => *expect,
         }
     }
 }
@@ -432,11 +433,11 @@ async fn edit<S: Syscalls>(
         rx: Some(diff),
         mimetype_rx: Some("text/x-diff".into()),
         writes_row: true,
-        proposal: Some(Effect::FileWrite {
+        proposal: Some(Effect::File(FileEffect::Write {
             path: path.to_owned(),
             content: out.content,
             expect,
-        }),
+        })),
         ..Action::default()
     }
     .at(target(path))
@@ -449,10 +450,10 @@ async fn kill<S: Syscalls>(world: &mut TurnWorld<'_, S>, fs: CapRef, path: &str)
             rx: Some(format!("delete {path}")),
             mimetype_rx: Some("text/plain".into()),
             writes_row: true,
-            proposal: Some(Effect::FileDelete {
+            proposal: Some(Effect::File(FileEffect::Delete {
                 path: path.to_owned(),
                 expect,
-            }),
+            })),
             ..Action::default()
         }
         .at(target(path)),
@@ -463,7 +464,11 @@ async fn kill<S: Syscalls>(world: &mut TurnWorld<'_, S>, fs: CapRef, path: &str)
 
 /// Whether the disk moved since the proposal's snapshot (plurnk's `staleClobberRisk`: a
 /// yolo resolver rejects rather than clobber).
-pub async fn stale_clobber_risk<S: Syscalls>(sys: &S, fs: Option<FsHandle>, e: &Effect) -> bool {
+pub async fn stale_clobber_risk<S: Syscalls>(
+    sys: &S,
+    fs: Option<FsHandle>,
+    e: &FileEffect,
+) -> bool {
     let Some(fs) = fs else { return false };
     let r = fs_call(sys, fs.cap, &FsRequest::Read { path: e.path() }, false).await;
     match (r.status, e.expect()) {
@@ -480,7 +485,7 @@ pub async fn stale_clobber_risk<S: Syscalls>(sys: &S, fs: Option<FsHandle>, e: &
 pub async fn apply<S: Syscalls>(
     world: &mut TurnWorld<'_, S>,
     fs: Option<FsHandle>,
-    e: &Effect,
+    e: &FileEffect,
 ) -> Result<String, (u16, String, String)> {
     let Some(fs) = fs else {
         return Err((
@@ -490,7 +495,7 @@ pub async fn apply<S: Syscalls>(
         ));
     };
     let r = match e {
-        Effect::FileWrite {
+        FileEffect::Write {
             path,
             content,
             expect,
@@ -507,7 +512,7 @@ pub async fn apply<S: Syscalls>(
             )
             .await
         }
-        Effect::FileDelete { path, expect } => {
+        FileEffect::Delete { path, expect } => {
             fs_call(
                 world.sys(),
                 fs.cap,
@@ -526,7 +531,7 @@ pub async fn apply<S: Syscalls>(
     }
     let key = file_key(e.path());
     match e {
-        Effect::FileWrite { path, content, .. } => {
+        FileEffect::Write { path, content, .. } => {
             world.put(
                 &key,
                 channel("body", content.clone(), &mimetype(path)),
@@ -537,7 +542,7 @@ pub async fn apply<S: Syscalls>(
             }
             Ok(format!("written {path}"))
         }
-        Effect::FileDelete { path, .. } => {
+        FileEffect::Delete { path, .. } => {
             world.delete(&key);
             Ok(format!("deleted {path}"))
         }

@@ -19,7 +19,9 @@
 
 pub mod copy;
 pub mod dispatch;
+pub mod effect;
 pub mod entry;
+pub mod exec;
 pub mod file;
 pub mod log;
 pub mod world;
@@ -151,7 +153,32 @@ const fn data_scheme(
 }
 
 /// The schemes this build ships.
-pub static BUILTIN: [Manifest; 5] = [
+pub static BUILTIN: [Manifest; 6] = [
+    Manifest {
+        name: "exec",
+        channels: &[("stdout", "text/plain"), ("stderr", "text/plain")],
+        default_channel: "stdout",
+        category: Category::Data,
+        scope: Scope::Run,
+        writable_by: &[Origin::Model, Origin::Client],
+        volatile: true,
+        model_visible: true,
+        folded_by_default: true,
+        flags: SchemeFlags {
+            excluded_in_ask: true,
+            proposes: true,
+            ..NO_FLAGS
+        },
+        example: "<<EXEC[sh]<60>:cargo test -q:EXEC",
+        documentation: "# EXEC and streams\n\n`EXEC[sh](dir)<T>:command:EXEC` runs a command in \
+the project (optional working directory `dir`, optional timeout `T` seconds; executors `sh`, \
+`python`, `node` where installed). It proposes first (202); once accepted it answers 102 and runs \
+sandboxed: the project root is writable, the system read-only, there is no network. Its output \
+streams into `sh:///<loop>/<turn>/<seq>` (channels `stdout`, `stderr`), shown to you as READ \
+rows before your next turn and opened when the command ends.\n\n- `SEND[200](sh:///L/T/S):text:SEND` \
+writes a line to its stdin; `SEND[204](sh:///L/T/S)::SEND` closes stdin.\n- `SEND[499](sh:///L/T/S)::SEND` \
+or `KILL(sh:///L/T/S)::KILL` stops it.\n",
+    },
     Manifest {
         name: "file",
         channels: &[],
@@ -274,8 +301,10 @@ impl SchemeRegistry {
     /// Drops the schemes whose device the loop does not hold (a headless session has no
     /// `fs` device, so no `file` scheme): they answer 403.
     pub fn for_devices(mut self, devices: &dispatch::Devices) -> SchemeRegistry {
-        self.manifests
-            .retain(|m| !(m.name == "file" && devices.fs.is_none()));
+        self.manifests.retain(|m| {
+            !(m.name == "file" && devices.fs.is_none()
+                || m.name == "exec" && devices.exec.is_none())
+        });
         self
     }
 
@@ -329,7 +358,16 @@ pub enum Address {
         /// Flags.
         flags: String,
     },
-    /// A scheme this build does not implement (`http`, `sh`, …).
+    /// A command's output stream `<runtime>:///<loop>/<turn>/<seq>[#channel]`.
+    Stream {
+        /// `sh`, `python`, `node`.
+        runtime: String,
+        /// `/L/T/S`.
+        path: String,
+        /// `stdout` / `stderr`.
+        channel: Option<String>,
+    },
+    /// A scheme this build does not implement (`http`, …).
     Unsupported {
         /// Its name.
         scheme: String,
@@ -380,6 +418,11 @@ impl Address {
                         pathname: normalise(&full),
                         channel: fragment.clone(),
                     },
+                    rt if exec::RUNTIMES.contains(&rt) => Address::Stream {
+                        runtime: rt.to_owned(),
+                        path: normalise(&full),
+                        channel: fragment.clone(),
+                    },
                     other => Address::Unsupported {
                         scheme: other.to_owned(),
                     },
@@ -394,6 +437,7 @@ impl Address {
             Address::Entry { scheme, .. } => scheme,
             Address::Log { .. } => "log",
             Address::Run { .. } => "run",
+            Address::Stream { .. } => "exec",
             Address::File { .. } | Address::Regex { .. } => "file",
             Address::Unsupported { scheme } => scheme,
         }

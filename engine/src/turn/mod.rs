@@ -28,6 +28,7 @@ pub mod process;
 pub mod proposal;
 pub mod render;
 pub mod runner;
+pub mod stream;
 
 use serde::{Deserialize, Serialize};
 
@@ -136,6 +137,9 @@ pub struct EngineConfig {
     /// How long a proposal waits for a decision before it is cancelled (499 `timeout`), in
     /// kernel-clock ms (plurnk: `PLURNK_SERVICE_PROPOSAL_TIMEOUT_MS`, 300 000).
     pub proposal_timeout_ms: u64,
+    /// How long a turn waits for the commands the previous turn started before showing
+    /// their output (plurnk's `PLURNK_SERVICE_EXEC_WAIT_MS`), kernel-clock ms; 0 never waits.
+    pub exec_wait_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -153,6 +157,7 @@ impl Default for EngineConfig {
             model: None,
             provider_retries: 1,
             proposal_timeout_ms: 300_000,
+            exec_wait_ms: 2_000,
         }
     }
 }

@@ -28,7 +28,7 @@ use agentos_abi::{
 };
 
 use super::proposal::{Proposed, Resolution, Resolver};
-use super::runner::LoopRunner;
+use super::runner::{LoopRunner, Pumps};
 use super::{EngineConfig, LoopFlags};
 use crate::schemes::dispatch::Devices;
 use crate::schemes::entry::entry_key;
@@ -42,6 +42,19 @@ pub const LLM_DEVICE: &str = "llm";
 
 /// The project-files device name (optional: without it every session is headless).
 pub const FS_DEVICE: &str = "fs";
+
+/// The subprocess device name (optional: without it no loop can EXEC).
+pub const EXEC_DEVICE: &str = "exec";
+
+/// The device caps the engine root boots with.
+#[derive(Clone, Copy)]
+struct Booted {
+    spawn: CapRef,
+    store: CapRef,
+    llm: CapRef,
+    fs: Option<CapRef>,
+    exec: Option<CapRef>,
+}
 
 /// What the host tells the engine root (delivered with `Kernel::deliver_external`).
 #[derive(Debug, Clone, PartialEq)]
@@ -139,6 +152,7 @@ struct Start {
     llm: CapRef,
     spawn: Option<CapRef>,
     fs: Option<CapRef>,
+    exec: Option<CapRef>,
     loop_id: LoopId,
 }
 
@@ -149,6 +163,7 @@ struct Grant {
     llm: CapRef,
     spawn: Option<CapRef>,
     fs: Option<CapRef>,
+    exec: Option<CapRef>,
 }
 
 /// Shared by every engine process: the config.
@@ -157,17 +172,18 @@ pub struct EngineShared {
     pub config: Arc<EngineConfig>,
 }
 
-fn boot_caps(m: &Message) -> Option<(CapRef, CapRef, CapRef, Option<CapRef>)> {
+fn boot_caps(m: &Message) -> Option<Booted> {
     let Some(SysMsg::Boot { spawn, devices, .. }) = m.sys() else {
         return None;
     };
     let find = |n: &str| devices.iter().find(|(d, _)| &**d == n).map(|(_, c)| *c);
-    Some((
-        *spawn,
-        find(STORE_DEVICE)?,
-        find(LLM_DEVICE)?,
-        find(FS_DEVICE),
-    ))
+    Some(Booted {
+        spawn: *spawn,
+        store: find(STORE_DEVICE)?,
+        llm: find(LLM_DEVICE)?,
+        fs: find(FS_DEVICE),
+        exec: find(EXEC_DEVICE),
+    })
 }
 
 /// A copy of `cap` narrowed by `how` (the kernel refuses a widening).
@@ -199,12 +215,14 @@ async fn start_child<S: Syscalls>(
     let mut caps = vec![grant.store, grant.llm];
     caps.extend(grant.spawn);
     caps.extend(grant.fs);
+    caps.extend(grant.exec);
     let start = Start {
         scope,
         store: grant.store,
         llm: grant.llm,
         spawn: grant.spawn,
         fs: grant.fs,
+        exec: grant.exec,
         loop_id,
     };
     sys.send(
@@ -222,11 +240,14 @@ async fn start_child<S: Syscalls>(
 
 /// What the root derives for a run: the store confined to `{session, run}`, the `fs` device
 /// confined to the session's project root (none for a headless session).
-fn run_grant<S: Syscalls>(
-    sys: &S,
-    g: &RunGrant,
-    (spawn, store, llm, fs): (CapRef, CapRef, CapRef, Option<CapRef>),
-) -> Result<Grant, String> {
+fn run_grant<S: Syscalls>(sys: &S, g: &RunGrant, b: Booted) -> Result<Grant, String> {
+    let Booted {
+        spawn,
+        store,
+        llm,
+        fs,
+        exec,
+    } = b;
     let scope = StoreScope {
         session_id: g.session_id,
         run_id: g.run_id,
@@ -237,6 +258,17 @@ fn run_grant<S: Syscalls>(
             fs,
             Attenuation {
                 scope: Some(g.fs_scope(root)),
+                ..Attenuation::default()
+            },
+        )?),
+        _ => None,
+    };
+    let exec = match (exec, g.project_root.as_deref()) {
+        (Some(exec), Some(root)) => Some(derive(
+            sys,
+            exec,
+            Attenuation {
+                scope: Some(agentos_abi::Scope::new().with(agentos_abi::Scope::ROOT, root)),
                 ..Attenuation::default()
             },
         )?),
@@ -257,11 +289,13 @@ fn run_grant<S: Syscalls>(
                 .map_err(|e| e.to_string())?,
         ),
         fs,
+        exec,
     })
 }
 
 /// What a run derives for a loop, from the loop's flags (DESIGN.md "Flags are
-/// capabilities"): `mode=ask` gets a read-only `fs` cap.
+/// capabilities"): `mode=ask` gets a read-only `fs` cap and no `exec` cap; a loop that may
+/// EXEC also gets a spawn cap for its stream pumps.
 fn loop_grant<S: Syscalls>(sys: &S, run: &Start, flags: &LoopFlags) -> Result<Grant, String> {
     let fs = match run.fs {
         Some(fs) => Some(derive(
@@ -276,11 +310,23 @@ fn loop_grant<S: Syscalls>(sys: &S, run: &Start, flags: &LoopFlags) -> Result<Gr
         )?),
         None => None,
     };
+    let exec = match run.exec {
+        Some(e) if !flags.is_ask() => Some(derive(sys, e, Attenuation::default())?),
+        _ => None,
+    };
+    let spawn = match (run.spawn, exec) {
+        (Some(s), Some(_)) => Some(
+            sys.derive(s, Right::Spawn.into())
+                .map_err(|e| e.to_string())?,
+        ),
+        _ => None,
+    };
     Ok(Grant {
         store: derive(sys, run.store, Attenuation::default())?,
         llm: derive(sys, run.llm, Attenuation::default())?,
-        spawn: None,
+        spawn,
         fs,
+        exec,
     })
 }
 
@@ -584,6 +630,16 @@ pub fn loop_image<S: Syscalls>(shared: Arc<EngineShared>) -> Image<S> {
             let store = sys.open(start.store).await?;
             let llm = sys.open(start.llm).await?;
             let mut devices = Devices::default();
+            let mut pumps = None;
+            if let (Some(exec), Some(spawn)) = (start.exec, start.spawn) {
+                devices.exec = Some(sys.open(exec).await?);
+                pumps = Some(Pumps {
+                    spawn,
+                    exec_device: exec,
+                    store_device: start.store,
+                    shared: shared.clone(),
+                });
+            }
             if let Some(fs) = start.fs {
                 let writable = sys.cap_info(fs).is_ok_and(|i| i.rights.has(Right::Write));
                 devices.fs = Some(FsHandle {
@@ -598,6 +654,7 @@ pub fn loop_image<S: Syscalls>(shared: Arc<EngineShared>) -> Image<S> {
                 shared.config.clone(),
                 start.loop_id,
                 devices,
+                pumps,
             )
             .await
             .map_err(|e| agentos_abi::SysError::Driver(e.to_string()))?;

@@ -24,8 +24,10 @@ use super::{docs, EngineConfig, LoopFlags};
 use crate::grammar::{parse_turn, Body, Item, Op, Statement};
 use crate::rails::{cap_commands, is_idle_turn, LoopRails, StreakDecision};
 use crate::schemes::dispatch::{dispatch, Action, Devices, DispatchCtx};
+use crate::schemes::effect::Effect;
 use crate::schemes::entry::entry_key;
-use crate::schemes::file::{self, Effect};
+use crate::schemes::exec::{exec_call, stream_key, ExecRequest, StreamTable};
+use crate::schemes::file;
 use crate::schemes::world::{channel, store_call, TurnWorld, WorldError};
 use crate::schemes::SchemeRegistry;
 use crate::store::device::StoreRequest;
@@ -64,6 +66,35 @@ pub struct LoopRunner<S: Syscalls> {
     devices: Devices,
     /// The current turn's id once a segment of it is committed (a parked turn).
     cur_turn: Option<TurnId>,
+    /// What pumps need: the spawn cap, the store device cap, the images' shared state.
+    pumps: Option<Pumps>,
+    /// Running streams: path → device process id (for SEND/KILL).
+    streams: StreamTable,
+    /// Streams whose output the log has not fully shown yet.
+    watched: Vec<Watched>,
+}
+
+/// The caps a loop starts stream pumps with.
+#[derive(Clone)]
+pub struct Pumps {
+    /// A spawn cap.
+    pub spawn: CapRef,
+    /// The loop's `exec` device cap (pumps derive theirs from it).
+    pub exec_device: CapRef,
+    /// The loop's `store` device cap (the pump derives its own from it).
+    pub store_device: CapRef,
+    /// The engine's shared state (for the pump image).
+    pub shared: Arc<super::process::EngineShared>,
+}
+
+/// A stream the loop shows as it grows.
+struct Watched {
+    runtime: String,
+    path: String,
+    pump: agentos_abi::Pid,
+    started_turn: i64,
+    shown: [usize; 2],
+    closed: Option<(u16, String)>,
 }
 
 /// A row in the making (ids are assigned at commit).
@@ -210,6 +241,7 @@ impl<S: Syscalls> LoopRunner<S> {
         cfg: Arc<EngineConfig>,
         loop_id: i64,
         devices: Devices,
+        pumps: Option<Pumps>,
     ) -> Result<Self, RunnerError> {
         let lp: LoopRow = store_call(&sys, store, &StoreRequest::Loop { loop_id }).await?;
         let session: SessionRow = store_call(&sys, store, &StoreRequest::Session).await?;
@@ -283,6 +315,9 @@ impl<S: Syscalls> LoopRunner<S> {
             max_turns,
             devices,
             cur_turn: None,
+            pumps,
+            streams: StreamTable::new(),
+            watched: Vec::new(),
         })
     }
 
@@ -433,6 +468,9 @@ impl<S: Syscalls> LoopRunner<S> {
                 }
             }
         }
+
+        // Streams: wait a breath for last turn's commands, then show what they wrote.
+        self.stream_rows(&mut world, &mut rows).await;
 
         // Prompts injected into this loop since the last turn.
         let injected: Vec<(i64, String)> = store_call(
@@ -699,6 +737,7 @@ impl<S: Syscalls> LoopRunner<S> {
             log: &self.log,
             origin,
             devices: &self.devices,
+            streams: &self.streams,
         };
         let mut proposals = Vec::new();
         for mut a in dispatch(&mut ctx, s).await {
@@ -734,7 +773,10 @@ impl<S: Syscalls> LoopRunner<S> {
         if let Some(r) = rows.rows.get_mut(i) {
             r.state = Some(RowState::Proposed);
         }
-        let stale = file::stale_clobber_risk(&self.sys, self.devices.fs, &effect).await;
+        let stale = match &effect {
+            Effect::File(f) => file::stale_clobber_risk(&self.sys, self.devices.fs, f).await,
+            Effect::Exec(_) => false,
+        };
         let segment = std::mem::take(&mut rows.rows);
         rows.committed += segment.len();
         let committed = self
@@ -761,10 +803,10 @@ impl<S: Syscalls> LoopRunner<S> {
                 decision: Decision::Accept,
                 outcome,
                 ..
-            }) => match file::apply(world, self.devices.fs, &effect).await {
-                Ok(rx) => RowResolution {
+            }) => match self.apply(world, &effect, turn.sequence, at).await {
+                Ok((status, rx)) => RowResolution {
                     state: RowState::Resolved,
-                    status: 200,
+                    status,
                     outcome,
                     rx: Some(rx),
                 },
@@ -817,6 +859,205 @@ impl<S: Syscalls> LoopRunner<S> {
         )
         .await?;
         Ok(())
+    }
+
+    /// Applies an accepted effect: `(status, rx)`, or the failure that downgrades the accept.
+    async fn apply(
+        &mut self,
+        world: &mut TurnWorld<'_, S>,
+        effect: &Effect,
+        turn_seq: i64,
+        ordinal: usize,
+    ) -> Result<(u16, String), (u16, String, String)> {
+        let e = match effect {
+            Effect::File(f) => {
+                return file::apply(world, self.devices.fs, f)
+                    .await
+                    .map(|rx| (200, rx))
+            }
+            Effect::Exec(e) => e,
+        };
+        let (Some(exec), Some(pumps)) = (self.devices.exec, self.pumps.clone()) else {
+            return Err((
+                403,
+                "no_exec_device".into(),
+                "this loop holds no exec device".into(),
+            ));
+        };
+        let path = format!("/{}/{}/{}", self.lp.sequence, turn_seq, ordinal + 1);
+        let r = exec_call(
+            &self.sys,
+            exec,
+            &ExecRequest::Start {
+                runtime: &e.runtime,
+                cwd: &e.cwd,
+                command: &e.command,
+                timeout_ms: e.timeout_ms,
+            },
+        )
+        .await;
+        let (Some(id), Some(token)) = (r.id.filter(|_| r.status == 102), r.token.clone()) else {
+            let outcome = r.error.clone().unwrap_or_else(|| "exec_failed".into());
+            return Err((r.status.max(400), outcome, r.failure()));
+        };
+        let pump = self
+            .start_pump(&pumps, token, stream_key(&e.runtime, &path))
+            .await;
+        match pump {
+            Ok(pid) => {
+                self.streams.insert(path.clone(), id);
+                self.watched.push(Watched {
+                    runtime: e.runtime.clone(),
+                    path: path.clone(),
+                    pump: pid,
+                    started_turn: turn_seq,
+                    shown: [0, 0],
+                    closed: None,
+                });
+                Ok((102, format!("running: {}://{path}", e.runtime)))
+            }
+            Err(why) => {
+                let _ = exec_call(&self.sys, exec, &ExecRequest::Stop { id }).await;
+                Err((500, "pump_failed".into(), why))
+            }
+        }
+    }
+
+    async fn start_pump(
+        &self,
+        pumps: &Pumps,
+        token: String,
+        key: crate::store::EntryKey,
+    ) -> Result<agentos_abi::Pid, String> {
+        use agentos_abi::sys::Attenuation;
+        use agentos_abi::{Body, SendOpts, SpawnOpts};
+        let child = self
+            .sys
+            .spawn(
+                super::stream::pump_image(pumps.shared.clone()),
+                SpawnOpts::default(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let exec = self
+            .sys
+            .attenuate(pumps.exec_device, Attenuation::default())
+            .map_err(|e| e.to_string())?;
+        let store = self
+            .sys
+            .attenuate(pumps.store_device, Attenuation::default())
+            .map_err(|e| e.to_string())?;
+        let notify = self.sys.self_cap();
+        let start = super::stream::PumpStart {
+            exec,
+            store,
+            notify,
+            token,
+            key,
+        };
+        self.sys
+            .send(
+                child.cap,
+                Body::local(start),
+                SendOpts {
+                    caps: vec![exec, store, notify],
+                    ..SendOpts::default()
+                },
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(child.pid)
+    }
+
+    /// Before a turn: waits up to `exec_wait_ms` for the streams the previous turn started
+    /// (plurnk's post-EXEC breath), takes the close notes that arrived, and adds a folded
+    /// READ row per channel that grew — opened once its stream closed.
+    async fn stream_rows(&mut self, world: &mut TurnWorld<'_, S>, rows: &mut TurnRows<'_>) {
+        use agentos_abi::{Body, Select};
+        if self.watched.is_empty() {
+            return;
+        }
+        let prev = self.turn_seq - 1;
+        let deadline = self.sys.now().saturating_add(self.cfg.exec_wait_ms);
+        while self
+            .watched
+            .iter()
+            .any(|w| w.closed.is_none() && w.started_turn == prev)
+            && self.cfg.exec_wait_ms > 0
+        {
+            let pumps: Vec<agentos_abi::Pid> = self.watched.iter().map(|w| w.pump).collect();
+            let got = self
+                .sys
+                .recv_where(
+                    move |m| {
+                        pumps.contains(&m.from)
+                            && matches!(&m.body, Body::Local(b)
+                                if b.downcast_ref::<super::stream::StreamClosed>().is_some())
+                    },
+                    Some(deadline),
+                )
+                .await;
+            match got.and_then(|m| m.body.downcast::<super::stream::StreamClosed>().ok()) {
+                Some(c) => self.note_closed(c),
+                None => break,
+            }
+        }
+        for i in 0..self.watched.len() {
+            let pump = self.watched[i].pump;
+            while let Some(m) = self.sys.try_recv(Select::From(pump)) {
+                if let Ok(c) = m.body.downcast::<super::stream::StreamClosed>() {
+                    self.note_closed(c);
+                }
+            }
+        }
+        let mut done = Vec::new();
+        for (i, w) in self.watched.iter_mut().enumerate() {
+            let key = stream_key(&w.runtime, &w.path);
+            let Ok(Some(e)) = world.entry(&key).await else {
+                continue;
+            };
+            for (k, name) in ["stdout", "stderr"].into_iter().enumerate() {
+                let Some(c) = e.channel(name) else { continue };
+                let grew = c.content.len() != w.shown[k];
+                let show = grew || (w.closed.is_some() && k == 0);
+                if !show {
+                    continue;
+                }
+                w.shown[k] = c.content.len();
+                let mut r = rows.new_row(Origin::Plurnk, RowOp::Op(Op::Read));
+                r.target = Some(RowTarget {
+                    scheme: Some(w.runtime.clone()),
+                    hostname: None,
+                    pathname: w.path.clone(),
+                    fragment: Some(name.to_owned()),
+                });
+                let mut rx = c.content.clone();
+                if let (Some((_, summary)), 0) = (&w.closed, k) {
+                    if !rx.is_empty() && !rx.ends_with('\n') {
+                        rx.push('\n');
+                    }
+                    rx.push_str(&format!("[{summary}]"));
+                }
+                r.status = w.closed.as_ref().map_or(102, |(s, _)| *s);
+                r.rx = Some(rx);
+                r.mimetype_rx = Some("text/plain".into());
+                r.expanded = w.closed.is_some();
+                rows.push(r);
+            }
+            if w.closed.is_some() {
+                done.push(i);
+            }
+        }
+        for i in done.into_iter().rev() {
+            let w = self.watched.remove(i);
+            self.streams.remove(&w.path);
+        }
+    }
+
+    fn note_closed(&mut self, c: super::stream::StreamClosed) {
+        if let Some(w) = self.watched.iter_mut().find(|w| w.path == c.path) {
+            w.closed = Some((c.status, c.summary));
+        }
     }
 
     /// Tells the run about the proposal and waits for its resolution; `None` at the

@@ -52,6 +52,25 @@ impl Harness {
         )
     }
 
+    /// [`Harness::in_project`] with `register` adding drivers (e.g. an `exec` device with a
+    /// short kill grace) before the engine registers its defaults.
+    pub fn in_project_with(
+        cfg: EngineConfig,
+        root: &std::path::Path,
+        turns: &[&str],
+        register: impl FnOnce(&Kernel),
+    ) -> Harness {
+        let k = Kernel::new(KernelConfig::deterministic(7));
+        register(&k);
+        Self::build_on(
+            k,
+            cfg,
+            Arc::new(ScriptedProvider::results(turns.iter().map(|t| say(t)))),
+            None,
+            Some(root.to_str().expect("utf-8 temp path")),
+        )
+    }
+
     fn build(
         cfg: EngineConfig,
         provider: Arc<ScriptedProvider>,
@@ -59,6 +78,16 @@ impl Harness {
         root: Option<&str>,
     ) -> Harness {
         let k = Kernel::new(KernelConfig::deterministic(7));
+        Self::build_on(k, cfg, provider, store, root)
+    }
+
+    fn build_on(
+        k: Kernel,
+        cfg: EngineConfig,
+        provider: Arc<ScriptedProvider>,
+        store: Option<Arc<Store>>,
+        root: Option<&str>,
+    ) -> Harness {
         k.register_driver(Arc::new(
             LlmDriver::new(provider.clone()).expect("llm driver"),
         ))

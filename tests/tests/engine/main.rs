@@ -4,6 +4,7 @@
 
 mod common;
 mod s1_4_ops;
+mod s2_3_exec;
 mod s2_3_files;
 mod s2_schemes;
 mod s3_2_rails;

@@ -1,0 +1,16 @@
+//! What an accepted proposal does (PLURNK.md §3.6 `applyResolution`): each scheme that
+//! proposes names its side effect here, and applies it through its own device.
+
+use serde::{Deserialize, Serialize};
+
+use super::exec::ExecStart;
+use super::file::FileEffect;
+
+/// A side effect waiting for a decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Effect {
+    /// Write or delete a project file (the `fs` device, compare-and-swap).
+    File(FileEffect),
+    /// Start a command (the `exec` device); its output streams into an entry.
+    Exec(ExecStart),
+}
