@@ -84,6 +84,8 @@ pub struct DispatchCtx<'w, 'a, S: Syscalls> {
     pub devices: &'w Devices,
     /// The loop's running streams.
     pub streams: &'w super::exec::StreamTable,
+    /// Who is dispatching (for run://).
+    pub me: &'w super::run::Me,
 }
 
 /// The device handles a loop holds besides the store and the LLM: what its flags granted
@@ -151,11 +153,14 @@ pub async fn dispatch<S: Syscalls>(ctx: &mut DispatchCtx<'_, '_, S>, s: &Stateme
                 format!("400 {} takes one target, not a regex scope", s.op),
             )];
         }
-        Address::Run { .. } => {
-            return vec![Action::status(
-                501,
-                "501 run:// is not available in this engine build",
-            )];
+        Address::Run { name, path } => {
+            if ctx.schemes.get("run").is_none() {
+                return vec![Action::status(
+                    403,
+                    "403 run:// is not available to this loop",
+                )];
+            }
+            return super::run::dispatch(ctx, s, name, path.as_deref()).await;
         }
         Address::Stream {
             runtime,

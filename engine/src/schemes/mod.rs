@@ -24,6 +24,7 @@ pub mod entry;
 pub mod exec;
 pub mod file;
 pub mod log;
+pub mod run;
 pub mod world;
 
 use serde::Serialize;
@@ -153,7 +154,27 @@ const fn data_scheme(
 }
 
 /// The schemes this build ships.
-pub static BUILTIN: [Manifest; 6] = [
+pub static BUILTIN: [Manifest; 7] = [
+    Manifest {
+        name: "run",
+        channels: &[("body", MD)],
+        default_channel: "body",
+        category: Category::Control,
+        scope: Scope::Run,
+        writable_by: &[Origin::Model, Origin::Client],
+        volatile: false,
+        model_visible: true,
+        folded_by_default: false,
+        flags: NO_FLAGS,
+        example: "<<EDIT(run://tester):Run the tests and report failures.:EDIT",
+        documentation: "# run://\n\nSibling runs of this session, and scratch space per run.\n\n\
+- `EDIT(run://name):task:EDIT` starts a new run on a task (201; 409 if that run is live; 508 \
+when the session runs too many).\n- `COPY(run://self):prompt:COPY` forks this run: a copy of \
+your log continues on the prompt.\n- `SEND(run://name):message:SEND` tells it something.\n- \
+`KILL(run://name)::KILL` stops it.\n- `READ(run://name)::READ` collects its result (425 while \
+it is still running).\n- `run:///notes.md` is your own scratch (EDIT/READ/KILL); \
+`READ(run://name/notes.md)::READ` reads another run's.\n",
+    },
     Manifest {
         name: "exec",
         channels: &[("stdout", "text/plain"), ("stderr", "text/plain")],
@@ -400,11 +421,23 @@ impl Address {
                 };
                 match scheme.as_str() {
                     "run" => {
-                        let rest = full.strip_prefix('/').unwrap_or(&full);
-                        let (name, path) = match rest.split_once('/') {
-                            Some((n, p)) => (n, Some(format!("/{p}"))),
-                            None => (rest, None),
-                        };
+                        // `run://name[/path]` names a run; `run:///path` is this run's
+                        // scratch (no authority: the current run).
+                        // (The parser keeps `run:` opaque: `run://kid/x` arrives as the
+                        // path `kid/x`, `run:///x` as `/x`.)
+                        let (name, path) =
+                            if let Some(h) = hostname.as_deref().filter(|h| !h.is_empty()) {
+                                (h.to_owned(), Some(target.decoded_pathname()))
+                            } else if full.starts_with('/') {
+                                ("self".to_owned(), Some(full.clone()))
+                            } else {
+                                match full.split_once('/') {
+                                    Some((n, p)) => (n.to_owned(), Some(format!("/{p}"))),
+                                    None => (full.clone(), None),
+                                }
+                            };
+                        let name = name.as_str();
+                        let path = path.filter(|p| !p.is_empty());
                         Address::Run {
                             name: if name.is_empty() { "self" } else { name }.to_owned(),
                             path: path.filter(|p| p != "/"),

@@ -72,6 +72,11 @@ impl<'a, S: Syscalls> TurnWorld<'a, S> {
         self.sys
     }
 
+    /// The store handle (for requests beyond entries: runs, loops).
+    pub fn store(&self) -> CapRef {
+        self.store
+    }
+
     /// One entry, as this turn sees it.
     pub async fn entry(&mut self, key: &EntryKey) -> Result<Option<Entry>, WorldError> {
         if let Some(e) = self.seen.get(key) {

@@ -141,6 +141,55 @@ pub enum StoreRequest {
     },
     /// The run's pending proposals → `Vec<LogRow>`.
     Proposals,
+    /// The handle's own run → `RunRow`.
+    Run,
+    /// A run of the session by name → `Option<RunRow>`.
+    RunNamed {
+        /// The name.
+        name: String,
+    },
+    /// The loops of a run of the session → `Vec<LoopRow>`.
+    RunLoops {
+        /// The run.
+        run_id: RunId,
+    },
+    /// How many runs of the session are active → `usize`.
+    ActiveRuns,
+    /// A new run of the session (parent: the handle's run) with a queued loop →
+    /// `(RunRow, LoopRow)`. Refused while a live run holds the name.
+    SpawnRun {
+        /// Its name.
+        name: String,
+        /// Its first loop's prompt.
+        prompt: String,
+        /// Flags (inherited from the spawning loop).
+        flags: String,
+    },
+    /// Fork a run of the session with a queued loop → `(RunRow, LoopRow)`.
+    ForkRun {
+        /// The run forked.
+        source: RunId,
+        /// The fork's name.
+        name: String,
+        /// Its loop's prompt.
+        prompt: String,
+        /// Flags.
+        flags: String,
+    },
+    /// An entry of another run of the session (its scratch; read-only) → `Option<Entry>`.
+    RunEntry {
+        /// The run.
+        run_id: RunId,
+        /// The entry (run scope).
+        key: EntryKey,
+    },
+    /// Every entry of a scheme in another run's scratch → `Vec<Entry>`.
+    RunEntries {
+        /// The run.
+        run_id: RunId,
+        /// The scheme.
+        scheme: Option<String>,
+    },
 }
 
 impl StoreRequest {
@@ -155,6 +204,8 @@ impl StoreRequest {
                 | StoreRequest::Write(_)
                 | StoreRequest::Resolve { .. }
                 | StoreRequest::CancelProposals { .. }
+                | StoreRequest::SpawnRun { .. }
+                | StoreRequest::ForkRun { .. }
         )
     }
 }
@@ -240,6 +291,17 @@ impl StoreHandle {
         Ok(l)
     }
 
+    fn same_session(&self, run: RunId) -> Result<(), StoreError> {
+        let r = self.store.run(run)?;
+        if r.session_id != self.scope.session_id {
+            return Err(StoreError::Refused(format!(
+                "run {run} is not in session {}",
+                self.scope.session_id
+            )));
+        }
+        Ok(())
+    }
+
     fn serve(&self, req: StoreRequest) -> Result<Reply, DriverError> {
         let StoreScope { session_id, run_id } = self.scope;
         let s = &self.store;
@@ -280,6 +342,51 @@ impl StoreHandle {
             StoreRequest::CancelProposals { loop_id } => reply(
                 self.own_loop(loop_id)
                     .and_then(|_| s.cancel_proposals(loop_id)),
+            ),
+            StoreRequest::Run => reply(s.run(run_id)),
+            StoreRequest::RunNamed { name } => reply(s.run_named(session_id, &name)),
+            StoreRequest::RunLoops { run_id: other } => {
+                reply(self.same_session(other).and_then(|_| s.loops(other)))
+            }
+            StoreRequest::ActiveRuns => reply(s.active_runs(session_id)),
+            StoreRequest::SpawnRun {
+                name,
+                prompt,
+                flags,
+            } => reply((|| {
+                if let Some(r) = s.run_named(session_id, &name)? {
+                    let live = s
+                        .loops(r.id)?
+                        .iter()
+                        .any(|l| !super::status::is_terminal(l.status));
+                    if live {
+                        return Err(StoreError::Refused(format!("run {name} is live")));
+                    }
+                }
+                let r = s.create_run(session_id, &name, super::Origin::Model, Some(run_id))?;
+                let l = s.create_loop(r.id, &prompt, &flags, None)?;
+                Ok((r, l))
+            })()),
+            StoreRequest::ForkRun {
+                source,
+                name,
+                prompt,
+                flags,
+            } => reply((|| {
+                let r = s.fork_run(session_id, source, &name, super::Origin::Model)?;
+                let l = s.create_loop(r.id, &prompt, &flags, None)?;
+                Ok((r, l))
+            })()),
+            StoreRequest::RunEntry { run_id: other, key } => reply(
+                self.same_session(other)
+                    .and_then(|_| s.entry(session_id, other, &key)),
+            ),
+            StoreRequest::RunEntries {
+                run_id: other,
+                scheme,
+            } => reply(
+                self.same_session(other)
+                    .and_then(|_| s.entries(session_id, other, Scope::Run, scheme.as_deref())),
             ),
             StoreRequest::Proposals => reply(s.proposals(&super::LogQuery {
                 run_id: Some(run_id),

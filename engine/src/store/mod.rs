@@ -856,6 +856,134 @@ impl Store {
         row_by_id(&conn, row_id)
     }
 
+    /// The session's live run named `name` (the newest of that name), if any.
+    pub fn run_named(
+        &self,
+        session_id: SessionId,
+        name: &str,
+    ) -> Result<Option<RunRow>, StoreError> {
+        let conn = self.conn.lock();
+        let id: Option<RunId> = conn
+            .query_row(
+                "SELECT id FROM runs WHERE session_id = ?1 AND name = ?2 ORDER BY id DESC LIMIT 1",
+                params![session_id, name],
+                |r| r.get(0),
+            )
+            .optional()?;
+        id.map(|id| run_by_id(&conn, id)).transpose()
+    }
+
+    /// How many of a session's runs have a loop queued, running or parked.
+    pub fn active_runs(&self, session_id: SessionId) -> Result<usize, StoreError> {
+        let conn = self.conn.lock();
+        let n: i64 = conn.query_row(
+            "SELECT COUNT(DISTINCT r.id) FROM runs r JOIN loops l ON l.run_id = r.id \
+             WHERE r.session_id = ?1 AND l.status IN (100, 102, 202)",
+            [session_id],
+            |r| r.get(0),
+        )?;
+        Ok(n as usize)
+    }
+
+    /// Forks `source` (PLURNK.md §3.9): a new run of the same session, `parent_run_id` set,
+    /// whose log is a deep copy of the source's — loops (unfinished ones clamped to 499
+    /// `inherited`), turns (their cost not counted twice: copies carry 0) and rows with their
+    /// fold state — and whose run-scope entries are copies of the source's. One transaction.
+    pub fn fork_run(
+        &self,
+        session_id: SessionId,
+        source: RunId,
+        name: &str,
+        origin: Origin,
+    ) -> Result<RunRow, StoreError> {
+        let row = {
+            let mut conn = self.conn.lock();
+            let tx = conn.transaction()?;
+            let src = run_by_id(&tx, source)?;
+            if src.session_id != session_id {
+                return Err(StoreError::Refused(format!(
+                    "run {source} is not in session {session_id}"
+                )));
+            }
+            tx.execute(
+                "INSERT INTO runs (session_id, name, created_at, parent_run_id, origin) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![session_id, name, wall_ms(), source, origin.as_str()],
+            )?;
+            let new = tx.last_insert_rowid();
+            if name.is_empty() {
+                tx.execute(
+                    "UPDATE runs SET name = ?1 WHERE id = ?2",
+                    params![format!("{}-{new}", src.name), new],
+                )?;
+            }
+            let loops: Vec<(i64, i64)> = {
+                let mut st = tx.prepare(
+                    "SELECT id, sequence FROM loops WHERE run_id = ?1 ORDER BY sequence",
+                )?;
+                let r = st.query_map([source], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                r.collect::<Result<_, _>>()?
+            };
+            for (old_loop, _) in loops {
+                tx.execute(
+                    "INSERT INTO loops (run_id, sequence, status, prompt, flags, max_turns, attributions, open_paths, created_at, terminated_at, terminal_message) \
+                     SELECT ?1, sequence, CASE WHEN status IN (100, 102, 202) THEN 499 ELSE status END, prompt, flags, max_turns, attributions, open_paths, created_at, \
+                     COALESCE(terminated_at, ?3), CASE WHEN status IN (100, 102, 202) THEN 'inherited' ELSE terminal_message END FROM loops WHERE id = ?2",
+                    params![new, old_loop, wall_ms()],
+                )?;
+                let new_loop = tx.last_insert_rowid();
+                let turns: Vec<i64> = {
+                    let mut st =
+                        tx.prepare("SELECT id FROM turns WHERE loop_id = ?1 ORDER BY sequence")?;
+                    let r = st.query_map([old_loop], |r| r.get(0))?;
+                    r.collect::<Result<_, _>>()?
+                };
+                for old_turn in turns {
+                    tx.execute(
+                        "INSERT INTO turns (loop_id, sequence, timestamp, status, usage_prompt, usage_completion, usage_cached, usage_cost_pico, usage_context_size, packet, finish_reason, model) \
+                         SELECT ?1, sequence, timestamp, status, usage_prompt, usage_completion, usage_cached, 0, usage_context_size, packet, finish_reason, model FROM turns WHERE id = ?2",
+                        params![new_loop, old_turn],
+                    )?;
+                    let new_turn = tx.last_insert_rowid();
+                    tx.execute(
+                        "INSERT INTO log_entries (run_id, loop_id, turn_id, sequence, at, origin, source, op, suffix, signal, scheme, username, password, hostname, port, pathname, search, fragment, line_marker, tx, mimetype_tx, rx, mimetype_rx, status_rx, tokens, state, outcome, attrs, expanded) \
+                         SELECT ?1, ?2, ?3, sequence, at, origin, source, op, suffix, signal, scheme, username, password, hostname, port, pathname, search, fragment, line_marker, tx, mimetype_tx, rx, mimetype_rx, status_rx, tokens, \
+                         CASE WHEN state = 'proposed' THEN 'cancelled' ELSE state END, CASE WHEN state = 'proposed' THEN 'inherited' ELSE outcome END, attrs, expanded \
+                         FROM log_entries WHERE turn_id = ?4 ORDER BY id",
+                        params![new, new_loop, new_turn, old_turn],
+                    )?;
+                }
+            }
+            let entries: Vec<i64> = {
+                let mut st = tx.prepare(
+                    "SELECT id FROM entries WHERE scope = 'run' AND run_id = ?1 ORDER BY id",
+                )?;
+                let r = st.query_map([source], |r| r.get(0))?;
+                r.collect::<Result<_, _>>()?
+            };
+            for old in entries {
+                tx.execute(
+                    "INSERT INTO entries (scope, session_id, run_id, scheme, username, password, hostname, port, pathname, params, attributes, membership_origin, deep_hash, synced_sig, updated_at) \
+                     SELECT scope, session_id, ?1, scheme, username, password, hostname, port, pathname, params, attributes, membership_origin, deep_hash, synced_sig, updated_at FROM entries WHERE id = ?2",
+                    params![new, old],
+                )?;
+                let e = tx.last_insert_rowid();
+                tx.execute(
+                    "INSERT INTO entry_channels (entry_id, name, content, mimetype, tokens, state) SELECT ?1, name, content, mimetype, tokens, state FROM entry_channels WHERE entry_id = ?2",
+                    params![e, old],
+                )?;
+                tx.execute(
+                    "INSERT INTO entry_tags (entry_id, tag) SELECT ?1, tag FROM entry_tags WHERE entry_id = ?2",
+                    params![e, old],
+                )?;
+            }
+            let row = run_by_id(&tx, new)?;
+            tx.commit()?;
+            row
+        };
+        self.emit(StoreEvent::Run(row.clone()));
+        Ok(row)
+    }
+
     /// Adds a membership constraint to a session (PLURNK.md §2.3: `pick`, `hide`, `view`,
     /// `repo`). Returns whether it was new.
     pub fn constrain(

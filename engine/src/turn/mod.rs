@@ -140,6 +140,9 @@ pub struct EngineConfig {
     /// How long a turn waits for the commands the previous turn started before showing
     /// their output (plurnk's `PLURNK_SERVICE_EXEC_WAIT_MS`), kernel-clock ms; 0 never waits.
     pub exec_wait_ms: u64,
+    /// Runs of one session with a loop queued, running or parked, beyond which a spawn or
+    /// fork answers 508 (plurnk: `PLURNK_SERVICE_SESSION_RUNS_MAX_ACTIVE`).
+    pub max_active_runs: usize,
 }
 
 impl Default for EngineConfig {
@@ -158,6 +161,7 @@ impl Default for EngineConfig {
             provider_retries: 1,
             proposal_timeout_ms: 300_000,
             exec_wait_ms: 2_000,
+            max_active_runs: 8,
         }
     }
 }

@@ -33,6 +33,7 @@ use super::{EngineConfig, LoopFlags};
 use crate::schemes::dispatch::Devices;
 use crate::schemes::entry::entry_key;
 use crate::schemes::file::FsHandle;
+use crate::schemes::run::RunControl;
 use crate::schemes::world::{channel, store_call};
 use crate::store::device::{StoreRequest, StoreScope, STORE_DEVICE};
 use crate::store::{status, EntryWrite, LoopId, LoopRow, RunId, SessionId};
@@ -153,6 +154,8 @@ struct Start {
     spawn: Option<CapRef>,
     fs: Option<CapRef>,
     exec: Option<CapRef>,
+    /// The engine root (a run forwards its loops' [`RunControl`] there).
+    root: Option<CapRef>,
     loop_id: LoopId,
 }
 
@@ -164,6 +167,7 @@ struct Grant {
     spawn: Option<CapRef>,
     fs: Option<CapRef>,
     exec: Option<CapRef>,
+    root: Option<CapRef>,
 }
 
 /// Shared by every engine process: the config.
@@ -216,6 +220,7 @@ async fn start_child<S: Syscalls>(
     caps.extend(grant.spawn);
     caps.extend(grant.fs);
     caps.extend(grant.exec);
+    caps.extend(grant.root);
     let start = Start {
         scope,
         store: grant.store,
@@ -223,6 +228,7 @@ async fn start_child<S: Syscalls>(
         spawn: grant.spawn,
         fs: grant.fs,
         exec: grant.exec,
+        root: grant.root,
         loop_id,
     };
     sys.send(
@@ -290,6 +296,7 @@ fn run_grant<S: Syscalls>(sys: &S, g: &RunGrant, b: Booted) -> Result<Grant, Str
         ),
         fs,
         exec,
+        root: Some(sys.self_cap()),
     })
 }
 
@@ -327,6 +334,7 @@ fn loop_grant<S: Syscalls>(sys: &S, run: &Start, flags: &LoopFlags) -> Result<Gr
         spawn,
         fs,
         exec,
+        root: None,
     })
 }
 
@@ -340,16 +348,61 @@ pub fn root_image<S: Syscalls>(shared: Arc<EngineShared>) -> Image<S> {
             let booted = boot_caps(&boot).ok_or_else(|| {
                 agentos_abi::SysError::Driver("engine: boot grant lacks store or llm".into())
             })?;
-            let mut runs: HashMap<RunId, (Pid, CapRef)> = HashMap::new();
+            let mut runs: HashMap<RunId, (Pid, CapRef, RunGrant)> = HashMap::new();
             loop {
                 let m = sys.recv().await;
                 if let Some(SysMsg::Down { pid, .. }) = m.sys() {
                     let pid = *pid;
-                    runs.retain(|_, (p, _)| *p != pid);
+                    runs.retain(|_, (p, ..)| *p != pid);
                     continue;
                 }
-                let Ok(cmd) = m.body.downcast::<HostCmd>() else {
-                    continue;
+                let from = m.from;
+                let cmd = match m.body.downcast::<HostCmd>() {
+                    // Host commands come from outside the kernel, never from a process.
+                    Ok(c) if from == Pid::KERNEL => c,
+                    Ok(_) => continue,
+                    Err(body) => match body.downcast::<RunControl>() {
+                        // A run acting on a sibling: the sibling gets what the asking run
+                        // holds (its session, project root and overlay), never more.
+                        Ok(c) => {
+                            let Some(asker) = runs
+                                .values()
+                                .find(|(p, ..)| *p == from)
+                                .map(|r| r.2.clone())
+                            else {
+                                continue;
+                            };
+                            let same_session = |id: RunId| {
+                                runs.get(&id)
+                                    .is_none_or(|r| r.2.session_id == asker.session_id)
+                            };
+                            let sibling = |run_id: RunId| RunGrant {
+                                run_id,
+                                ..asker.clone()
+                            };
+                            match c {
+                                RunControl::Wake { run_id } if same_session(run_id) => {
+                                    HostCmd::Run {
+                                        grant: sibling(run_id),
+                                    }
+                                }
+                                RunControl::Inject {
+                                    run_id,
+                                    prompt,
+                                    flags,
+                                } if same_session(run_id) => HostCmd::Inject {
+                                    grant: sibling(run_id),
+                                    prompt,
+                                    flags,
+                                },
+                                RunControl::Cancel { run_id } if same_session(run_id) => {
+                                    HostCmd::Cancel { run_id }
+                                }
+                                _ => continue,
+                            }
+                        }
+                        Err(_) => continue,
+                    },
                 };
                 let (grant, msg) = match cmd {
                     HostCmd::Run { grant } => (grant, RunMsg::Run),
@@ -384,7 +437,7 @@ pub fn root_image<S: Syscalls>(shared: Arc<EngineShared>) -> Image<S> {
                 };
                 let run_id = grant.run_id;
                 let cap = match runs.get(&run_id) {
-                    Some((_, c)) => *c,
+                    Some((_, c, _)) => *c,
                     None => {
                         let scope = StoreScope {
                             session_id: grant.session_id,
@@ -406,7 +459,7 @@ pub fn root_image<S: Syscalls>(shared: Arc<EngineShared>) -> Image<S> {
                         };
                         match started {
                             Ok((pid, cap)) => {
-                                runs.insert(run_id, (pid, cap));
+                                runs.insert(run_id, (pid, cap, grant.clone()));
                                 cap
                             }
                             Err(e) => {
@@ -547,7 +600,20 @@ pub fn run_image<S: Syscalls>(shared: Arc<EngineShared>) -> Image<S> {
                     }
                     continue;
                 }
-                let body = match m.body.downcast::<Proposed>() {
+                let from = m.from;
+                let body = match m.body.downcast::<RunControl>() {
+                    Ok(c) => {
+                        // Only the active loop speaks for this run.
+                        if let (Some((_, pid, ..)), Some(root)) = (&active, start.root) {
+                            if *pid == from {
+                                let _ = sys.send(root, Body::local(c), SendOpts::default()).await;
+                            }
+                        }
+                        continue;
+                    }
+                    Err(b) => b,
+                };
+                let body = match body.downcast::<Proposed>() {
                     Ok(p) => {
                         // A parked loop: its resolver may answer at once (yolo,
                         // noProposals); a human one waits for the host.

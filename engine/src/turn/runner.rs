@@ -72,6 +72,7 @@ pub struct LoopRunner<S: Syscalls> {
     streams: StreamTable,
     /// Streams whose output the log has not fully shown yet.
     watched: Vec<Watched>,
+    me: crate::schemes::run::Me,
 }
 
 /// The caps a loop starts stream pumps with.
@@ -296,6 +297,11 @@ impl<S: Syscalls> LoopRunner<S> {
         );
         let max_turns = lp.max_turns.unwrap_or(cfg.max_turns as i64);
         let rendered = log.iter().map(RenderedRow::of).collect();
+        let me = crate::schemes::run::Me {
+            run_id: lp.run_id,
+            flags: lp.flags.clone(),
+            max_active_runs: cfg.max_active_runs,
+        };
         Ok(LoopRunner {
             rendered,
             prompts: vec![lp.prompt.clone()],
@@ -318,6 +324,7 @@ impl<S: Syscalls> LoopRunner<S> {
             pumps,
             streams: StreamTable::new(),
             watched: Vec::new(),
+            me,
         })
     }
 
@@ -738,6 +745,7 @@ impl<S: Syscalls> LoopRunner<S> {
             origin,
             devices: &self.devices,
             streams: &self.streams,
+            me: &self.me,
         };
         let mut proposals = Vec::new();
         for mut a in dispatch(&mut ctx, s).await {

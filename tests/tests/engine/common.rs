@@ -52,6 +52,24 @@ impl Harness {
         )
     }
 
+    /// A harness in a project whose model is a function of the request (several runs share
+    /// one provider; a role picks its script by the loop prompt).
+    pub fn in_project_fn(
+        cfg: EngineConfig,
+        root: &std::path::Path,
+        f: impl Fn(&agentos_abi::device::ChatRequest) -> agentos_drivers::llm::ScriptedReply
+            + Send
+            + Sync
+            + 'static,
+    ) -> Harness {
+        Self::build(
+            cfg,
+            Arc::new(ScriptedProvider::with(f)),
+            None,
+            Some(root.to_str().expect("utf-8 temp path")),
+        )
+    }
+
     /// [`Harness::in_project`] with `register` adding drivers (e.g. an `exec` device with a
     /// short kill grace) before the engine registers its defaults.
     pub fn in_project_with(

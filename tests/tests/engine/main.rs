@@ -6,6 +6,7 @@ mod common;
 mod s1_4_ops;
 mod s2_3_exec;
 mod s2_3_files;
+mod s2_3_runs;
 mod s2_schemes;
 mod s3_2_rails;
 mod s3_3_turn;

@@ -1,0 +1,384 @@
+//! The run scheme (PLURNK.md §2.3 `run://`, mid-E2 forms; §3.9 fork): sibling runs as
+//! actors, and per-run scratch.
+//!
+//! - `EDIT(run://name):task` spawns a fresh run (its parent: this run) with a loop on `task`;
+//!   a live run of that name answers 409, the session's active-run cap 508.
+//! - `COPY(run://src):prompt` forks `src` (`self` for this run): a new run whose log is a
+//!   deep copy, with a loop on `prompt`.
+//! - `SEND(run://name):msg` speaks into it (folded into its loop, or a new loop: it wakes);
+//!   404 if there is no such run.
+//! - `KILL(run://name)` ends its active loop (499); an idle run answers 200 as well.
+//! - `READ(run://name)` collects its deliverable: 425 while it runs, else its last loop's
+//!   terminal message.
+//! - `run://name/path` is that run's scratch: anyone in the session reads it, only the owner
+//!   (`run://self/path`, `run:///path`) writes it (403 otherwise).
+//!
+//! The loop asks its own run process to act ([`RunControl`]); the run forwards to the engine
+//! root, which grants the new run process the same session slice, project root and overlay
+//! as the asking run — never more. Spawned loops inherit the spawning loop's flags.
+//!
+//! **API boundary:** [`dispatch`], [`RunControl`].
+
+use agentos_abi::{Body, SendOpts, Syscalls};
+
+use super::dispatch::{Action, DispatchCtx};
+use super::entry::read_entry;
+use super::world::{channel, store_call};
+use crate::grammar::{Op, Statement};
+use crate::store::device::StoreRequest;
+use crate::store::{status, EntryKey, LoopRow, RowTarget, RunId, RunRow, Scope};
+
+/// A loop → its run → the engine root: act on a sibling run of the same session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunControl {
+    /// Start (or wake) the run's process: it has queued loops.
+    Wake {
+        /// The run.
+        run_id: RunId,
+    },
+    /// Speak into the run.
+    Inject {
+        /// The run.
+        run_id: RunId,
+        /// The message.
+        prompt: String,
+        /// Flags for a loop this queues.
+        flags: String,
+    },
+    /// End the run's active loop (499).
+    Cancel {
+        /// The run.
+        run_id: RunId,
+    },
+}
+
+/// Who the dispatching loop is, for run:// (its run, its flags, the session's cap).
+#[derive(Debug, Clone)]
+pub struct Me {
+    /// The loop's run.
+    pub run_id: RunId,
+    /// The loop's flags as JSON (inherited by the runs it spawns).
+    pub flags: String,
+    /// Active runs allowed per session (508 beyond).
+    pub max_active_runs: usize,
+}
+
+async fn control<S: Syscalls>(sys: &S, me: &Me, c: RunControl) -> Result<(), String> {
+    let run = sys
+        .lookup(&format!("run:{}", me.run_id))
+        .await
+        .ok_or_else(|| "this loop's run process is gone".to_owned())?;
+    sys.send(run, Body::local(c), SendOpts::default())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+fn target(name: &str, path: Option<&str>) -> RowTarget {
+    RowTarget {
+        scheme: Some("run".into()),
+        hostname: Some(name.to_owned()),
+        pathname: path.unwrap_or("/").to_owned(),
+        fragment: None,
+    }
+}
+
+fn scratch_key(path: &str) -> EntryKey {
+    EntryKey {
+        scope: Scope::Run,
+        scheme: Some("run".into()),
+        hostname: None,
+        pathname: path.to_owned(),
+    }
+}
+
+type R<T> = Result<T, Action>;
+
+fn store_err(e: impl std::fmt::Display) -> Action {
+    Action::status(500, format!("500 {e}"))
+}
+
+/// The run `name` designates (`self`/`.`: this run); `None` when there is none.
+async fn resolve<S: Syscalls>(ctx: &mut DispatchCtx<'_, '_, S>, name: &str) -> R<Option<RunRow>> {
+    let sys = ctx.world.sys();
+    let store = ctx.world.store();
+    if matches!(name, "self" | ".") {
+        return store_call(sys, store, &StoreRequest::Run)
+            .await
+            .map(Some)
+            .map_err(store_err);
+    }
+    store_call(
+        sys,
+        store,
+        &StoreRequest::RunNamed {
+            name: name.to_owned(),
+        },
+    )
+    .await
+    .map_err(store_err)
+}
+
+/// Dispatches an op on `run://name[/path]`.
+pub async fn dispatch<S: Syscalls>(
+    ctx: &mut DispatchCtx<'_, '_, S>,
+    s: &Statement,
+    name: &str,
+    path: Option<&str>,
+) -> Vec<Action> {
+    let r = match path {
+        Some(p) => scratch(ctx, s, name, p).await,
+        None => actor(ctx, s, name).await,
+    };
+    vec![r.unwrap_or_else(|a| a)]
+}
+
+async fn scratch<S: Syscalls>(
+    ctx: &mut DispatchCtx<'_, '_, S>,
+    s: &Statement,
+    name: &str,
+    path: &str,
+) -> R<Action> {
+    let Some(run) = resolve(ctx, name).await? else {
+        return Ok(Action::status(404, format!("404 no run named {name}")));
+    };
+    let own = run.id == ctx.me.run_id;
+    let key = scratch_key(path);
+    let t = target(name, Some(path));
+    let manifest = ctx
+        .schemes
+        .get("run")
+        .ok_or_else(|| Action::status(403, "403 run:// is not available to this loop"))?;
+    match s.op {
+        Op::Read => {
+            let e = if own {
+                ctx.world.entry(&key).await.map_err(store_err)?
+            } else {
+                store_call(
+                    ctx.world.sys(),
+                    ctx.world.store(),
+                    &StoreRequest::RunEntry {
+                        run_id: run.id,
+                        key: key.clone(),
+                    },
+                )
+                .await
+                .map_err(store_err)?
+            };
+            Ok(match e {
+                Some(e) => read_entry(&e, s, None, manifest).at(t),
+                None => Action::status(404, format!("404 run://{name}{path} not found")).at(t),
+            })
+        }
+        Op::Edit | Op::Kill if !own => Ok(Action::status(
+            403,
+            format!("403 run://{name}{path}: only its own run writes a scratch entry"),
+        )
+        .at(t)),
+        Op::Edit => {
+            let existing = ctx.world.entry(&key).await.map_err(store_err)?;
+            let current = existing.as_ref().and_then(|e| e.channel("body"));
+            let marks = s.line_marker.as_ref().map(|m| m.marks.as_slice());
+            let out = crate::content::apply_edit(
+                current.map(|c| c.content.as_str()),
+                marks,
+                s.body_raw(),
+            )
+            .map_err(|e| Action::status(e.status(), format!("{} {e}", e.status())))?;
+            let rx = crate::content::render_span(&out.content, out.span, 2);
+            if out.status != 304 {
+                ctx.world
+                    .put(&key, channel("body", out.content, "text/markdown"), None);
+            }
+            Ok(Action {
+                status: out.status,
+                rx: Some(rx),
+                mimetype_rx: Some("text/markdown".into()),
+                writes_row: true,
+                ..Action::default()
+            }
+            .at(t))
+        }
+        Op::Kill => Ok(match ctx.world.entry(&key).await.map_err(store_err)? {
+            Some(_) => {
+                ctx.world.delete(&key);
+                Action::ok(format!("deleted run://{name}{path}")).at(t)
+            }
+            None => Action::status(404, format!("404 run://{name}{path} not found")).at(t),
+        }),
+        _ => Ok(Action::status(
+            501,
+            format!("501 run scratch takes READ, EDIT and KILL, not {}", s.op),
+        )),
+    }
+}
+
+async fn loops_of<S: Syscalls>(ctx: &DispatchCtx<'_, '_, S>, run: RunId) -> R<Vec<LoopRow>> {
+    store_call(
+        ctx.world.sys(),
+        ctx.world.store(),
+        &StoreRequest::RunLoops { run_id: run },
+    )
+    .await
+    .map_err(store_err)
+}
+
+async fn actor<S: Syscalls>(
+    ctx: &mut DispatchCtx<'_, '_, S>,
+    s: &Statement,
+    name: &str,
+) -> R<Action> {
+    let t = target(name, None);
+    let sys = ctx.world.sys();
+    let store = ctx.world.store();
+    match s.op {
+        Op::Edit => {
+            if matches!(name, "self" | ".") {
+                return Ok(Action::status(400, "400 EDIT(run://self) names no new run").at(t));
+            }
+            let task = s.body_raw().trim();
+            if task.is_empty() {
+                return Ok(Action::status(400, "400 a spawned run needs a task").at(t));
+            }
+            let active: usize = store_call(sys, store, &StoreRequest::ActiveRuns)
+                .await
+                .map_err(store_err)?;
+            if active >= ctx.me.max_active_runs {
+                return Ok(Action::status(
+                    508,
+                    format!(
+                        "508 the session already has {active} active runs (cap {})",
+                        ctx.me.max_active_runs
+                    ),
+                )
+                .at(t));
+            }
+            let spawned: Result<(RunRow, LoopRow), _> = store_call(
+                sys,
+                store,
+                &StoreRequest::SpawnRun {
+                    name: name.to_owned(),
+                    prompt: task.to_owned(),
+                    flags: ctx.me.flags.clone(),
+                },
+            )
+            .await;
+            let (run, _) = match spawned {
+                Ok(x) => x,
+                Err(e) if e.0.contains("is live") => {
+                    return Ok(Action::status(409, format!("409 run://{name} is live")).at(t))
+                }
+                Err(e) => return Err(store_err(e)),
+            };
+            control(sys, ctx.me, RunControl::Wake { run_id: run.id })
+                .await
+                .map_err(|e| Action::status(500, format!("500 {e}")))?;
+            Ok(Action::status(201, format!("spawned run://{name}")).at(t))
+        }
+        Op::Copy => {
+            let Some(src) = resolve(ctx, name).await? else {
+                return Ok(Action::status(404, format!("404 no run named {name}")).at(t));
+            };
+            let prompt = s.body_raw().trim();
+            if prompt.is_empty() {
+                return Ok(Action::status(400, "400 a fork needs a prompt").at(t));
+            }
+            let active: usize = store_call(sys, store, &StoreRequest::ActiveRuns)
+                .await
+                .map_err(store_err)?;
+            if active >= ctx.me.max_active_runs {
+                return Ok(Action::status(
+                    508,
+                    format!("508 the session already has {active} active runs"),
+                )
+                .at(t));
+            }
+            let (run, _): (RunRow, LoopRow) = store_call(
+                sys,
+                store,
+                &StoreRequest::ForkRun {
+                    source: src.id,
+                    name: String::new(),
+                    prompt: prompt.to_owned(),
+                    flags: ctx.me.flags.clone(),
+                },
+            )
+            .await
+            .map_err(store_err)?;
+            control(sys, ctx.me, RunControl::Wake { run_id: run.id })
+                .await
+                .map_err(|e| Action::status(500, format!("500 {e}")))?;
+            Ok(Action::status(201, format!("forked run://{}", run.name))
+                .at(target(&run.name, None)))
+        }
+        Op::Send => {
+            let Some(run) = resolve(ctx, name).await? else {
+                return Ok(Action::status(404, format!("404 no run named {name}")).at(t));
+            };
+            if run.id == ctx.me.run_id {
+                return Ok(
+                    Action::status(400, "400 SEND to run://self: speak in your own log").at(t),
+                );
+            }
+            control(
+                sys,
+                ctx.me,
+                RunControl::Inject {
+                    run_id: run.id,
+                    prompt: s.body_raw().to_owned(),
+                    flags: ctx.me.flags.clone(),
+                },
+            )
+            .await
+            .map_err(|e| Action::status(500, format!("500 {e}")))?;
+            Ok(Action::ok(format!("sent to run://{name}")).at(t))
+        }
+        Op::Kill => {
+            let Some(run) = resolve(ctx, name).await? else {
+                return Ok(Action::status(404, format!("404 no run named {name}")).at(t));
+            };
+            if run.id == ctx.me.run_id {
+                return Ok(Action::status(
+                    400,
+                    "400 KILL(run://self): end your loop with SEND[499]",
+                )
+                .at(t));
+            }
+            let live = loops_of(ctx, run.id)
+                .await?
+                .iter()
+                .any(|l| !status::is_terminal(l.status));
+            if !live {
+                return Ok(Action::ok(format!("run://{name} is idle")).at(t));
+            }
+            control(sys, ctx.me, RunControl::Cancel { run_id: run.id })
+                .await
+                .map_err(|e| Action::status(500, format!("500 {e}")))?;
+            Ok(Action::ok(format!("terminated run://{name} (its loop ends 499)")).at(t))
+        }
+        Op::Read => {
+            let Some(run) = resolve(ctx, name).await? else {
+                return Ok(Action::status(404, format!("404 no run named {name}")).at(t));
+            };
+            let loops = loops_of(ctx, run.id).await?;
+            if loops.iter().any(|l| !status::is_terminal(l.status)) {
+                return Ok(Action::status(425, format!("425 run://{name} is still running")).at(t));
+            }
+            Ok(match loops.last() {
+                None => Action::status(404, format!("404 run://{name} has run no loop")).at(t),
+                Some(l) => Action::ok(format!(
+                    "{} {}",
+                    l.status,
+                    l.terminal_message.as_deref().unwrap_or("")
+                ))
+                .at(t),
+            })
+        }
+        _ => Ok(Action::status(
+            501,
+            format!(
+                "501 run://{name} takes EDIT, COPY, SEND, KILL and READ, not {}",
+                s.op
+            ),
+        )),
+    }
+}
