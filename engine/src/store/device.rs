@@ -143,6 +143,13 @@ pub enum StoreRequest {
     Proposals,
     /// The handle's own run → `RunRow`.
     Run,
+    /// Env deltas after a row → `Vec<(String, LogRow)>` (run name, row).
+    Deltas {
+        /// Rows after this id.
+        after: RowId,
+    },
+    /// The session's newest row id → `RowId`.
+    MaxRowId,
     /// A run of the session by name → `Option<RunRow>`.
     RunNamed {
         /// The name.
@@ -344,6 +351,8 @@ impl StoreHandle {
                     .and_then(|_| s.cancel_proposals(loop_id)),
             ),
             StoreRequest::Run => reply(s.run(run_id)),
+            StoreRequest::Deltas { after } => reply(s.deltas(session_id, run_id, after, 100)),
+            StoreRequest::MaxRowId => reply(s.max_row_id(session_id)),
             StoreRequest::RunNamed { name } => reply(s.run_named(session_id, &name)),
             StoreRequest::RunLoops { run_id: other } => {
                 reply(self.same_session(other).and_then(|_| s.loops(other)))

@@ -856,6 +856,41 @@ impl Store {
         row_by_id(&conn, row_id)
     }
 
+    /// Env deltas (PLURNK.md §3.7): the session's other runs' successful EDITs of shared
+    /// entries (`known`, `unknown`, project files) written after row `after`, oldest first,
+    /// at most `limit`, each with its run's name.
+    pub fn deltas(
+        &self,
+        session_id: SessionId,
+        run_id: RunId,
+        after: RowId,
+        limit: u32,
+    ) -> Result<Vec<(String, LogRow)>, StoreError> {
+        let conn = self.conn.lock();
+        let mut st = conn.prepare_cached(&format!(
+            "SELECT {ROW_COLS}, r.name FROM log_entries e JOIN loops l ON l.id = e.loop_id JOIN turns t ON t.id = e.turn_id \
+             JOIN runs r ON r.id = e.run_id \
+             WHERE r.session_id = ?1 AND e.run_id <> ?2 AND e.id > ?3 AND e.op = 'EDIT' \
+             AND e.origin IN ('model', 'client') AND e.status_rx IN (200, 201) \
+             AND (e.scheme IS NULL OR e.scheme IN ('known', 'unknown')) \
+             AND (e.state IS NULL OR e.state = 'resolved') ORDER BY e.id LIMIT ?4"
+        ))?;
+        let rows = st.query_map(params![session_id, run_id, after, limit], |r| {
+            Ok((r.get::<_, String>(27)?, log_from_row(r)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The newest log row id of a session (0 when it has none).
+    pub fn max_row_id(&self, session_id: SessionId) -> Result<RowId, StoreError> {
+        let conn = self.conn.lock();
+        Ok(conn.query_row(
+            "SELECT COALESCE(MAX(e.id), 0) FROM log_entries e JOIN runs r ON r.id = e.run_id WHERE r.session_id = ?1",
+            [session_id],
+            |r| r.get(0),
+        )?)
+    }
+
     /// The session's live run named `name` (the newest of that name), if any.
     pub fn run_named(
         &self,

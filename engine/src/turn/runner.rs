@@ -73,6 +73,8 @@ pub struct LoopRunner<S: Syscalls> {
     /// Streams whose output the log has not fully shown yet.
     watched: Vec<Watched>,
     me: crate::schemes::run::Me,
+    /// Env deltas are the siblings' rows after this id.
+    delta_seen: RowId,
 }
 
 /// The caps a loop starts stream pumps with.
@@ -297,6 +299,11 @@ impl<S: Syscalls> LoopRunner<S> {
         );
         let max_turns = lp.max_turns.unwrap_or(cfg.max_turns as i64);
         let rendered = log.iter().map(RenderedRow::of).collect();
+        // Deltas start at this run's last row (a fresh run starts now, not at history).
+        let delta_seen = match log.last() {
+            Some(r) => r.id,
+            None => store_call(&sys, store, &StoreRequest::MaxRowId).await?,
+        };
         let me = crate::schemes::run::Me {
             run_id: lp.run_id,
             flags: lp.flags.clone(),
@@ -325,6 +332,7 @@ impl<S: Syscalls> LoopRunner<S> {
             streams: StreamTable::new(),
             watched: Vec::new(),
             me,
+            delta_seen,
         })
     }
 
@@ -478,6 +486,9 @@ impl<S: Syscalls> LoopRunner<S> {
 
         // Streams: wait a breath for last turn's commands, then show what they wrote.
         self.stream_rows(&mut world, &mut rows).await;
+
+        // Env deltas: the siblings' edits of shared entries since the last turn, folded.
+        self.delta_rows(&mut rows).await?;
 
         // Prompts injected into this loop since the last turn.
         let injected: Vec<(i64, String)> = store_call(
@@ -1060,6 +1071,34 @@ impl<S: Syscalls> LoopRunner<S> {
             let w = self.watched.remove(i);
             self.streams.remove(&w.path);
         }
+    }
+
+    /// Env deltas (PLURNK.md §3.7): other runs' EDITs of shared entries since this run's
+    /// last look become folded EDIT rows with their `source`. They never wake a run: they
+    /// are only pulled here, before a turn the run takes anyway.
+    async fn delta_rows(&mut self, rows: &mut TurnRows<'_>) -> Result<(), RunnerError> {
+        let deltas: Vec<(String, LogRow)> = store_call(
+            &self.sys,
+            self.store,
+            &StoreRequest::Deltas {
+                after: self.delta_seen,
+            },
+        )
+        .await?;
+        for (name, d) in deltas {
+            self.delta_seen = self.delta_seen.max(d.id);
+            let mut r = rows.new_row(Origin::Plurnk, RowOp::Op(Op::Edit));
+            r.source = Some(format!("run://{name}"));
+            r.target = d.target;
+            r.tx = d.tx;
+            r.mimetype_tx = d.mimetype_tx;
+            r.rx = d.rx;
+            r.mimetype_rx = d.mimetype_rx;
+            r.status = d.status;
+            r.expanded = false;
+            rows.push(r);
+        }
+        Ok(())
     }
 
     fn note_closed(&mut self, c: super::stream::StreamClosed) {

@@ -293,3 +293,50 @@ fn run_active_cap_answers_508() {
         .unwrap()
         .is_none());
 }
+
+#[test]
+fn env_delta_appears_in_a_sibling() {
+    let p = project();
+    let h = Harness::in_project_fn(
+        EngineConfig::default(),
+        p.path(),
+        roles(vec![
+            ("FIRST", vec!["<<PLAN:idle:PLAN\n<<SEND[200]:ready:SEND"]),
+            ("WRITER", vec!["<<PLAN:write:PLAN\n<<EDIT(known:///shared.md):the answer is 7:EDIT\n<<SEND[200]:wrote:SEND"]),
+            ("SECOND", vec!["<<PLAN:look:PLAN\n<<SEND[200]:saw it:SEND"]),
+        ]),
+    );
+    let b = h
+        .engine
+        .create_run(h.session.id, "b", Origin::Client)
+        .expect("run b");
+    let first = h
+        .engine
+        .start_loop(b.id, "FIRST", &LoopOptions::default())
+        .unwrap();
+    h.engine.wait_loop(first.id, None).unwrap();
+    // Run a (the harness's run) edits a shared entry.
+    let w = h.run_loop("WRITER", LoopOptions::default());
+    assert_eq!(w.status, 200);
+    let second = h
+        .engine
+        .start_loop(b.id, "SECOND", &LoopOptions::default())
+        .unwrap();
+    let second = h.engine.wait_loop(second.id, None).unwrap();
+    let rows = h.engine.loop_log(second.id).unwrap();
+    let delta = rows
+        .iter()
+        .find(|r| r.source.is_some())
+        .expect("a delta row in the sibling's next loop");
+    assert_eq!(delta.op.as_str(), "EDIT");
+    assert_eq!(delta.origin, Origin::Plurnk);
+    assert_eq!(
+        delta.source.as_deref(),
+        Some(format!("run://{}", h.run.name).as_str())
+    );
+    assert_eq!(delta.tx.as_deref(), Some("the answer is 7"));
+    assert!(!delta.expanded, "deltas land folded");
+    assert_eq!(delta.turn_seq, 1);
+    // The writer does not see its own edit as a delta.
+    assert!(h.rows(&w).iter().all(|r| r.source.is_none()));
+}
