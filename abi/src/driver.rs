@@ -120,6 +120,14 @@ pub trait Driver: Send + Sync + 'static {
     /// scope key must refuse the open (`DriverError::BadRequest`) rather than ignore it, or a
     /// scoped cap would silently reach the whole device.
     fn open(&self, at: OpenCtx) -> BoxFuture<'static, Result<Arc<dyn DriverHandle>, DriverError>>;
+    /// Whether a replay runs this device live instead of answering from the journal. Only for
+    /// a device whose answers are a pure function of the requests a replay re-issues and of
+    /// state the replay itself builds (a fresh database a replayed program writes and reads
+    /// back): the replay then reproduces its effects, while every other device stays
+    /// recorded. Recovery never runs it live (its state already holds the recorded prefix).
+    fn replays_live(&self) -> bool {
+        false
+    }
 }
 
 /// An open device handle. Closed by the kernel when its process exits.

@@ -49,6 +49,7 @@ pub mod daemon;
 pub mod grammar;
 pub mod host;
 pub mod rails;
+pub mod replay;
 pub mod schemes;
 pub mod store;
 pub mod turn;

@@ -52,6 +52,9 @@ pub(crate) enum IoHandle {
     /// Replay and recover: the driver is opened only when an op must run live (replay never
     /// opens it at all), with the rights and scope the handle was minted with.
     Lazy(Arc<dyn Driver>, Arc<agentos_abi::OpenCtx>),
+    /// Replay of a device that replays live ([`Driver::replays_live`]): opened and run live,
+    /// never answered from the journal (its op numbers are still counted).
+    Live(Arc<dyn DriverHandle>),
 }
 
 /// The parts of a PCB most processes never touch: links, monitors, waiters, handles,
@@ -536,7 +539,7 @@ impl State {
             self.deferred.push(Deferred::Cleanup(c));
         }
         for (_, h) in x.handles.drain(..) {
-            if let IoHandle::Open(h) = h {
+            if let IoHandle::Open(h) | IoHandle::Live(h) = h {
                 self.deferred.push(Deferred::Close(h));
             }
         }

@@ -157,6 +157,8 @@ struct IoStart {
     slot: IoHandle,
     first_op: u64,
     recovered: bool,
+    /// Run live even in replay (a device that replays live).
+    live: bool,
 }
 
 /// What `replay_one` decided: answered (`None`: the process died), or run it live.
@@ -292,6 +294,15 @@ impl Sys {
             let x = p.ext();
             let n = x.io_op;
             x.io_op += 1;
+            if let IoHandle::Live(_) = slot {
+                st.io_inflight += 1;
+                return Ok(ReplayStep::Live(IoStart {
+                    slot,
+                    first_op: n,
+                    recovered: false,
+                    live: true,
+                }));
+            }
             let hit = if x.recovered {
                 None
             } else {
@@ -316,6 +327,7 @@ impl Sys {
                         slot,
                         first_op: n,
                         recovered: true,
+                        live: false,
                     }))
                 }
             }
@@ -342,10 +354,12 @@ impl Sys {
                 _ => (0, false),
             };
             st.io_inflight += 1;
+            let live = matches!(slot, IoHandle::Live(_));
             Ok(IoStart {
                 slot,
                 first_op,
                 recovered,
+                live,
             })
         })
     }
@@ -391,7 +405,7 @@ impl Sys {
         slot: &IoHandle,
     ) -> Result<Arc<dyn DriverHandle>, DriverError> {
         match slot {
-            IoHandle::Open(h) => Ok(h.clone()),
+            IoHandle::Open(h) | IoHandle::Live(h) => Ok(h.clone()),
             IoHandle::Lazy(d, at) => {
                 let h = d.open((**at).clone()).await?;
                 self.shared.with(|st| {
@@ -462,7 +476,12 @@ impl Sys {
         };
         let inflight = Inflight::new(&self.shared);
         let mut recovered = io.recovered;
-        let (cost, res) = match self.journaled(io.first_op, &mut recovered) {
+        let answer = if io.live {
+            Ok(None)
+        } else {
+            self.journaled(io.first_op, &mut recovered)
+        };
+        let (cost, res) = match answer {
             Err(e) => (Cost::FREE, Err(e)),
             Ok(Some(r)) => split(r),
             Ok(None) => {
@@ -1132,6 +1151,12 @@ impl Syscalls for Sys {
         // Replay answers from the journal and never touches a driver; recover opens it at the
         // first op that runs live.
         let handle = match self.shared.jmode {
+            JournalMode::Replay if driver.replays_live() => IoHandle::Live(
+                driver
+                    .open(at)
+                    .await
+                    .map_err(|e| SysError::Driver(e.to_string()))?,
+            ),
             JournalMode::Replay | JournalMode::Recover => IoHandle::Lazy(driver, Arc::new(at)),
             JournalMode::Live | JournalMode::Record => IoHandle::Open(
                 driver
@@ -1142,7 +1167,7 @@ impl Syscalls for Sys {
         };
         let r = self.shared.with(|st| {
             if !st.procs.contains_key(&me) {
-                if let IoHandle::Open(h) = handle {
+                if let IoHandle::Open(h) | IoHandle::Live(h) = handle {
                     st.deferred.push(crate::state::Deferred::Close(h));
                 }
                 return None;
@@ -1177,7 +1202,12 @@ impl Syscalls for Sys {
         let mut out: Vec<Option<IoOutcome>> = (0..n).map(|_| None).collect();
         let mut live: Vec<(usize, Value)> = Vec::new();
         for (i, req) in reqs.into_iter().enumerate() {
-            match self.journaled(io.first_op + i as u64, &mut recovered) {
+            let answer = if io.live {
+                Ok(None)
+            } else {
+                self.journaled(io.first_op + i as u64, &mut recovered)
+            };
+            match answer {
                 Ok(Some(r)) => out[i] = Some(r),
                 Err(e) => out[i] = Some(Err(e)),
                 Ok(None) => live.push((i, req)),

@@ -239,6 +239,12 @@ impl Driver for StoreDriver {
         STORE_DEVICE
     }
 
+    /// A replay rebuilds the log in a fresh database: the store answers live, so the rows a
+    /// replayed loop writes are really written (and must come out the same).
+    fn replays_live(&self) -> bool {
+        true
+    }
+
     fn open(&self, at: OpenCtx) -> BoxFuture<'static, Result<Arc<dyn DriverHandle>, DriverError>> {
         let r = match StoreScope::from_cap_scope(&at.scope) {
             Ok(scope) => Ok(Arc::new(StoreHandle {

@@ -3,6 +3,7 @@
 //! terminal status, on a deterministic kernel with a scripted model.
 
 mod common;
+mod replay;
 mod s1_4_ops;
 mod s2_3_exec;
 mod s2_3_files;
