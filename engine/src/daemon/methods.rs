@@ -207,7 +207,7 @@ pub static METHODS: &[MethodSpec] = &[
             ("glob", "string — paths it applies to"),
         ],
         init: Init::Attached,
-        imp: Imp::Unavailable(UNAVAILABLE_OVERLAY),
+        imp: Imp::Call(session_constrain),
     },
     MethodSpec {
         name: "session.unconstrain",
@@ -217,14 +217,14 @@ pub static METHODS: &[MethodSpec] = &[
             ("glob", "string — paths it applies to"),
         ],
         init: Init::Attached,
-        imp: Imp::Unavailable(UNAVAILABLE_OVERLAY),
+        imp: Imp::Call(session_unconstrain),
     },
     MethodSpec {
         name: "session.constraints",
         description: "The attached session's membership constraints.",
         params: &[],
         init: Init::Attached,
-        imp: Imp::Unavailable(UNAVAILABLE_OVERLAY),
+        imp: Imp::Call(session_constraints),
     },
     MethodSpec {
         name: "session.members",
@@ -264,7 +264,7 @@ pub static METHODS: &[MethodSpec] = &[
             ("outcome?", "string — why"),
         ],
         init: Init::Attached,
-        imp: Imp::Unavailable("proposals (202) are not built in this engine yet"),
+        imp: Imp::Call(loop_resolve),
     },
     MethodSpec {
         name: "loop.cancel",
@@ -278,7 +278,14 @@ pub static METHODS: &[MethodSpec] = &[
         description: "Forks a run: a new run with a copy of its log, sharing the world.",
         params: &[("runId?", "integer — the run (default: the attached one)")],
         init: Init::Attached,
-        imp: Imp::Unavailable("run forking (log copy) is not built in this engine yet"),
+        imp: Imp::Call(run_fork),
+    },
+    MethodSpec {
+        name: "proposal.list",
+        description: "Pending proposals (rows in state proposed) of the attached run, or of every run of the session with `all`.",
+        params: &[("all?", "boolean — every run of the attached session")],
+        init: Init::Attached,
+        imp: Imp::Call(proposal_list),
     },
     MethodSpec {
         name: "providers.list",
@@ -823,6 +830,135 @@ fn loop_inject(conn: &mut Conn<'_>, p: Value) -> Result<Value, RpcError> {
 #[derive(Deserialize)]
 struct CancelParams {
     reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ConstraintParams {
+    effect: String,
+    glob: String,
+}
+
+fn session_constrain(conn: &mut Conn<'_>, p: Value) -> Result<Value, RpcError> {
+    let p: ConstraintParams = args(p)?;
+    let (sid, _) = conn.attached()?;
+    let added = conn
+        .daemon
+        .engine
+        .store()
+        .constrain(sid, &p.effect, &p.glob)
+        .map_err(|e| match e {
+            StoreError::Refused(m) => RpcError::params(m),
+            other => store_err(other),
+        })?;
+    Ok(json!({ "added": added, "effect": p.effect, "glob": p.glob,
+        "note": "runs started from now on see the new overlay" }))
+}
+
+fn session_unconstrain(conn: &mut Conn<'_>, p: Value) -> Result<Value, RpcError> {
+    let p: ConstraintParams = args(p)?;
+    let (sid, _) = conn.attached()?;
+    let removed = conn
+        .daemon
+        .engine
+        .store()
+        .unconstrain(sid, &p.effect, &p.glob)
+        .map_err(store_err)?;
+    Ok(json!({ "removed": removed, "effect": p.effect, "glob": p.glob }))
+}
+
+fn session_constraints(conn: &mut Conn<'_>, _p: Value) -> Result<Value, RpcError> {
+    let (sid, _) = conn.attached()?;
+    let c = conn
+        .daemon
+        .engine
+        .store()
+        .constraints(sid)
+        .map_err(store_err)?;
+    let list: Vec<Value> = c
+        .into_iter()
+        .map(|(effect, glob)| json!({ "effect": effect, "glob": glob }))
+        .collect();
+    Ok(json!({ "constraints": list }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ResolveParams {
+    log_entry_id: i64,
+    decision: String,
+    outcome: Option<String>,
+}
+
+fn loop_resolve(conn: &mut Conn<'_>, p: Value) -> Result<Value, RpcError> {
+    let p: ResolveParams = args(p)?;
+    let (sid, _) = conn.attached()?;
+    let decision = crate::turn::proposal::Decision::parse(&p.decision).ok_or_else(|| {
+        RpcError::params(format!(
+            "decision must be accept, reject or cancel, not {:?}",
+            p.decision
+        ))
+    })?;
+    let engine = &conn.daemon.engine;
+    let row = engine.store().log_row(p.log_entry_id).map_err(store_err)?;
+    let run = engine.store().run(row.run_id).map_err(store_err)?;
+    if run.session_id != sid {
+        return Err(RpcError::new(
+            rpc::LOOP_NOT_FOUND,
+            format!(
+                "log entry {} is not in the attached session",
+                p.log_entry_id
+            ),
+        ));
+    }
+    engine
+        .resolve(p.log_entry_id, decision, p.outcome.as_deref())
+        .map_err(|e| match e {
+            EngineError::NotPending(id) => {
+                RpcError::params(format!("log entry {id} is not a pending proposal"))
+            }
+            other => engine_err(other),
+        })?;
+    Ok(json!({ "status": 202, "logEntryId": p.log_entry_id, "decision": p.decision }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ForkParams {
+    run_id: Option<RunId>,
+}
+
+fn run_fork(conn: &mut Conn<'_>, p: Value) -> Result<Value, RpcError> {
+    let p: ForkParams = args(p)?;
+    let (sid, rid) = conn.attached()?;
+    let source = p.run_id.unwrap_or(rid);
+    let r = conn
+        .daemon
+        .engine
+        .store()
+        .fork_run(sid, source, "", crate::store::Origin::Client)
+        .map_err(store_err)?;
+    Ok(json!({ "runId": r.id, "runName": r.name, "parentRunId": r.parent_run_id }))
+}
+
+#[derive(Deserialize)]
+struct ProposalParams {
+    all: Option<bool>,
+}
+
+fn proposal_list(conn: &mut Conn<'_>, p: Value) -> Result<Value, RpcError> {
+    let p: ProposalParams = args(p)?;
+    let (sid, rid) = conn.attached()?;
+    let engine = &conn.daemon.engine;
+    let rows = if p.all.unwrap_or(false) {
+        let mut all = Vec::new();
+        for r in engine.store().runs(sid).map_err(store_err)? {
+            all.extend(engine.proposals(Some(r.id)).map_err(engine_err)?);
+        }
+        all
+    } else {
+        engine.proposals(Some(rid)).map_err(engine_err)?
+    };
+    Ok(json!({ "proposals": rows }))
 }
 
 fn loop_cancel(conn: &mut Conn<'_>, p: Value) -> Result<Value, RpcError> {

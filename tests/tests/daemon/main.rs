@@ -14,4 +14,5 @@ mod drain;
 mod envelope;
 mod limits;
 mod notifications;
+mod proposals;
 mod sessions;
