@@ -595,6 +595,32 @@ pub fn run_image<S: Syscalls>(shared: Arc<EngineShared>) -> Image<S> {
                                 )
                                 .await;
                             }
+                            // A run a model spawned tells its parent how it concluded (a
+                            // SEND delta from run://name; it wakes an idle parent).
+                            let ended: Result<LoopRow, _> =
+                                store_call(&sys, store, &StoreRequest::Loop { loop_id: lp.id })
+                                    .await;
+                            let me: Result<crate::store::RunRow, _> =
+                                store_call(&sys, store, &StoreRequest::Run).await;
+                            if let (Ok(l), Ok(me), Some(root)) = (ended, me, start.root) {
+                                if let (Some(parent), crate::store::Origin::Model) =
+                                    (me.parent_run_id, me.origin)
+                                {
+                                    let note = RunControl::Inject {
+                                        run_id: parent,
+                                        prompt: format!(
+                                            "run://{} concluded {}: {}",
+                                            me.name,
+                                            l.status,
+                                            l.terminal_message.unwrap_or_default()
+                                        ),
+                                        flags: l.flags,
+                                    };
+                                    let _ = sys
+                                        .send(root, Body::local(note), SendOpts::default())
+                                        .await;
+                                }
+                            }
                             active = None;
                         }
                     }

@@ -154,6 +154,16 @@ fn run_collect_returns_the_deliverable_once_the_run_ends() {
         .find(|r| r.op.as_str() == "READ" && r.origin == Origin::Model)
         .unwrap();
     assert_eq!(read.rx.as_deref(), Some("200 forty-two"));
+    // The kid's conclusion reached its parent as a message that woke it (a new loop).
+    let woke = h
+        .engine
+        .store()
+        .loops(h.run.id)
+        .unwrap()
+        .into_iter()
+        .find(|l| l.prompt.starts_with("run://kid concluded"))
+        .expect("the parent heard the conclusion");
+    assert_eq!(woke.prompt, "run://kid concluded 200: forty-two");
 }
 
 #[test]
