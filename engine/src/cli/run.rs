@@ -329,7 +329,7 @@ fn drive_embedded(a: &RunArgs, engine: &crate::Engine) -> Result<Outcome, (u8, S
         match w {
             Wake::Interrupt if interrupted => {
                 eprintln!("agentos run: interrupted twice; exiting without waiting");
-                std::process::exit(130);
+                super::model::exit_now(130);
             }
             Wake::Interrupt => {
                 interrupted = true;
@@ -462,7 +462,7 @@ async fn drive_connected(a: &RunArgs, url: &str) -> Result<Outcome, (u8, String)
             _ = tokio::signal::ctrl_c() => {
                 if interrupted {
                     eprintln!("agentos run: interrupted twice; exiting without waiting");
-                    std::process::exit(130);
+                    super::model::exit_now(130);
                 }
                 interrupted = true;
                 eprintln!("agentos run: cancelling loop {loop_id} (Ctrl-C again to exit now)");
