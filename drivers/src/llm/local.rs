@@ -404,6 +404,24 @@ impl LocalModel {
     }
 }
 
+/// The real-model tests' gate: `Ok(None)` (after printing why) unless
+/// `AGENTOS_REAL_LLM=1`; then the local model served on a free port with `threads` threads
+/// (an error naming the fix when it is not prepared). One definition for every test crate.
+pub fn real_llm_for_tests(threads: u32) -> Result<Option<LocalServer>, LocalError> {
+    if std::env::var("AGENTOS_REAL_LLM").as_deref() != Ok("1") {
+        eprintln!("real-model test skipped: set AGENTOS_REAL_LLM=1 after `agentos llm prepare`");
+        return Ok(None);
+    }
+    let opts = ServeOptions {
+        threads: Some(threads),
+        ..ServeOptions::default()
+    };
+    LocalModel::from_env()
+        .serve(&opts)
+        .map(Some)
+        .map_err(|e| err(format!("AGENTOS_REAL_LLM=1 but {e}")))
+}
+
 /// How to run `llama-server`.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
