@@ -6,6 +6,16 @@
 //! table, the usage line and the proposal cards with their accept/reject buttons.
 //!
 //! Skipped, with the reason printed, only when no `chromium` binary is found.
+//!
+//! Extending it to accept a real proposal (once `loop.resolve {loop, row, decision}` and
+//! 202 rows exist): start the daemon with a script whose first turn EDITs a project file
+//! (e.g. `<<EDIT(src/a.txt):new text:EDIT` then `<<SEND[102]:…:SEND`, second turn
+//! `<<SEND[200]:done:SEND`); in the page, create a session on a temp project dir with
+//! `page.eval("call('session.create', {projectRoot: DIR}).then((r) => showSession(r.id)).then(() => true)")`,
+//! submit the form as below, `until` a `#plist .proposal` card exists, click its
+//! `button.accept`, `until` the card is gone and the status says `ended 200`, then assert
+//! `std::fs::read_to_string(DIR/src/a.txt) == "new text"`. (The synthetic card checked
+//! below keeps working either way: row 9001 does not exist, so the resolve is refused.)
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
