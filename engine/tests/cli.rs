@@ -156,17 +156,69 @@ fn run_exit_status_maps_the_terminal_status() {
     assert_eq!(code, 3, "{out}{err}");
     let v: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(v["status"], 429);
-    // No model configured: a setup error naming what to set.
-    let (code, _, err) = run_full(&["run", "x"], dir.path());
-    assert_eq!(code, 2);
+    // No model configured and the local default turned off: a setup error naming what to set.
+    let out = Command::new(env!("CARGO_BIN_EXE_agentos"))
+        .args(["run", "x"])
+        .env("AGENTOS_DATA_DIR", dir.path())
+        .env_remove("AGENTOS_LLM_BASE_URL")
+        .env_remove("AGENTOS_LLM_MODEL")
+        .env("AGENTOS_LLM_LOCAL", "0")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run agentos");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("AGENTOS_LLM_BASE_URL"), "{err}");
+    // The local default on first use, with its index unreachable: the failed step and the fix.
+    let cache = dir.path().join("llm-cache");
+    let out = Command::new(env!("CARGO_BIN_EXE_agentos"))
+        .args(["run", "x"])
+        .env("AGENTOS_DATA_DIR", dir.path())
+        .env_remove("AGENTOS_LLM_BASE_URL")
+        .env_remove("AGENTOS_LLM_MODEL")
+        .env_remove("AGENTOS_LLM_LOCAL")
+        .env("AGENTOS_LLM_CACHE", &cache)
+        .env("AGENTOS_LLM_INDEX", "http://127.0.0.1:9/simple")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run agentos");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("prepared now in"), "{err}");
+    assert!(err.contains("preparing the local model failed"), "{err}");
+    assert!(err.contains("AGENTOS_LLM_INDEX"), "{err}");
+    // `models` and `llm status` report an unprepared cache without touching the network.
+    let out = Command::new(env!("CARGO_BIN_EXE_agentos"))
+        .args(["models", "--json"])
+        .env_remove("AGENTOS_LLM_BASE_URL")
+        .env_remove("AGENTOS_LLM_MODEL")
+        .env_remove("AGENTOS_LLM_LOCAL")
+        .env("AGENTOS_LLM_CACHE", &cache)
+        .output()
+        .expect("run agentos");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("models --json");
+    assert_eq!(v["default"], "local");
+    assert_eq!(v["local"]["ready"], false);
+    assert!(v["endpoint"].is_null());
+    let out = Command::new(env!("CARGO_BIN_EXE_agentos"))
+        .args(["llm", "path"])
+        .env("AGENTOS_LLM_CACHE", &cache)
+        .output()
+        .expect("run agentos");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("agentos llm prepare"));
     // Every verb has --help.
     for verb in [
-        "run", "serve", "top", "sessions", "log", "loop", "parse", "gbnf",
+        "run", "serve", "top", "sessions", "log", "loop", "parse", "gbnf", "llm", "models",
     ] {
         let (code, out, _) = run_full(&[verb, "--help"], dir.path());
         assert_eq!(code, 0, "{verb}");
         assert!(out.contains("Usage: agentos"), "{verb}: {out}");
+    }
+    for sub in ["prepare", "status", "serve", "path"] {
+        let (code, out, _) = run_full(&["llm", sub, "--help"], dir.path());
+        assert_eq!(code, 0, "llm {sub}");
+        assert!(out.contains("Usage: agentos llm"), "llm {sub}: {out}");
     }
 }
 

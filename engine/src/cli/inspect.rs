@@ -114,7 +114,7 @@ pub fn log(a: LogArgs) -> ExitCode {
         },
         None => match newest_loop(&store) {
             Ok(Some(l)) => l,
-            Ok(None) => return fail("log", "the store has no loops yet"),
+            Ok(None) => return fail("log", "the store has no loops yet (run one with `agentos run \"task\"`; AGENTOS_DATA_DIR or --db picks the store)"),
             Err(e) => return fail("log", e),
         },
     };

@@ -9,11 +9,13 @@
 //! - `top` — a live terminal view of a daemon (ratatui; `top`);
 //! - `sessions`, `log [LOOP]` — what the store holds, a loop as the model saw it (`inspect`);
 //! - `loop PROMPT` — one loop, then its log (issue 12's acceptance; kept as it was);
+//! - `llm prepare|status|serve|path`, `models` — the local model and what is configured
+//!   (`llm`);
 //! - `parse [--turn]`, `gbnf` — the grammar tools.
 //!
 //! Model choice (`model`): a hidden `--script FILE` (turns separated by lines of `---`, for
-//! tests), else the `AGENTOS_LLM_*` endpoint; without either, `run` and `serve` say what to
-//! set. State lives under `AGENTOS_DATA_DIR` (`--db` overrides the database file).
+//! tests), else the `AGENTOS_LLM_*` endpoint, else the local SmolLM2 model, prepared on
+//! first use and started and stopped by the command itself. State lives under `AGENTOS_DATA_DIR` (`--db` overrides the database file).
 //!
 //! **Invariants:** no panic on any argument or input; a failure names what failed and what
 //! to do, on stderr; exit codes: 0 success (a loop that ended 200), 1 a loop that failed
@@ -24,6 +26,7 @@
 //! modules are private.
 
 mod inspect;
+mod llm;
 mod model;
 mod parse;
 mod run;
@@ -62,6 +65,10 @@ pub enum Command {
     Sessions(inspect::SessionsArgs),
     /// Print a loop's log as the model saw it (default: the newest loop).
     Log(inspect::LogArgs),
+    /// The local model: prepare (fetch, verify, build), status, serve, path.
+    Llm(llm::LlmArgs),
+    /// Which models are configured, which is local, and which a command would use.
+    Models(llm::ModelsArgs),
     /// Run one loop and print its log (scripted model or the AGENTOS_LLM_* endpoint).
     Loop(LoopArgs),
     /// Parse plurnk statements on stdin; print the result as JSON.
@@ -90,16 +97,20 @@ pub struct LoopArgs {
 /// Parses the process arguments and runs the verb.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    let code = match cli.command {
         Command::Run(a) => run::run(a),
         Command::Serve(a) => serve::serve(a),
         Command::Top(a) => top::top(a),
         Command::Sessions(a) => inspect::sessions(a),
         Command::Log(a) => inspect::log(a),
+        Command::Llm(a) => llm::llm(a),
+        Command::Models(a) => llm::models(a),
         Command::Loop(a) => run::loop_cmd(a),
         Command::Parse(a) => parse::parse(a),
         Command::Gbnf => parse::gbnf(),
-    }
+    };
+    model::stop_local();
+    code
 }
 
 /// Writes `text` to stdout; exit code 2 when stdout is gone.

@@ -205,7 +205,8 @@ enum Wake {
     Interrupt,
 }
 
-/// Sends `Wake::Interrupt` on every Ctrl-C (a thread with a small runtime of its own).
+/// Sends `Wake::Interrupt` on every Ctrl-C, and on SIGTERM (so a killed `run` still cancels
+/// its loop and stops the local model it started), from a thread with a small runtime.
 fn ctrl_c_to(tx: mpsc::Sender<Wake>) {
     std::thread::spawn(move || {
         let Ok(rt) = tokio::runtime::Builder::new_current_thread()
@@ -215,8 +216,21 @@ fn ctrl_c_to(tx: mpsc::Sender<Wake>) {
             return;
         };
         rt.block_on(async move {
-            while tokio::signal::ctrl_c().await.is_ok() {
-                if tx.send(Wake::Interrupt).is_err() {
+            #[cfg(unix)]
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            loop {
+                #[cfg(unix)]
+                let got = match term.as_mut() {
+                    Some(t) => tokio::select! {
+                        r = tokio::signal::ctrl_c() => r.is_ok(),
+                        r = t.recv() => r.is_some(),
+                    },
+                    None => tokio::signal::ctrl_c().await.is_ok(),
+                };
+                #[cfg(not(unix))]
+                let got = tokio::signal::ctrl_c().await.is_ok();
+                if !got || tx.send(Wake::Interrupt).is_err() {
                     return;
                 }
             }
@@ -329,7 +343,7 @@ fn drive_embedded(a: &RunArgs, engine: &crate::Engine) -> Result<Outcome, (u8, S
         match w {
             Wake::Interrupt if interrupted => {
                 eprintln!("agentos run: interrupted twice; exiting without waiting");
-                std::process::exit(130);
+                super::model::exit_now(130);
             }
             Wake::Interrupt => {
                 interrupted = true;
@@ -462,7 +476,7 @@ async fn drive_connected(a: &RunArgs, url: &str) -> Result<Outcome, (u8, String)
             _ = tokio::signal::ctrl_c() => {
                 if interrupted {
                     eprintln!("agentos run: interrupted twice; exiting without waiting");
-                    std::process::exit(130);
+                    super::model::exit_now(130);
                 }
                 interrupted = true;
                 eprintln!("agentos run: cancelling loop {loop_id} (Ctrl-C again to exit now)");

@@ -86,7 +86,8 @@ impl Client {
     /// Connects to `url` (`ws://127.0.0.1:3044`); must run inside a tokio runtime.
     pub async fn connect(url: &str) -> Result<Client, ClientError> {
         let (ws, _) =
-            tokio_tungstenite::connect_async(url)
+            // Nagle off: a call is one small frame waiting for one small answer.
+            tokio_tungstenite::connect_async_with_config(url, None, true)
                 .await
                 .map_err(|e| ClientError::Connect {
                     url: url.to_owned(),

@@ -145,7 +145,8 @@ impl Hub {
                 self.c.sessions.fetch_add(1, Ordering::Relaxed);
                 None
             }
-            StoreEvent::Run(_) | StoreEvent::Folds { .. } | StoreEvent::Resolved { .. } => return,
+            StoreEvent::Run(_) | StoreEvent::Folds { .. } => return,
+            StoreEvent::Resolved { session_id, .. } => Some(*session_id),
             StoreEvent::Turn { turn, .. } => {
                 let u = &turn.usage;
                 self.c.turns.fetch_add(1, Ordering::Relaxed);

@@ -421,7 +421,11 @@ pub static METHODS: &[MethodSpec] = &[
 pub static NOTIFICATIONS: &[(&str, &str)] = &[
     (
         "log/entry",
-        "{sessionId, runId, loopId, entry} — every log row written in the attached session",
+        "{sessionId, runId, loopId, entry} — every log row written in the attached session (again when a proposal is resolved)",
+    ),
+    (
+        "loop/proposal",
+        "{logEntryId, sessionId, runId, loopId, turnId, op, target, body} — a row waits for loop.resolve",
     ),
     (
         "loop/terminated",
@@ -519,26 +523,34 @@ pub fn session_json(s: &SessionRow) -> Value {
 /// A log row as the wire shows it: its fields, `op` as the column value (`EDIT`,
 /// `error`, `model`), plus `path` (`log:///L/T/S/OP`) and `targetUri`.
 pub fn row_json(r: &LogRow) -> Value {
-    let mut v = serde_json::to_value(r).unwrap_or(Value::Null);
-    if let Value::Object(o) = &mut v {
-        o.insert("op".into(), r.op.as_str().into());
-        o.insert("path".into(), r.path().into());
-        o.insert(
-            "targetUri".into(),
-            r.target.as_ref().map(|t| t.uri()).into(),
-        );
+    serde_json::to_value(RowWire::of(r)).unwrap_or(Value::Null)
+}
+
+/// A row as the wire shows it: its fields (`op` as its keyword) plus `path` and
+/// `targetUri`. Serialised directly, without an intermediate `Value`, by the notifications.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RowWire<'a> {
+    #[serde(flatten)]
+    row: &'a LogRow,
+    path: String,
+    target_uri: Option<String>,
+}
+
+impl<'a> RowWire<'a> {
+    /// The wire form of `r`.
+    pub fn of(r: &'a LogRow) -> RowWire<'a> {
+        RowWire {
+            row: r,
+            path: r.path(),
+            target_uri: r.target.as_ref().map(|t| t.uri()),
+        }
     }
-    v
 }
 
 /// The inverse of [`row_json`] (clients rendering notified rows).
 pub fn row_from_json(v: &Value) -> Option<LogRow> {
-    let mut v = v.clone();
-    let op = crate::store::RowOp::parse(v.get("op")?.as_str()?)?;
-    if let Value::Object(o) = &mut v {
-        o.insert("op".into(), serde_json::to_value(op).ok()?);
-    }
-    serde_json::from_value(v).ok()
+    serde_json::from_value(v.clone()).ok()
 }
 
 fn run_json(r: &RunRow) -> Value {

@@ -218,6 +218,10 @@ impl Server {
             .route("/healthz", get(healthz))
             .with_state(state);
         let mut stop = closing_rx;
+        // Small request/response frames: no Nagle delay on either side of a round trip.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         runtime.spawn(async move {
             let _ = axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
@@ -372,19 +376,32 @@ async fn healthz(State(st): State<AppState>) -> Response {
     }
 }
 
-/// Answers one text frame: `None` when nothing is owed (client notifications only).
-fn answer(conn: &mut Conn<'_>, text: &str) -> Option<Value> {
+/// Answers one text frame with the text to send back: `None` when nothing is owed
+/// (client notifications only). A single call's answer is serialised straight to text.
+fn answer(conn: &mut Conn<'_>, text: &str) -> Option<String> {
     match rpc::decode(text) {
-        rpc::Frame::Invalid(e) => Some(rpc::error_response(&Value::Null, &e)),
-        rpc::Frame::Single(c) => answer_one(conn, c),
+        rpc::Frame::Invalid(e) => Some(rpc::error_response(&Value::Null, &e).to_string()),
+        rpc::Frame::Single(Ok(c)) => answer_call(conn, c),
+        rpc::Frame::Single(Err(bad)) => answer_one(conn, Err(bad)).map(|v| v.to_string()),
         rpc::Frame::Batch(items) => {
             let out: Vec<Value> = items
                 .into_iter()
                 .filter_map(|c| answer_one(conn, c))
                 .collect();
-            (!out.is_empty()).then_some(Value::Array(out))
+            (!out.is_empty()).then(|| Value::Array(out).to_string())
         }
     }
+}
+
+/// One well-formed call answered as text, without building the envelope as a `Value`.
+fn answer_call(conn: &mut Conn<'_>, call: rpc::Call) -> Option<String> {
+    conn.daemon.hub.count_request();
+    let result = methods::dispatch(conn, &call.method, call.params);
+    let id = call.id?;
+    Some(match result {
+        Ok(v) => rpc::response_text(&id, &v),
+        Err(e) => rpc::error_response(&id, &e).to_string(),
+    })
 }
 
 fn answer_one(
@@ -405,26 +422,46 @@ fn answer_one(
 }
 
 /// The notification a store event becomes for this connection, if any.
-fn notification_for(d: &Daemon, ev: &StoreEvent) -> Vec<Value> {
+fn notification_for(d: &Daemon, ev: &StoreEvent) -> Vec<String> {
     match ev {
         StoreEvent::Session(s) => vec![rpc::notification(
             "session/created",
             json!({"sessionId": s.id, "session": methods::session_json(s)}),
-        )],
-        StoreEvent::Rows { session_id, rows } => rows
-            .iter()
-            .map(|r| {
-                rpc::notification(
-                    "log/entry",
-                    json!({
-                        "sessionId": session_id,
-                        "runId": r.run_id,
-                        "loopId": r.loop_id,
-                        "entry": methods::row_json(r),
-                    }),
-                )
-            })
-            .collect(),
+        )
+        .to_string()],
+        // The hot path (a dashboard watching a loop): each row serialised to text in one
+        // pass, no `Value` tree.
+        StoreEvent::Rows { session_id, rows } => {
+            let mut out: Vec<String> = rows
+                .iter()
+                .map(|r| log_entry_text(*session_id, r))
+                .collect();
+            // A proposed row also asks for a decision (PLURNK.md §4.3 `loop/proposal`).
+            for r in rows
+                .iter()
+                .filter(|r| r.state == Some(crate::store::RowState::Proposed))
+            {
+                out.push(
+                    rpc::notification(
+                        "loop/proposal",
+                        json!({
+                            "logEntryId": r.id,
+                            "sessionId": session_id,
+                            "runId": r.run_id,
+                            "loopId": r.loop_id,
+                            "turnId": r.turn_id,
+                            "op": r.op.as_str(),
+                            "target": r.target,
+                            "body": r.rx,
+                        }),
+                    )
+                    .to_string(),
+                );
+            }
+            out
+        }
+        // A resolution is the row's new state: the same `log/entry`, again.
+        StoreEvent::Resolved { session_id, row } => vec![log_entry_text(*session_id, row)],
         StoreEvent::Loop {
             session_id,
             run_id,
@@ -453,10 +490,40 @@ fn notification_for(d: &Daemon, ev: &StoreEvent) -> Vec<Value> {
                     "usage": {"prompt": p, "completion": c, "cached": k, "total": p + c},
                     "costPico": cost,
                 }),
-            )]
+            )
+            .to_string()]
         }
         _ => Vec::new(),
     }
+}
+
+/// One `log/entry` notification as text.
+fn log_entry_text(session_id: crate::store::SessionId, r: &crate::store::LogRow) -> String {
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Params<'a> {
+        session_id: i64,
+        run_id: i64,
+        loop_id: i64,
+        entry: methods::RowWire<'a>,
+    }
+    #[derive(serde::Serialize)]
+    struct Note<'a> {
+        jsonrpc: &'static str,
+        method: &'static str,
+        params: Params<'a>,
+    }
+    serde_json::to_string(&Note {
+        jsonrpc: "2.0",
+        method: "log/entry",
+        params: Params {
+            session_id,
+            run_id: r.run_id,
+            loop_id: r.loop_id,
+            entry: methods::RowWire::of(r),
+        },
+    })
+    .unwrap_or_default()
 }
 
 fn close(code: u16, reason: &'static str) -> Message {
@@ -496,7 +563,7 @@ async fn connection(d: Arc<Daemon>, mut ws: WebSocket, mut closing: watch::Recei
                 let mut failed = false;
                 while let Some(ev) = next.take() {
                     for n in notification_for(&d, &ev) {
-                        if ws.feed(Message::Text(n.to_string().into())).await.is_err() {
+                        if ws.feed(Message::Text(n.into())).await.is_err() {
                             failed = true;
                         }
                         sent += 1;
@@ -523,11 +590,11 @@ async fn connection(d: Arc<Daemon>, mut ws: WebSocket, mut closing: watch::Recei
                     Some(Ok(Message::Binary(_))) => Some(rpc::error_response(
                         &Value::Null,
                         &rpc::RpcError::new(rpc::INVALID_REQUEST, "binary frames are not JSON-RPC; send text"),
-                    )),
+                    ).to_string()),
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => None,
                 };
-                if let Some(v) = reply {
-                    if ws.send(Message::Text(v.to_string().into())).await.is_err() {
+                if let Some(text) = reply {
+                    if ws.send(Message::Text(text.into())).await.is_err() {
                         break;
                     }
                 }

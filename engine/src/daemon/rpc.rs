@@ -168,6 +168,22 @@ pub fn response(id: &Value, result: Value) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "result": result})
 }
 
+/// A success response as text, serialised in one pass (the hot path: no envelope `Value`).
+pub fn response_text(id: &Value, result: &Value) -> String {
+    #[derive(serde::Serialize)]
+    struct Response<'a> {
+        jsonrpc: &'static str,
+        id: &'a Value,
+        result: &'a Value,
+    }
+    serde_json::to_string(&Response {
+        jsonrpc: "2.0",
+        id,
+        result,
+    })
+    .unwrap_or_else(|_| response(id, result.clone()).to_string())
+}
+
 /// An error response.
 pub fn error_response(id: &Value, e: &RpcError) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "error": e.to_json()})

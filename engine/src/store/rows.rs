@@ -296,6 +296,23 @@ impl RowTarget {
     }
 }
 
+/// `LogRow::op` as its column text (`EDIT`, `error`, `model`): what clients read, and one
+/// serialisation pass for the daemon's `log/entry` notifications.
+mod op_text {
+    use super::RowOp;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(op: &RowOp, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(op.as_str())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<RowOp, D::Error> {
+        let text = String::deserialize(d)?;
+        RowOp::parse(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown row op {text:?}")))
+    }
+}
+
 /// One action: a `log_entries` row.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -320,7 +337,8 @@ pub struct LogRow {
     pub origin: Origin,
     /// For environment deltas: the run id or `file` that caused it.
     pub source: Option<String>,
-    /// What it records.
+    /// What it records (on the wire: the op's keyword, `error` or `model`).
+    #[serde(with = "op_text")]
     pub op: RowOp,
     /// The op's suffix.
     pub suffix: String,

@@ -1,115 +1,35 @@
 //! The demo's four questions, with their tools, on the real local model: SmolLM2-135M on
-//! llama-server, as `cargo xtask llm` prepared it. Skipped (with a note) unless
+//! llama-server, as `agentos llm prepare` prepared it. Skipped (with a note) unless
 //! `AGENTOS_REAL_LLM=1`; the test starts its own server on a free loopback port and kills it
 //! when done. It runs the team as the demo does (two ReAct agents with one question each, a
 //! conversation agent with two), on constrained actions as the LLM device advertises them, and
 //! reports how many answers are right and how many tool calls the agents made — and the same
 //! figures with native tool calls forced, the way the agents ran before constrained actions.
 
-#[path = "../../../xtask/src/bin/agentos-demo/questions.rs"]
+#[path = "../../../userland/examples/team/questions.rs"]
 mod questions;
 
 use crate::util::*;
 use agentos_abi::*;
+use agentos_drivers::llm::local::LocalServer;
 use agentos_drivers::llm::{LlmDriver, OpenAiConfig, OpenAiProvider};
 use agentos_drivers::tools::ToolDriver;
 use agentos_kernel::{BootOpts, Kernel, Sys};
 use agentos_userland::agents::*;
 use questions::{is_right, team_tools, turn_spec, Tally, CONCIERGE_PROMPT, QUESTIONS};
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A llama-server child on loopback, killed on drop.
-struct LlamaServer {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for LlamaServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl LlamaServer {
-    /// `None` (after printing why) unless `AGENTOS_REAL_LLM=1`; panics with the fix when the
-    /// model was asked for but is not prepared.
-    fn start() -> Option<LlamaServer> {
-        if std::env::var("AGENTOS_REAL_LLM").as_deref() != Ok("1") {
-            eprintln!("real-model test skipped: set AGENTOS_REAL_LLM=1 after `cargo xtask llm`");
-            return None;
-        }
-        let cache = std::env::var_os("AGENTOS_LLM_CACHE").map_or_else(
-            || {
-                PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                    .join(".cache/agentos/llm")
-            },
-            PathBuf::from,
-        );
-        let server = cache.join("build/bin/llama-server");
-        let model = cache.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-        assert!(
-            server.is_file() && model.is_file(),
-            "AGENTOS_REAL_LLM=1 but the local model is not prepared in {}: run `cargo xtask llm`",
-            cache.display()
-        );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
-        // The demo's server: a 4096-token window.
-        let child = Command::new(&server)
-            .arg("-m")
-            .arg(&model)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["-c", "4096", "-t", "2"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start llama-server");
-        let s = LlamaServer { child, port };
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while !s.healthy() {
-            assert!(
-                Instant::now() < deadline,
-                "llama-server did not become healthy in 120 s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Some(s)
-    }
-
-    fn healthy(&self) -> bool {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-        if s.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-            .is_err()
-        {
-            return false;
-        }
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        out.split_whitespace().nth(1) == Some("200")
-    }
-
-    fn base_url(&self) -> String {
-        format!("http://127.0.0.1:{}/v1", self.port)
-    }
+/// The local model's server (the demo's: a 4096-token window), when `AGENTOS_REAL_LLM=1`.
+fn start() -> Option<LocalServer> {
+    agentos_drivers::llm::local::real_llm_for_tests(2).expect("the local model")
 }
 
 /// One answer: the agent, the question's index, the result.
 type Answered = (usize, AgentResult);
 
 /// Run the team's four questions on `server` with `actions`; the answers in question order.
-fn run_team(server: &LlamaServer, actions: Actions) -> Vec<Answered> {
+fn run_team(server: &LocalServer, actions: Actions) -> Vec<Answered> {
     let mut cfg = OpenAiConfig::llama_cpp(server.base_url(), "smollm2");
     // A busy 2-core machine can be slow; a slow answer is not a failure here.
     cfg.timeout = Duration::from_secs(600);
@@ -243,7 +163,7 @@ fn tally(label: &str, answers: &[Answered]) -> Tally {
 
 #[test]
 fn real_llm_team_answers_the_demo_questions_with_constrained_tool_calls() {
-    let Some(server) = LlamaServer::start() else {
+    let Some(server) = start() else {
         return;
     };
     let started = Instant::now();

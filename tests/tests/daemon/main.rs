@@ -6,6 +6,7 @@
 //! Deterministic: no sleeps; every wait is on a notification or a response, bounded by a
 //! generous timeout that only turns a hang into a failure.
 
+mod browser;
 mod common;
 mod concurrency;
 mod dashboard;

@@ -1,5 +1,5 @@
 //! The OpenAI provider against a real local model: SmolLM2-135M on llama-server, as prepared
-//! by `cargo xtask llm`. Skipped (with a note) unless `AGENTOS_REAL_LLM=1`; each test starts
+//! by `agentos llm prepare`. Skipped (with a note) unless `AGENTOS_REAL_LLM=1`; each test starts
 //! its own server on a free loopback port and kills it when done. A real kernel process opens
 //! the `llm` device and is charged the tokens the server reports.
 
@@ -7,107 +7,17 @@ use crate::common::run_process;
 use crate::util::det;
 use agentos_abi::device::*;
 use agentos_abi::*;
+use agentos_drivers::llm::local::LocalServer;
 use agentos_drivers::llm::*;
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A llama-server child on loopback, killed on drop.
-pub struct LlamaServer {
-    child: Child,
-    port: u16,
+/// The local model's server, when `AGENTOS_REAL_LLM=1`.
+pub fn start() -> Option<LocalServer> {
+    agentos_drivers::llm::local::real_llm_for_tests(2).expect("the local model")
 }
 
-impl Drop for LlamaServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl LlamaServer {
-    /// `None` (after printing why) unless `AGENTOS_REAL_LLM=1`; panics with the fix when the
-    /// model was asked for but is not prepared.
-    pub fn start() -> Option<LlamaServer> {
-        if std::env::var("AGENTOS_REAL_LLM").as_deref() != Ok("1") {
-            eprintln!("real-model test skipped: set AGENTOS_REAL_LLM=1 after `cargo xtask llm`");
-            return None;
-        }
-        let cache = std::env::var_os("AGENTOS_LLM_CACHE").map_or_else(
-            || {
-                PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                    .join(".cache/agentos/llm")
-            },
-            PathBuf::from,
-        );
-        let server = cache.join("build/bin/llama-server");
-        let model = cache.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-        assert!(
-            server.is_file() && model.is_file(),
-            "AGENTOS_REAL_LLM=1 but the local model is not prepared in {}: run `cargo xtask llm`",
-            cache.display()
-        );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(&server)
-            .arg("-m")
-            .arg(&model)
-            .args([
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "-c",
-                "4096",
-                "--jinja",
-                "-t",
-                "2",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start llama-server");
-        let s = LlamaServer { child, port };
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while s.get("/health").map(|(code, _)| code) != Some(200) {
-            assert!(
-                Instant::now() < deadline,
-                "llama-server did not become healthy in 120 s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Some(s)
-    }
-
-    /// The OpenAI-compatible base URL.
-    pub fn base_url(&self) -> String {
-        format!("http://127.0.0.1:{}/v1", self.port)
-    }
-
-    /// A plain HTTP GET: (status, body), `None` when nothing answers yet.
-    fn get(&self, path: &str) -> Option<(u16, String)> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).ok()?;
-        let code = out.split_whitespace().nth(1)?.parse().ok()?;
-        Some((code, out))
-    }
-}
-
-fn provider(server: &LlamaServer, grammar: bool) -> Arc<dyn Provider> {
+fn provider(server: &LocalServer, grammar: bool) -> Arc<dyn Provider> {
     let mut cfg = OpenAiConfig::new(server.base_url(), "smollm2-135m");
     cfg.supports_grammar = grammar;
     cfg.timeout = Duration::from_secs(120);
@@ -157,7 +67,7 @@ fn report(what: &str, r: &ChatReply, took: Duration) {
 
 #[test]
 fn real_llm_completes_a_chat_and_the_account_pays_the_reported_tokens() {
-    let Some(server) = LlamaServer::start() else {
+    let Some(server) = start() else {
         return;
     };
     let req = ChatRequest {
@@ -186,7 +96,7 @@ fn real_llm_completes_a_chat_and_the_account_pays_the_reported_tokens() {
 
 #[test]
 fn real_llm_answers_a_json_schema_turn_with_matching_json() {
-    let Some(server) = LlamaServer::start() else {
+    let Some(server) = start() else {
         return;
     };
     let schema = r#"{"type":"object","properties":{"city":{"type":"string"},"country":{"type":"string"}},"required":["city","country"],"additionalProperties":false}"#;
@@ -218,7 +128,7 @@ fn real_llm_answers_a_json_schema_turn_with_matching_json() {
 
 #[test]
 fn real_llm_follows_a_gbnf_grammar() {
-    let Some(server) = LlamaServer::start() else {
+    let Some(server) = start() else {
         return;
     };
     let req = ChatRequest {
@@ -239,7 +149,7 @@ fn real_llm_follows_a_gbnf_grammar() {
 
 #[test]
 fn real_llm_calls_a_tool_then_answers_from_its_result() {
-    let Some(server) = LlamaServer::start() else {
+    let Some(server) = start() else {
         return;
     };
     let add = ToolSpec {

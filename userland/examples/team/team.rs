@@ -10,7 +10,7 @@
 //!
 //! The model is, by default, a scripted one (rules over the request, so the run needs no
 //! network and gives the same answers every time); with `AGENTOS_LLM_BASE_URL` set, any
-//! OpenAI-compatible endpoint; with `--local`, the SmolLM2 model `cargo xtask llm` prepared,
+//! OpenAI-compatible endpoint; with `--local`, the SmolLM2 model (prepared on first use, like `agentos llm prepare`),
 //! served by a llama-server this demo starts on loopback. While it runs the demo prints the
 //! process table whenever it changes; at the end, the answers, the usage and the metrics.
 
@@ -20,6 +20,7 @@ use agentos_abi::{
     Body, CapRef, EventKind, ExitReason, Image, Message, Quota, Right, SendOpts, SpawnOpts, SysMsg,
     Syscalls, Value,
 };
+use agentos_drivers::llm::local::{LinesProgress, LocalModel, LocalServer, ServeOptions};
 use agentos_drivers::llm::{
     LlmDriver, LlmError, OpenAiConfig, OpenAiProvider, Provider, ScriptedProvider,
 };
@@ -45,7 +46,7 @@ enum Model {
     Local,
 }
 
-/// Options of `agentos-demo [team]`.
+/// Options of the team example.
 pub struct TeamOpts {
     model: Model,
 }
@@ -354,65 +355,18 @@ fn lead(report: Arc<Mutex<Report>>, real: bool, courier_runs: Arc<AtomicU32>) ->
 // ---------------------------------------------------------------------------------------------
 // The host side
 
-/// A llama-server child on loopback, killed on drop.
-struct LocalServer {
-    child: std::process::Child,
-    base: String,
-}
-
-impl Drop for LocalServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// The local model on a free loopback port (prepared first when missing), stopped on drop.
 fn start_local_model() -> Result<LocalServer> {
-    let cache = crate::local_model::cache_dir();
-    let (server, model) = (
-        crate::local_model::server_path(&cache),
-        crate::local_model::model_path(&cache),
-    );
-    if !server.is_file() || !model.is_file() {
-        bail!("the local model is not prepared: run `cargo xtask llm` first");
+    let local = LocalModel::from_env();
+    if !local.is_prepared() {
+        eprintln!(
+            "demo: preparing the local model in {} (a download and a build, once)",
+            local.cache().display()
+        );
+        local.prepare(&LinesProgress)?;
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let child = std::process::Command::new(&server)
-        .arg("-m")
-        .arg(&model)
-        .args([
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "-c",
-            "4096",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .with_context(|| format!("starting {}", server.display()))?;
-    let srv = LocalServer {
-        child,
-        base: format!("http://127.0.0.1:{port}/v1"),
-    };
-    eprintln!("demo: starting llama-server on 127.0.0.1:{port} …");
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(120) {
-        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-            use std::io::{Read, Write};
-            let _ = s.write_all(b"GET /health HTTP/1.0\r\n\r\n");
-            let mut out = String::new();
-            let _ = s.read_to_string(&mut out);
-            if out.starts_with("HTTP/1.1 200") || out.starts_with("HTTP/1.0 200") {
-                return Ok(srv);
-            }
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    bail!("llama-server did not become healthy in 120 s")
+    eprintln!("demo: starting llama-server on loopback …");
+    Ok(local.serve(&ServeOptions::default())?)
 }
 
 fn table(rows: &[ProcInfo]) -> String {
@@ -458,8 +412,8 @@ pub fn run(opts: TeamOpts) -> Result<()> {
             let srv = start_local_model()?;
             // llama.cpp takes grammars; SmolLM2 does not call tools natively, so the agents ask
             // for one grammar-constrained action per step (and fit the window /props reports).
-            let p = OpenAiProvider::new(OpenAiConfig::llama_cpp(srv.base.clone(), "smollm2"))?;
-            let label = format!("the local SmolLM2-135M at {}", srv.base);
+            let p = OpenAiProvider::new(OpenAiConfig::llama_cpp(srv.base_url(), "smollm2"))?;
+            let label = format!("the local SmolLM2-135M at {}", srv.base_url());
             _server = Some(srv);
             (Arc::new(p), label, true)
         }

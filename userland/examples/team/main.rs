@@ -1,25 +1,23 @@
-//! # agentos-demo — a supervised team of agents, a process tree, crash recovery
+//! # The team example — a supervised team of agents, a process tree, crash recovery
 //!
-//! `cargo xtask demo` runs a supervised team of agents (see `team.rs`: a conversation agent
+//! `cargo run --release -p agentos-userland --example team` runs a supervised team of agents (see `team.rs`: a conversation agent
 //! and ReAct agents with tools under a supervisor with a token budget), on a scripted model by
 //! default, an OpenAI-compatible endpoint when `AGENTOS_LLM_BASE_URL` is set, or the local
-//! model with `--local`; it prints a live process table, the answers, usage and metrics.
+//! model with `--local` (SmolLM2 on llama-server, prepared on first use like `agentos llm
+//! prepare` and started on a free loopback port); it prints a live process table, the answers, usage and metrics.
 //!
-//! `cargo xtask demo kernel` boots a kernel in deterministic mode (virtual clock, seeded RNG) and runs
+//! `… --example team -- kernel` boots a kernel in deterministic mode (virtual clock, seeded RNG) and runs
 //! a process tree that exercises the runtime's guarantees in one go: a linked worker that
 //! crashes (its parent gets a `down`), a monitored spender killed by its token quota, a client
 //! whose delegated capability is revoked mid-conversation, and a service that is asked to stop
 //! with a catchable `term`. It prints `ps` at a checkpoint, the tail of the event trace, and the
 //! metrics (also as Prometheus text). Run it twice: the trace hash is the same every time.
 //!
-//! `cargo xtask demo durable` shows crash recovery instead: a child process records a journaled
+//! `… --example team -- durable` shows crash recovery instead: a child process records a journaled
 //! run into a file store and is killed with SIGKILL mid-run; a new kernel recovers from the
 //! store (the torn tail truncated), replays the recorded prefix without touching the device,
 //! finishes live, and ends with the same result as an uninterrupted run.
 
-#[allow(dead_code)] // the demo uses the cache paths only
-#[path = "../../local_model.rs"]
-mod local_model;
 mod questions;
 mod team;
 
@@ -349,7 +347,7 @@ fn durable_child(path: &str) -> anyhow::Result<()> {
 }
 
 fn durable() -> anyhow::Result<()> {
-    let path = std::env::temp_dir().join(format!("agentos-demo-journal-{}", std::process::id()));
+    let path = std::env::temp_dir().join(format!("agentos-team-journal-{}", std::process::id()));
     let _ = std::fs::remove_file(&path);
     println!(
         "== record: a child process journals {DURABLE_OPS} device reads into {} ==",
@@ -413,22 +411,16 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("--help" | "-h") => {
+            println!("team [--fast] [--local]  a supervised team of agents (scripted model;");
             println!(
-                "agentos-demo [--fast] [--local]  a supervised team of agents (scripted model;"
+                "                         AGENTOS_LLM_BASE_URL: an OpenAI-compatible endpoint;"
             );
             println!(
-                "                                  AGENTOS_LLM_BASE_URL: an OpenAI-compatible"
+                "                         --local: SmolLM2 on llama-server, prepared on first use;"
             );
-            println!(
-                "                                  endpoint; --local: the model `cargo xtask llm`"
-            );
-            println!("                                  prepared; --fast: no pacing of the scripted model)");
-            println!(
-                "agentos-demo kernel               a small process tree on a deterministic kernel"
-            );
-            println!(
-                "agentos-demo durable              record a run, SIGKILL it mid-flight, recover it"
-            );
+            println!("                         --fast: no pacing of the scripted model)");
+            println!("team kernel              a small process tree on a deterministic kernel");
+            println!("team durable             record a run, SIGKILL it mid-flight, recover it");
             return Ok(());
         }
         Some("durable") => return durable(),
