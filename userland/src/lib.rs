@@ -60,3 +60,9 @@ pub use supervisor::{
     supervisor, which_children, Backoff, ChildInfo, ChildSpec, Intensity, Restart, Shutdown,
     Strategy, SupervisorError, SupervisorSpec,
 };
+
+// The README is the crate page on a registry; its examples run as doctests here (`cargo xtask
+// tidy` checks that this hook exists and that the README has a Rust example).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
