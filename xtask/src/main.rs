@@ -72,6 +72,7 @@ USAGE:
 Runs, in order, failing fast with the name of the failed step:
     1. cargo fmt --all -- --check
     2. cargo clippy --workspace --all-targets -- -D warnings
+       cargo clippy --all-targets --no-default-features -p <each library crate> -- -D warnings
     3. cargo nextest run --workspace && cargo test --workspace --doc
        (or `cargo test --workspace` when cargo-nextest is not installed)
     4. cargo bench --workspace --no-run     (only if some crate has benches)
@@ -347,6 +348,31 @@ fn ci_steps(nextest: bool, benches: bool) -> Vec<Vec<&'static str>> {
             "-D",
             "warnings",
         ],
+        // Features are a contract: every library crate, tests included, also builds without
+        // its default features. One invocation: the selected crates ask nothing heavy of each
+        // other, so each gets its minimal feature set (the workspace run above has them all).
+        vec![
+            "clippy",
+            "--all-targets",
+            "--no-default-features",
+            "-p",
+            "agentos-abi",
+            "-p",
+            "agentos-kernel",
+            "-p",
+            "agentos-drivers",
+            "-p",
+            "agentos-net",
+            "-p",
+            "agentos-userland",
+            "-p",
+            "agentos-engine",
+            "-p",
+            "agentos-wasmlimit",
+            "--",
+            "-D",
+            "warnings",
+        ],
     ];
     if nextest {
         steps.push(vec!["nextest", "run", "--workspace"]);
@@ -519,6 +545,7 @@ mod tests {
         assert_eq!(without.last().map(|s| s[0]), Some("package"));
         assert!(without.last().is_some_and(|s| s.contains(&"--no-verify")));
         assert_eq!(without[0], vec!["fmt", "--all", "--", "--check"]);
+        assert!(without[2].contains(&"--no-default-features"));
     }
 
     #[test]
