@@ -52,3 +52,9 @@ pub use value::Value;
 ///
 /// A snapshot or journal written under another version is rejected with a clear error.
 pub const ABI_VERSION: u32 = 3;
+
+// The README is the crate page on a registry; its examples run as doctests here (`cargo xtask
+// tidy` checks that this hook exists and that the README has a Rust example).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

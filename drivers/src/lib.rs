@@ -18,7 +18,7 @@
 //!   [`worker::WorkerPool`].
 //! - [`gateway`]: [`gateway::GatewayDriver`], outbound forwarding (the seed's gateway) and an
 //!   inbound request queue that host code feeds through a [`gateway::GatewayClient`].
-//! - [`wasm`]: [`wasm::WasmDriver`], named WebAssembly modules (wasmtime) whose exports are
+//! - `wasm` (feature `wasm`): `wasm::WasmDriver`, named WebAssembly modules (wasmtime) whose exports are
 //!   called with numeric arguments, each call in a fresh store under a fuel limit (charged as
 //!   reductions, plus one tool call) and a memory limit.
 //! - [`fs`]: [`fs::FsDriver`], the project files of the root in the cap's scope: git
@@ -44,6 +44,10 @@
 //! kernel can charge the caller's account before the result is delivered. JSON appears only at
 //! the HTTP and tool edges, never on the message path.
 //!
+//! **Features:** `http` (default: the OpenAI and Anthropic providers, on reqwest) and `wasm`
+//! (off: the wasm device, on wasmtime). With neither, the crate is the device logic on tokio
+//! and redb. README.md has the matrix and a runnable example.
+//!
 //! **API boundary:** drivers implement the driver ABI in `agentos-abi` (`Driver`/`DriverHandle`,
 //! with requests and replies from `agentos_abi::device`) and depend on `agentos-abi` only —
 //! never on the kernel. A fork of the kernel keeps every driver; userland talks to these
@@ -57,6 +61,7 @@ pub mod kv;
 pub mod llm;
 pub mod rt;
 pub mod tools;
+#[cfg(feature = "wasm")]
 pub mod wasm;
 pub mod worker;
 
@@ -64,8 +69,17 @@ pub use exec::{ExecConfig, ExecDriver, Sandbox};
 pub use fs::FsDriver;
 pub use gateway::{GatewayClient, GatewayDriver};
 pub use kv::KvDriver;
-pub use llm::{AnthropicProvider, LlmDriver, OpenAiProvider, Provider, ScriptedProvider};
+#[cfg(feature = "http")]
+pub use llm::{AnthropicProvider, OpenAiProvider};
+pub use llm::{LlmDriver, Provider, ScriptedProvider};
 pub use rt::IoRuntime;
 pub use tools::{ToolDriver, ToolRegistry};
+#[cfg(feature = "wasm")]
 pub use wasm::WasmDriver;
 pub use worker::WorkerDriver;
+
+// The README is the crate page on a registry; its examples run as doctests here (`cargo xtask
+// tidy` checks that this hook exists and that the README has a Rust example).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -55,3 +55,9 @@ pub mod store;
 pub mod turn;
 
 pub use host::{Engine, EngineError, LoopOptions};
+
+// The README is the crate page on a registry; its examples run as doctests here (`cargo xtask
+// tidy` checks that this hook exists and that the README has a Rust example).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -67,3 +67,9 @@ pub use syscalls::Sys;
 
 /// An image runnable on this kernel.
 pub type KImage = agentos_abi::Image<Sys>;
+
+// The README is the crate page on a registry; its examples run as doctests here (`cargo xtask
+// tidy` checks that this hook exists and that the README has a Rust example).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -48,3 +48,9 @@ pub use nats::{NatsConfig, NatsTransport};
 pub use stats::TransportStats;
 pub use tcp::{TcpConfig, TcpTransport};
 pub use transport::{Ingress, NetError, PeerEvent, PeerEvents, SendError, Transport};
+
+// The README is the crate page on a registry; its examples run as doctests here (`cargo xtask
+// tidy` checks that this hook exists and that the README has a Rust example).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -8,7 +8,7 @@
 //! die), and [`agents`]: `run_turn` and the ReAct and conversation agent images (an agent
 //! reaches models and tools only through device handles and spends only what those devices
 //! charge its account; a model without native tool calls is asked for one grammar- or
-//! schema-constrained action per step), and [`sandbox`]: untrusted code as WebAssembly processes that reach the
+//! schema-constrained action per step), and `sandbox` (feature `sandbox`): untrusted code as WebAssembly processes that reach the
 //! kernel only through a syscall allowlist, under fuel and memory limits, torn down with their
 //! process.
 //!
@@ -49,6 +49,7 @@ mod persist;
 pub mod persona;
 pub mod promptsmith;
 mod proto;
+#[cfg(feature = "sandbox")]
 pub mod sandbox;
 mod scope;
 pub mod supervisor;
@@ -59,3 +60,9 @@ pub use supervisor::{
     supervisor, which_children, Backoff, ChildInfo, ChildSpec, Intensity, Restart, Shutdown,
     Strategy, SupervisorError, SupervisorSpec,
 };
+
+// The README is the crate page on a registry; its examples run as doctests here (`cargo xtask
+// tidy` checks that this hook exists and that the README has a Rust example).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

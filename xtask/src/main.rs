@@ -6,10 +6,13 @@
 //!
 //! - `ci` — the gate: rustfmt check, clippy with `-D warnings`, the test suite (nextest
 //!   when installed, plus doctests; `cargo test` otherwise), a `--no-run` build of benches
-//!   when any exist, then `tidy`. It fails fast on the first failing step, names it, and
-//!   exits non-zero.
+//!   when any exist, `cargo package` of every crate, the `downstream` check, then `tidy`. It
+//!   fails fast on the first failing step, names it, and exits non-zero.
+//! - `downstream` — crates outside the workspace that take one layer each (abi + kernel; abi +
+//!   userland on the kernel), generated in a temp dir, checked for their dependency graph and
+//!   run; see the `downstream` module.
 //! - `tidy` — the structural rules of DESIGN.md (crate-root essays, layer edges, abi without
-//!   I/O, no `todo!`/`dbg!`, ARCHITECTURE.md coverage); see the `tidy` module. The same
+//!   I/O, no `todo!`/`dbg!`, ARCHITECTURE.md coverage, crates that package alone); see the `tidy` module. The same
 //!   checks run as unit tests, so `cargo test` alone enforces them.
 //! - `bench` — builds and runs the `agentos-bench` binary in release mode and passes its
 //!   single JSON document through on stdout (BENCHMARKS.md).
@@ -22,6 +25,7 @@
 //! root, so `cargo xtask` works from any directory inside the repository. Bad arguments give
 //! a usage message and exit code 2, never a panic.
 
+mod downstream;
 mod tidy;
 
 use std::{
@@ -42,9 +46,11 @@ USAGE:
 COMMANDS:
     ci                 fmt --check, clippy -D warnings, tests (nextest + doctests, or
                        cargo test), bench --no-run (if any benches), rustdoc -D warnings,
-                       the team example (--fast), tidy; fails fast
+                       the team example (--fast), cargo package, downstream, tidy; fails fast
     tidy               check the DESIGN.md rules: crate-root essays, layer edges, abi has
-                       no I/O, no todo!/unimplemented!/dbg!, ARCHITECTURE.md per crate
+                       no I/O, no todo!/unimplemented!/dbg!, ARCHITECTURE.md per crate,
+                       crate metadata and README doctests
+    downstream         build and run crates outside the workspace that take one layer each
     bench [--quick] [NAME...]
                        run the BENCHMARKS.md workloads in release mode; prints one JSON
                        document on stdout, progress on stderr
@@ -64,13 +70,18 @@ USAGE:
 Runs, in order, failing fast with the name of the failed step:
     1. cargo fmt --all -- --check
     2. cargo clippy --workspace --all-targets -- -D warnings
+       cargo clippy --all-targets --no-default-features -p <each library crate> -- -D warnings
     3. cargo nextest run --workspace && cargo test --workspace --doc
        (or `cargo test --workspace` when cargo-nextest is not installed)
     4. cargo bench --workspace --no-run     (only if some crate has benches)
     5. cargo doc --workspace --no-deps      (RUSTDOCFLAGS=-D warnings)
     6. cargo run -p agentos-userland --example team -- --fast
                                             (the README's team example runs to completion)
-    7. tidy                                 (see `cargo xtask help tidy`)
+    7. cargo package --workspace --no-verify --allow-dirty --exclude xtask --exclude agentos-tests
+                                            (every library crate packages: versioned deps,
+                                            metadata, files; the build is step 8's job)
+    8. downstream                           (see `cargo xtask help downstream`)
+    9. tidy                                 (see `cargo xtask help tidy`)
 Exits non-zero if any step fails.
 ";
 
@@ -90,7 +101,28 @@ Checks:
     architecture  ARCHITECTURE.md has, per crate (abi kernel drivers net userland engine),
                   a section heading naming it with `**Invariant:**` and `**API boundary:**`
                   lines
+    crates        every publishable library crate has description, license, readme,
+                  keywords, categories (no placeholder URLs), a README with a Rust example
+                  that runs, the README included in src/lib.rs as a doctest, and no
+                  include_str!/include_bytes! outside its directory
 The same checks run as unit tests of xtask (`cargo test -p xtask tidy`).
+";
+
+const HELP_DOWNSTREAM: &str = "\
+cargo xtask downstream — one layer, taken alone from outside the workspace
+
+USAGE:
+    cargo xtask downstream
+
+Generates in a temp dir (removed afterwards) two crates that are not workspace members:
+    agentos-downstream-kernel     agentos-abi + agentos-kernel, by path: boots a kernel and
+                                  runs a process that spawns a child and trades messages
+    agentos-downstream-userland   agentos-abi + agentos-userland (+ agentos-kernel to run on):
+                                  a supervisor restarts a crashed worker
+For each, `cargo tree` must show no other agentos layer and none of wasmtime, tantivy,
+tokio, reqwest; then `cargo run` must print the expected line. Both start from the
+workspace's Cargo.lock and build in the workspace's target directory (CARGO_TARGET_DIR when
+set), so CI reuses what its test step built.
 ";
 
 const HELP_BENCH: &str = "\
@@ -118,6 +150,8 @@ enum Cmd {
     Ci,
     /// `tidy`.
     Tidy,
+    /// `downstream`.
+    Downstream,
     /// `bench` with the arguments for `agentos-bench`.
     Bench(Vec<OsString>),
 }
@@ -127,6 +161,7 @@ fn help_for(cmd: &str) -> Option<&'static str> {
     Some(match cmd {
         "ci" => HELP_CI,
         "tidy" => HELP_TIDY,
+        "downstream" => HELP_DOWNSTREAM,
         "bench" => HELP_BENCH,
         "help" => HELP,
         _ => return None,
@@ -164,6 +199,8 @@ fn parse(args: &[OsString]) -> Result<Cmd, String> {
         "ci" => no_args("ci").map(|()| Cmd::Ci),
         "tidy" if wants_help(rest) => Ok(Cmd::Help(HELP_TIDY)),
         "tidy" => no_args("tidy").map(|()| Cmd::Tidy),
+        "downstream" if wants_help(rest) => Ok(Cmd::Help(HELP_DOWNSTREAM)),
+        "downstream" => no_args("downstream").map(|()| Cmd::Downstream),
         "bench" if wants_help(rest) => Ok(Cmd::Help(HELP_BENCH)),
         "bench" => {
             for a in rest {
@@ -213,6 +250,7 @@ fn main() -> ExitCode {
         }
         Cmd::Ci => ci(&root).map(|()| ExitCode::SUCCESS),
         Cmd::Tidy => tidy::run(&root).map(|()| ExitCode::SUCCESS),
+        Cmd::Downstream => downstream::run(&root).map(|()| ExitCode::SUCCESS),
         Cmd::Bench(args) => run_release_bin(&root, "agentos-bench", &args),
     };
     match result {
@@ -289,6 +327,31 @@ fn ci_steps(nextest: bool, benches: bool) -> Vec<Vec<&'static str>> {
             "-D",
             "warnings",
         ],
+        // Features are a contract: every library crate, tests included, also builds without
+        // its default features. One invocation: the selected crates ask nothing heavy of each
+        // other, so each gets its minimal feature set (the workspace run above has them all).
+        vec![
+            "clippy",
+            "--all-targets",
+            "--no-default-features",
+            "-p",
+            "agentos-abi",
+            "-p",
+            "agentos-kernel",
+            "-p",
+            "agentos-drivers",
+            "-p",
+            "agentos-net",
+            "-p",
+            "agentos-userland",
+            "-p",
+            "agentos-engine",
+            "-p",
+            "agentos-wasmlimit",
+            "--",
+            "-D",
+            "warnings",
+        ],
     ];
     if nextest {
         steps.push(vec!["nextest", "run", "--workspace"]);
@@ -312,6 +375,23 @@ fn ci_steps(nextest: bool, benches: bool) -> Vec<Vec<&'static str>> {
         "--",
         "--fast",
     ]);
+    // Every library crate packages (versioned path deps, metadata, the files it needs).
+    // `--no-verify`: verifying rebuilds every packaged crate and all its dependencies under a
+    // fresh profile (minutes per wasmtime build on CI's machine); what verification would catch
+    // is covered more cheaply by the downstream step (each layer built from outside the
+    // workspace) and tidy's `crates` check (no include outside the crate directory).
+    // `--allow-dirty`: packaging is checked, not a release cut, so a local run with uncommitted
+    // work must not fail on it.
+    steps.push(vec![
+        "package",
+        "--workspace",
+        "--no-verify",
+        "--allow-dirty",
+        "--exclude",
+        "xtask",
+        "--exclude",
+        "agentos-tests",
+    ]);
     steps
 }
 
@@ -323,7 +403,7 @@ fn ci(root: &Path) -> Result<()> {
         eprintln!("xtask ci: cargo-nextest not installed; using `cargo test`");
     }
     let steps = ci_steps(nextest, has_benches(root)?);
-    let total = steps.len() + 1;
+    let total = steps.len() + 2;
     for (i, args) in steps.iter().enumerate() {
         let label = format!("cargo {}", args.join(" "));
         eprintln!("\n==> [{}/{total}] {label}", i + 1);
@@ -337,6 +417,10 @@ fn ci(root: &Path) -> Result<()> {
         run_step(&label, cmd).context("xtask ci failed")?;
         eprintln!("    ok ({:.1?})", step_start.elapsed());
     }
+    eprintln!("\n==> [{}/{total}] downstream", total - 1);
+    let step_start = Instant::now();
+    downstream::run(root).context("xtask ci failed at step `downstream`")?;
+    eprintln!("    ok ({:.1?})", step_start.elapsed());
     eprintln!("\n==> [{total}/{total}] tidy");
     tidy::run(root).context("xtask ci failed at step `tidy`")?;
     eprintln!(
@@ -376,6 +460,7 @@ mod tests {
     fn parses_commands() {
         assert_eq!(parse(&args(&["ci"])), Ok(Cmd::Ci));
         assert_eq!(parse(&args(&["tidy"])), Ok(Cmd::Tidy));
+        assert_eq!(parse(&args(&["downstream"])), Ok(Cmd::Downstream));
         assert_eq!(
             parse(&args(&["bench", "--quick", "pingpong"])),
             Ok(Cmd::Bench(args(&["--quick", "pingpong"])))
@@ -425,11 +510,14 @@ mod tests {
         assert!(!without.iter().any(|s| s[0] == "nextest"));
         assert!(without.contains(&vec!["bench", "--workspace", "--no-run"]));
         assert_eq!(
-            without.last().map(|s| s[s.len() - 1]),
-            Some("--fast"),
-            "the team example runs last"
+            without[without.len() - 2].last(),
+            Some(&"--fast"),
+            "the team example runs before packaging"
         );
+        assert_eq!(without.last().map(|s| s[0]), Some("package"));
+        assert!(without.last().is_some_and(|s| s.contains(&"--no-verify")));
         assert_eq!(without[0], vec!["fmt", "--all", "--", "--check"]);
+        assert!(without[2].contains(&"--no-default-features"));
     }
 
     #[test]

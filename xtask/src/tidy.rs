@@ -16,6 +16,9 @@
 //!   file under a member's `src/`.
 //! - [`check_architecture`]: `ARCHITECTURE.md` exists at the root and has, for each layer
 //!   crate, a section with an `**Invariant:**` and an `**API boundary:**` line.
+//! - [`check_crates`]: every publishable library crate has registry metadata (no placeholder
+//!   URLs), a README with a Rust example, that README included in `src/lib.rs` as a doctest,
+//!   and no `include_str!`/`include_bytes!` outside its directory.
 //!
 //! `cargo xtask tidy` runs them all through [`run`]; the `#[test]`s at the bottom run each
 //! one against the real workspace too, so a plain `cargo test` enforces the rules, and
@@ -75,6 +78,7 @@ pub const CHECKS: &[Check] = &[
     ("abi-io", check_abi_io),
     ("macros", check_forbidden_macros),
     ("architecture", check_architecture),
+    ("crates", check_crates),
 ];
 
 /// Runs every check against the workspace at `root`, printing one status line per check to
@@ -590,6 +594,204 @@ pub fn architecture_problems(text: &str) -> Vec<String> {
 }
 
 // ---------------------------------------------------------------------------------------
+// (f) crates package alone
+// ---------------------------------------------------------------------------------------
+
+/// Every publishable library crate can be packaged and read on its own: registry metadata
+/// (description, license, readme, keywords, categories; no placeholder URLs), a README in the
+/// crate with at least one Rust example, that README included in `src/lib.rs` as a doctest
+/// (`#[doc = include_str!("../README.md")]`, so the example compiles and runs in `cargo test
+/// --doc`), and no `include_str!`/`include_bytes!` reaching outside the crate directory (what
+/// `cargo package` would leave behind).
+pub fn check_crates(root: &Path) -> Result<Vec<String>> {
+    let meta = cargo_metadata(root)?;
+    let mut problems = Vec::new();
+    for pkg in packages(&meta) {
+        let name = pkg["name"].as_str().unwrap_or("?");
+        // `publish = false` is `[]` in metadata; xtask and agentos-tests are not for others.
+        let publishable = !pkg["publish"].as_array().is_some_and(Vec::is_empty);
+        let lib = pkg["targets"]
+            .as_array()
+            .map_or(&[][..], Vec::as_slice)
+            .iter()
+            .find(|t| {
+                t["kind"]
+                    .as_array()
+                    .is_some_and(|k| k.iter().any(|k| k == "lib"))
+            });
+        let (true, Some(lib), Some(dir)) = (publishable, lib, package_dir(pkg)) else {
+            continue;
+        };
+        problems.extend(manifest_problems(pkg));
+        let Some(readme) = pkg["readme"].as_str().map(|r| dir.join(r)) else {
+            continue; // reported by manifest_problems
+        };
+        match fs::read_to_string(&readme) {
+            Ok(text) if !has_rust_example(&text) => problems.push(format!(
+                "{}: no Rust example (a ```rust block rustdoc runs, not `ignore`): \
+                 the README must show the crate in use",
+                rel(root, &readme)
+            )),
+            Ok(_) => {}
+            Err(_) => problems.push(format!(
+                "{name}: README {} is missing: say what the layer is, what it depends on, \
+                 its features, and give an example",
+                rel(root, &readme)
+            )),
+        }
+        let lib_src = PathBuf::from(lib["src_path"].as_str().unwrap_or_default());
+        let hook = format!(
+            "doc=include_str!(\"{}\")",
+            relative_from(lib_src.parent().unwrap_or(&dir), &readme)
+        );
+        match fs::read_to_string(&lib_src) {
+            Ok(text) => {
+                let squeezed: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+                if !squeezed.contains(&hook) {
+                    problems.push(format!(
+                        "{}: does not include its README as a doctest; add \
+                         `#[cfg(doctest)] #[doc = include_str!(\"{}\")] pub struct \
+                         ReadmeDoctests;` (or `#![doc = include_str!(..)]`)",
+                        rel(root, &lib_src),
+                        relative_from(lib_src.parent().unwrap_or(&dir), &readme)
+                    ));
+                }
+            }
+            Err(e) => problems.push(format!("{}: cannot read: {e}", rel(root, &lib_src))),
+        }
+        for file in rust_files(&dir.join("src"))? {
+            let text =
+                fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            for (line, arg) in included_paths(&text) {
+                let target = normalize(&file.parent().unwrap_or(&dir).join(&arg));
+                if !target.starts_with(normalize(&dir)) {
+                    problems.push(format!(
+                        "{}:{line}: includes \"{arg}\", outside the crate: `cargo package` \
+                         leaves it behind",
+                        rel(root, &file)
+                    ));
+                }
+            }
+        }
+    }
+    Ok(problems)
+}
+
+/// Missing or placeholder registry metadata in one package's `cargo metadata` entry.
+pub fn manifest_problems(pkg: &Value) -> Vec<String> {
+    let name = pkg["name"].as_str().unwrap_or("?");
+    let mut problems = Vec::new();
+    for field in ["description", "license", "readme"] {
+        if pkg[field].as_str().is_none_or(|s| s.trim().is_empty()) {
+            problems.push(format!("{name}: Cargo.toml has no `{field}`"));
+        }
+    }
+    for field in ["keywords", "categories"] {
+        if pkg[field].as_array().is_none_or(Vec::is_empty) {
+            problems.push(format!("{name}: Cargo.toml has no `{field}`"));
+        }
+    }
+    for field in ["repository", "homepage", "documentation"] {
+        if let Some(url) = pkg[field].as_str() {
+            if ["example.", ".invalid", "localhost", "todo", "tbd"]
+                .iter()
+                .any(|p| url.to_ascii_lowercase().contains(p))
+            {
+                problems.push(format!(
+                    "{name}: `{field}` is a placeholder ({url}); leave out what the project \
+                     does not have"
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// Whether markdown `text` has a fenced code block rustdoc compiles and runs as a doctest:
+/// no info string, or only `rust` and the doctest attributes that still run it.
+pub fn has_rust_example(text: &str) -> bool {
+    let mut in_fence = false;
+    for line in text.lines() {
+        let t = line.trim_start();
+        let Some(info) = t.strip_prefix("```") else {
+            continue;
+        };
+        if in_fence {
+            in_fence = false;
+            continue;
+        }
+        in_fence = true;
+        let runs = info
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|w| !w.is_empty())
+            .all(|w| {
+                matches!(
+                    w,
+                    "rust" | "should_panic" | "edition2018" | "edition2021" | "edition2024"
+                )
+            });
+        if runs {
+            return true;
+        }
+    }
+    false
+}
+
+/// `(line, path)` of every `include_str!("…")`/`include_bytes!("…")` with a literal path,
+/// outside `//` comments.
+pub fn included_paths(text: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let code = line.split("//").next().unwrap_or("");
+        for mac in ["include_str!(", "include_bytes!("] {
+            for (at, _) in code.match_indices(mac) {
+                let rest = code[at + mac.len()..].trim_start();
+                if let Some(lit) = rest.strip_prefix('"') {
+                    if let Some(end) = lit.find('"') {
+                        out.push((i + 1, lit[..end].to_owned()));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `path` with `.` and `..` resolved lexically (no file system access).
+fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// The relative path from directory `from` to `to` (both absolute), with `/` separators.
+fn relative_from(from: &Path, to: &Path) -> String {
+    let (from, to) = (normalize(from), normalize(to));
+    let common = from
+        .components()
+        .zip(to.components())
+        .take_while(|(a, b)| a == b)
+        .count();
+    let ups = from.components().count() - common;
+    let mut parts: Vec<String> = vec!["..".to_owned(); ups];
+    parts.extend(
+        to.components()
+            .skip(common)
+            .map(|c| c.as_os_str().to_string_lossy().into_owned()),
+    );
+    parts.join("/")
+}
+
+// ---------------------------------------------------------------------------------------
 // helpers
 // ---------------------------------------------------------------------------------------
 
@@ -792,6 +994,11 @@ mod tests {
         assert_clean("architecture", check_architecture(&workspace_root()));
     }
 
+    #[test]
+    fn workspace_crates_package_alone() {
+        assert_clean("crates", check_crates(&workspace_root()));
+    }
+
     // ---- fixtures ----
 
     /// A temporary directory removed on drop.
@@ -952,6 +1159,99 @@ mod tests {
         ]});
         let problems = abi_dependency_problems(&abi);
         assert_eq!(problems.len(), 2, "{problems:?}");
+    }
+
+    // ---- crates ----
+
+    const META: &str = "description = \"d\"\nlicense = \"MIT\"\nreadme = \"README.md\"\n\
+                        keywords = [\"k\"]\ncategories = [\"os\"]\n";
+    const HOOK: &str = "#[cfg(doctest)]\n#[doc = include_str!(\"../README.md\")]\npub struct R;\n";
+    const README: &str = "# k\n\n```text\nnot rust\n```\n\n```rust\nassert!(true);\n```\n";
+
+    /// The fake workspace with a kernel crate that packages alone, given its manifest
+    /// metadata, README (if any) and lib.rs tail.
+    fn crate_fixture(tag: &str, meta: &str, readme: Option<&str>, lib_tail: &str) -> TempDir {
+        let t = fake_workspace(tag, &format!("{GOOD_ESSAY}{lib_tail}"));
+        t.write(
+            "kernel/Cargo.toml",
+            &format!(
+                "[package]\nname = \"agentos-kernel\"\nversion = \"0.0.0\"\nedition = \"2021\"\n\
+                 {meta}[dependencies]\nagentos-abi = {{ path = \"../abi\" }}\n"
+            ),
+        );
+        if let Some(text) = readme {
+            t.write("kernel/README.md", text);
+        }
+        // abi is not under test here: publish = false takes it out of the check.
+        t.write(
+            "abi/Cargo.toml",
+            "[package]\nname = \"agentos-abi\"\nversion = \"0.0.0\"\nedition = \"2021\"\npublish = false\n",
+        );
+        t
+    }
+
+    #[test]
+    fn a_crate_with_metadata_readme_and_hook_passes() {
+        let t = crate_fixture("crates-ok", META, Some(README), HOOK);
+        assert_clean("crates", check_crates(&t.0));
+    }
+
+    #[test]
+    fn missing_metadata_readme_example_or_hook_fails() {
+        let t = crate_fixture(
+            "crates-meta",
+            "readme = \"README.md\"\n",
+            Some(README),
+            HOOK,
+        );
+        let problems = check_crates(&t.0).expect("check runs");
+        assert_eq!(problems.len(), 4, "{problems:?}"); // description, license, keywords, categories
+
+        let t = crate_fixture("crates-readme", META, None, HOOK);
+        let problems = check_crates(&t.0).expect("check runs");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("is missing"), "{problems:?}");
+
+        let ignored = "```rust,ignore\nx\n```\n```sh\ncargo\n```\n";
+        let t = crate_fixture("crates-example", META, Some(ignored), HOOK);
+        let problems = check_crates(&t.0).expect("check runs");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("no Rust example"), "{problems:?}");
+
+        let t = crate_fixture("crates-hook", META, Some(README), "pub fn f() {}\n");
+        let problems = check_crates(&t.0).expect("check runs");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("as a doctest"), "{problems:?}");
+    }
+
+    #[test]
+    fn placeholder_urls_and_includes_outside_the_crate_fail() {
+        let meta = format!("{META}repository = \"https://example.invalid/x\"\n");
+        let tail = format!("{HOOK}const A: &str = include_str!(\"../../ARCHITECTURE.md\");\n");
+        let t = crate_fixture("crates-url", &meta, Some(README), &tail);
+        let problems = check_crates(&t.0).expect("check runs");
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("placeholder"), "{problems:?}");
+        assert!(problems[1].contains("outside the crate"), "{problems:?}");
+    }
+
+    #[test]
+    fn rust_examples_and_included_paths_are_recognized() {
+        assert!(has_rust_example("```\nlet x = 1;\n```"));
+        assert!(has_rust_example("```rust,should_panic\npanic!()\n```"));
+        assert!(!has_rust_example(
+            "```rust,no_run\nx\n```\n```toml\n[x]\n```"
+        ));
+        // the closing fence of a text block is not an opening one
+        assert!(!has_rust_example("```text\nx\n```\n"));
+        assert_eq!(
+            included_paths("let a = include_str!(\"x.html\"); // include_bytes!(\"y\")\n"),
+            vec![(1, "x.html".to_owned())]
+        );
+        assert_eq!(
+            relative_from(Path::new("/a/b/src"), Path::new("/a/b/README.md")),
+            "../README.md"
+        );
     }
 
     // ---- edges, with fake metadata ----

@@ -17,16 +17,23 @@
 //! for tests. A provider failure is an [`LlmError`] value and reaches the process as a
 //! `DriverError`; nothing here panics on a bad request or a bad response.
 
+#[cfg(feature = "http")]
 mod anthropic;
+#[cfg(feature = "http")]
 mod http;
+#[cfg(feature = "http")]
 pub mod local;
+#[cfg(feature = "http")]
 mod openai;
 mod price;
 mod scripted;
 mod toolparse;
 
+#[cfg(feature = "http")]
 pub use anthropic::{AnthropicConfig, AnthropicProvider};
+#[cfg(feature = "http")]
 pub use http::RetryPolicy;
+#[cfg(feature = "http")]
 pub use openai::{OpenAiConfig, OpenAiProvider};
 pub use price::{ModelPrice, PriceTable};
 pub use scripted::{ScriptedProvider, ScriptedReply};
