@@ -50,7 +50,15 @@ fn ping_and_discover_describe_every_registered_method() {
             .iter()
             .filter_map(|n| n["name"].as_str())
             .collect();
-        assert_eq!(notes, ["log/entry", "loop/proposal", "loop/terminated", "session/created"]);
+        assert_eq!(
+            notes,
+            [
+                "log/entry",
+                "loop/proposal",
+                "loop/terminated",
+                "session/created"
+            ]
+        );
         assert!(cat["capabilities"]["schemes"]
             .as_array()
             .is_some_and(|s| s.contains(&json!("known"))));
