@@ -358,3 +358,30 @@ fn http_get(addr: &str, path: &str) -> String {
     s.read_to_string(&mut out).expect("read");
     out
 }
+
+#[test]
+fn loop_record_then_replay_rebuilds_the_same_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = script(dir.path(), TWO_TURNS);
+    let rec = dir.path().join("rec");
+    let rec_s = rec.to_str().expect("utf-8");
+    let (code, out, err) = run_full(
+        &[
+            "loop", "--script", &s, "--record", rec_s, "write", "a", "note",
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("recorded into"), "{out}");
+    // The replay needs no script: the model's answers come from the journal.
+    let (code, out, err) = run_full(&["replay", rec_s], dir.path());
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("log:///1/1/5/EDIT known:///a.md 201"), "{out}");
+    assert!(out.contains(": identical"), "{out}");
+    let (code, _, err) = run_full(
+        &["replay", dir.path().join("nothing").to_str().unwrap()],
+        dir.path(),
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("recording.json"), "{err}");
+}

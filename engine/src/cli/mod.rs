@@ -11,6 +11,7 @@
 //! - `loop PROMPT` — one loop, then its log (issue 12's acceptance; kept as it was);
 //! - `llm prepare|status|serve|path`, `models` — the local model and what is configured
 //!   (`llm`);
+//! - `replay DIR` — a loop recorded with `loop --record DIR`, replayed without a model;
 //! - `parse [--turn]`, `gbnf` — the grammar tools.
 //!
 //! Model choice (`model`): a hidden `--script FILE` (turns separated by lines of `---`, for
@@ -29,6 +30,7 @@ mod inspect;
 mod llm;
 mod model;
 mod parse;
+mod replay;
 mod run;
 mod serve;
 mod top;
@@ -71,6 +73,8 @@ pub enum Command {
     Models(llm::ModelsArgs),
     /// Run one loop and print its log (scripted model or the AGENTOS_LLM_* endpoint).
     Loop(LoopArgs),
+    /// Replay a loop recorded with `loop --record`: no model, no disk, no subprocess.
+    Replay(replay::ReplayArgs),
     /// Parse plurnk statements on stdin; print the result as JSON.
     Parse(parse::ParseArgs),
     /// Print the GBNF grammar for constrained decoding.
@@ -89,6 +93,10 @@ pub struct LoopArgs {
     /// The sessions database (default: $AGENTOS_DATA_DIR/sessions.db).
     #[arg(long, value_name = "PATH")]
     pub db: Option<PathBuf>,
+    /// Record the loop (kernel journal and what was asked) into DIR for `agentos replay`;
+    /// the loop then runs on a deterministic kernel.
+    #[arg(long, value_name = "DIR")]
+    pub record: Option<PathBuf>,
     /// The prompt (words are joined with spaces).
     #[arg(required = true, value_name = "PROMPT")]
     pub prompt: Vec<String>,
@@ -106,6 +114,7 @@ pub fn main() -> ExitCode {
         Command::Llm(a) => llm::llm(a),
         Command::Models(a) => llm::models(a),
         Command::Loop(a) => run::loop_cmd(a),
+        Command::Replay(a) => replay::replay(a),
         Command::Parse(a) => parse::parse(a),
         Command::Gbnf => parse::gbnf(),
     };

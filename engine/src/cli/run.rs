@@ -490,6 +490,54 @@ async fn drive_connected(a: &RunArgs, url: &str) -> Result<Outcome, (u8, String)
 }
 
 /// Runs `agentos loop` (issue 12's verb): one loop, then its log as the model saw it.
+/// `agentos loop --record DIR`: the loop on a deterministic kernel in record mode.
+fn record_cmd(
+    model: &Model,
+    store: std::sync::Arc<crate::store::Store>,
+    dir: &Path,
+    prompt: &str,
+    max_turns: Option<u32>,
+) -> ExitCode {
+    let llm = match agentos_drivers::llm::LlmDriver::new(model.provider.clone()) {
+        Ok(d) => std::sync::Arc::new(d),
+        Err(e) => {
+            eprintln!("agentos loop: the model device: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cfg = EngineConfig {
+        grammar: model.grammar.clone(),
+        ..EngineConfig::default()
+    };
+    let opts = LoopOptions {
+        max_turns,
+        ..LoopOptions::default()
+    };
+    match crate::replay::record(dir, 7, llm, store, cfg, None, prompt, &opts) {
+        Ok((lp, rows, rec)) => {
+            let mut out = render::render_rows(&rows);
+            out.push_str(&format!(
+                "\nloop {} · status {} · {} rows recorded into {} (rows hash {}); replay with `agentos replay {}`\n",
+                lp.id,
+                lp.status,
+                rec.rows,
+                dir.display(),
+                rec.rows_hash,
+                dir.display()
+            ));
+            match emit(&out) {
+                c if c != ExitCode::SUCCESS => c,
+                _ if lp.status == 200 => ExitCode::SUCCESS,
+                _ => ExitCode::from(1),
+            }
+        }
+        Err(e) => {
+            eprintln!("agentos loop: recording into {}: {e}", dir.display());
+            ExitCode::from(2)
+        }
+    }
+}
+
 pub fn loop_cmd(a: LoopArgs) -> ExitCode {
     let model = match Model::choose(a.script.as_deref()) {
         Ok(m) => m,
@@ -505,6 +553,10 @@ pub fn loop_cmd(a: LoopArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let prompt = a.prompt.join(" ");
+    if let Some(dir) = &a.record {
+        return record_cmd(&model, store, dir, &prompt, a.max_turns);
+    }
     let engine = match model.engine(store, EngineConfig::default()) {
         Ok(e) => e,
         Err(e) => {
@@ -512,7 +564,6 @@ pub fn loop_cmd(a: LoopArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let prompt = a.prompt.join(" ");
     let result = (|| -> Result<_, crate::EngineError> {
         let session = engine.create_session(None, None, "{}")?;
         let run = engine.create_run(session.id, "main", Origin::Client)?;
