@@ -343,6 +343,7 @@ impl<S: Syscalls> LoopRunner<S> {
             messages: packet.messages(),
             grammar: self.cfg.grammar.clone(),
             max_tokens: Some(self.cfg.max_output_tokens),
+            temperature: self.cfg.temperature,
             model: self.cfg.model.clone(),
             ..ChatRequest::default()
         };
