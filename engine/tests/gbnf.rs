@@ -297,7 +297,8 @@ struct Sampler<'g> {
 }
 
 /// Characters worth trying wherever a class admits them.
-const PALETTE: &str = "::::##(()<<>>[]//..,,--__ \n\t%@?=&*~$!'\"\\|{}^;0123456789aAbxyzPLANSENDEITRCOPYMVFKWXG1éλ😀";
+const PALETTE: &str =
+    "::::##(()<<>>[]//..,,--__ \n\t%@?=&*~$!'\"\\|{}^;0123456789aAbxyzPLANSENDEITRCOPYMVFKWXG1éλ😀";
 
 impl Sampler<'_> {
     fn next(&mut self) -> u64 {

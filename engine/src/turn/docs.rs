@@ -33,9 +33,14 @@ Example reply:
 <<SEND[200]:saved the fact to known:///water.md:SEND
 ";
 
-/// The requirements footer.
+/// The requirements footer. Its example is a whole, concrete turn: small models copy
+/// placeholders verbatim (`<<SEND[200]:what you did:SEND` as the whole reply, task undone),
+/// so the footer holds none.
 pub const REQUIREMENTS: &str = "\
-Reply only with statements: <<PLAN:...:PLAN, your operations, then one <<SEND[code]:...:SEND.
-After a READ or FIND, end with SEND[102] to see the results. When the task is done, end with
-<<SEND[200]:what you did:SEND
+Do the task of the User Prompt with operations, then end with one SEND. After a READ or FIND,
+end with SEND[102] to see the results. Once the task's operations are written, end with
+SEND[200]. Example of a whole reply for the task \"save the word tea to known:///drink.md\":
+<<PLAN:write tea to known:///drink.md, then finish:PLAN
+<<EDIT(known:///drink.md):tea:EDIT
+<<SEND[200]:wrote tea to known:///drink.md:SEND
 ";
