@@ -485,7 +485,10 @@ impl LocalServer {
         cmd.arg("-m")
             .arg(model)
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["-c", &opts.context.to_string()]);
+            .args(["-c", &opts.context.to_string()])
+            // One slot: the whole window for the one conversation (llama-server otherwise
+            // splits `-c` across parallel slots).
+            .args(["-np", "1"]);
         if let Some(t) = opts.threads {
             cmd.args(["-t", &t.to_string()]);
         }

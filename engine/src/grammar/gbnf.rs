@@ -12,9 +12,10 @@
 //! models ramble until `max_tokens`, and nested optionals stall llama.cpp's sampler.
 //!
 //! **Invariant:** the grammar is deliberately stricter than the parser (no regex paths,
-//! no `::` inside bodies, no body ending in a prefix of its close tag), so what it accepts
-//! is a valid turn for [`parse_turn`] — up to URL authorities the grammar does not model
-//! (a non-numeric port in an `http://` path is still a visitor error).
+//! no `::` inside bodies, no body ending in a prefix of its close tag, local paths without
+//! `:`, URL authorities as `host[:port]` only, MOVE destinations that are paths), so what
+//! it accepts is a valid turn for [`parse_turn`]. `engine/tests/gbnf.rs` checks this by
+//! sampling derivations of the grammar and parsing each.
 //!
 //! **API boundary:** [`gbnf`] with [`GbnfOptions`]; the output is plain text for a
 //! llama.cpp-compatible backend.
@@ -40,8 +41,13 @@ pub struct GbnfOptions {
     pub max_body: u32,
     /// Maximum units in a single-line body or a path.
     pub max_line: u32,
-    /// Maximum characters of free preamble.
+    /// Maximum units in the PLAN body and the terminal SEND's message.
+    pub max_note: u32,
+    /// Maximum characters of free preamble (0: the turn starts with `<<PLAN`).
     pub max_preamble: u32,
+    /// Schemes whose URLs have no authority (`known:///x` and `known://x` alike), so a path
+    /// may follow `scheme://` directly. Other schemes need `scheme://host`.
+    pub plain_schemes: Vec<String>,
 }
 
 impl Default for GbnfOptions {
@@ -66,7 +72,11 @@ impl Default for GbnfOptions {
             max_ops: 8,
             max_body: 400,
             max_line: 160,
+            max_note: 400,
             max_preamble: 200,
+            plain_schemes: ["known", "unknown", "log", "plurnk", "run", "sh"]
+                .map(String::from)
+                .to_vec(),
         }
     }
 }
@@ -93,6 +103,44 @@ fn body_rules(out: &mut String, name: &str, tag: &str, single_line: bool, max: u
     let _ = writeln!(out, "{name} ::= {name}-unit{{0,{max}}}");
 }
 
+/// Emits `name`, a path the parser reads without a visitor error (PLURNK.md §2.1, §1.1).
+///
+/// - a local path: no `:` at all (so never mistaken for a URL), not starting with `#`
+///   (a regex path, which this grammar does not generate);
+/// - a URL with an authority: `scheme://host[:port]` and then `/`, `?` or `#` and the rest,
+///   the host in unreserved characters and the port at most four digits (a `u16`);
+/// - a URL without one, for the schemes in `opts.plain_schemes` (`known:///x`,
+///   `known://x`), and `file:///…`.
+///
+/// `rest` is the class of the free characters; MOVE destinations pass one without `:` so
+/// the body can never contain its close tag.
+fn path_rules(out: &mut String, name: &str, rest: &str, opts: &GbnfOptions) {
+    let n = opts.max_line;
+    let _ = writeln!(out, "{name} ::= {name}-local | {name}-auth | {name}-plain");
+    let first = rest.replacen(']', "#:]", 1);
+    let no_colon = if rest.contains(':') {
+        rest.to_owned()
+    } else {
+        rest.replacen(']', ":]", 1)
+    };
+    let _ = writeln!(out, "{name}-local ::= {first} {no_colon}{{0,{n}}}");
+    let _ = writeln!(
+        out,
+        "{name}-auth ::= [a-z] [a-z0-9+.-]{{0,15}} \"://\" [a-zA-Z0-9._~-]{{1,63}} (\":\" [0-9]{{1,4}}){{0,1}} ([/?#] {rest}{{0,{n}}}){{0,1}}"
+    );
+    let plain: Vec<String> = opts
+        .plain_schemes
+        .iter()
+        .map(|s| format!("\"{s}://\""))
+        .chain(std::iter::once("\"file://\" [/?#]".to_owned()))
+        .collect();
+    let _ = writeln!(
+        out,
+        "{name}-plain ::= ({}) {rest}{{0,{n}}}",
+        plain.join(" | ")
+    );
+}
+
 /// Generates the turn grammar.
 pub fn gbnf(opts: &GbnfOptions) -> String {
     let mut out = String::new();
@@ -105,18 +153,20 @@ pub fn gbnf(opts: &GbnfOptions) -> String {
         "root ::= preplan plan sep batch-step{{0,{}}} send-final tail",
         opts.max_ops
     );
-    let _ = writeln!(out, "preplan ::= [^<]{{0,{}}}", opts.max_preamble);
+    if opts.max_preamble == 0 {
+        let _ = writeln!(out, "preplan ::= \"\"");
+    } else {
+        let _ = writeln!(out, "preplan ::= [^<]{{0,{}}}", opts.max_preamble);
+    }
     let _ = writeln!(out, "sep ::= [ \\t\\n]{{1,3}}");
     let _ = writeln!(out, "tail ::= [\\n]{{0,1}}");
     let _ = writeln!(out, "tag ::= [a-zA-Z0-9_./-]{{1,32}}");
     let _ = writeln!(out, "tag-signal ::= \"[\" tag (\",\" tag){{0,5}} \"]\"");
     let _ = writeln!(out, "int-signal ::= \"[\" \"-\"{{0,1}} [0-9]{{1,3}} \"]\"");
     let _ = writeln!(out, "exec-signal ::= \"[\" [a-z] [a-z0-9_]{{0,15}} \"]\"");
-    let _ = writeln!(
-        out,
-        "path ::= \"(\" [^)<\\n#] [^)<\\n]{{0,{}}} \")\"",
-        opts.max_line
-    );
+    let _ = writeln!(out, "path ::= \"(\" path-text \")\"");
+    path_rules(&mut out, "path-text", "[^)<\\n]", opts);
+    path_rules(&mut out, "dest", "[^)<\\n:]", opts);
     let _ = writeln!(
         out,
         "num ::= \"-\"{{0,1}} [0-9]{{1,6}} (\".\" [0-9]{{1,3}}){{0,1}}"
@@ -144,7 +194,7 @@ pub fn gbnf(opts: &GbnfOptions) -> String {
             &format!("{plan}-body"),
             &format!("PLAN{sfx}"),
             false,
-            opts.max_body,
+            opts.max_note,
         );
         let send = format!("final-{}", rule_name(Op::Send, sfx));
         send_alts.push(send.clone());
@@ -157,7 +207,7 @@ pub fn gbnf(opts: &GbnfOptions) -> String {
             &format!("{send}-body"),
             &format!("SEND{sfx}"),
             false,
-            opts.max_body,
+            opts.max_note,
         );
     }
     let _ = writeln!(out, "plan ::= {}", plan_alts.join(" | "));
@@ -183,12 +233,17 @@ pub fn gbnf(opts: &GbnfOptions) -> String {
                 Op::Send => "int-signal{0,1} path",
                 Op::Work | Op::Fork | Op::Plan => "path",
             };
-            let single = op.is_matcher() || op == Op::Move;
+            let single = op.is_matcher();
             let max = if single { opts.max_line } else { opts.max_body };
             let _ = writeln!(
                 out,
                 "{name} ::= \"<<{kw}{sfx}\" {header} \":\" {name}-body \":{kw}{sfx}\""
             );
+            if op == Op::Move {
+                // The parser reads MOVE's body as a path: a destination, or nothing.
+                let _ = writeln!(out, "{name}-body ::= dest{{0,1}}");
+                continue;
+            }
             body_rules(
                 &mut out,
                 &format!("{name}-body"),

@@ -1,42 +1,46 @@
 //! What the model is taught: the grammar sheet (the packet's `definition` section) and the
 //! requirements footer (the last section, closest to the assistant turn). Condensed from
 //! plurnk's `plurnk.md` for the E2 heredoc grammar (PLURNK.md §1).
+//!
+//! Both are short and lead with worked examples: small models copy examples far more
+//! reliably than they follow rules, and a long system prompt drowns them. The finishing
+//! example shows a whole task done in one turn (a write and `SEND[200]` together, which
+//! the premature-termination rail allows: only READ/FIND results must be seen first).
 
 /// The grammar sheet.
 pub const GRAMMAR_SHEET: &str = "\
 # Plurnk
 
-You act only by writing statements. A statement is
+You act only by writing statements of the form <<OP(target):body:OP
 
-    <<OP[signal](target)<L>:body:OP
-
-Slots come in that order and each is optional unless an op needs it; an empty body is `::`.
-The body is everything up to the closing `:OP`; to put `:OP` inside a body, add a digit to
-both ends (`<<EDIT1(...):...:EDIT1`).
-
-Every response is: a `<<PLAN:your reasoning:PLAN`, then your operations, then exactly one
-terminal `<<SEND[code]:message:SEND`.
+Every reply is: <<PLAN:what you will do:PLAN then your operations, then exactly one
+<<SEND[code]:message:SEND where code 102 = continue (you see the results next turn),
+200 = the task is done, 499 = give up.
 
 Operations:
-- `<<FIND[tags](scope):matcher:FIND` list entries (a scope is an entry, a folder `dir/`, or a glob `**`)
-- `<<READ(target)<N,M>:matcher:READ` read lines (numbered `N:`); a glob reads every match
-- `<<EDIT[tags](target)<L>:content:EDIT` write: no marker replaces, `<N>` / `<N,M>` replace lines,
-  `<0>` prepends, `<-1>` appends, `<N.5>` inserts after line N, `<1,-1>` with an empty body clears
-- `<<COPY(source)<L>:destination:COPY` and `<<MOVE(source):destination:MOVE`
-- `<<KILL(target)::KILL` delete an entry
-- `<<OPEN(log:///L/T/S)::OPEN` / `<<FOLD(log:///L/T/S)::FOLD` show or collapse rows of your log
+<<FIND(known:///**)::FIND  list entries (a scope is an entry, a folder `dir/`, or a glob)
+<<READ(known:///notes.md)::READ  read an entry; <<READ(x)<3,9>::READ reads lines 3 to 9
+<<EDIT(known:///notes.md):new text:EDIT  write an entry (<N,M> replaces lines, <-1> appends)
+<<COPY(a):b:COPY  <<MOVE(a):b:MOVE  <<KILL(a)::KILL
+<<OPEN(log:///1/2/3)::OPEN  <<FOLD(log:///1/2/3)::FOLD  show or hide rows of your log
+A READ/FIND body filters lines: plain text, #regex#i or $.json.path. An empty body is ::
+To put :OP inside a body, add a digit to both ends: <<EDIT1(x):...:EDIT1
 
-Matchers: plain text finds lines containing it; `#regex#flags`; `$.json.path`.
-
-Terminal codes: `SEND[102]` continue (you see the results of this turn's operations next turn),
-`SEND[200]` done (the body is your answer), `SEND[499]` give up.
+Example task: save the fact \"water boils at 100 C\" to known:///water.md, then finish.
+Example reply:
+<<PLAN:write the fact, then finish:PLAN
+<<EDIT(known:///water.md):water boils at 100 C:EDIT
+<<SEND[200]:saved the fact to known:///water.md:SEND
 ";
 
-/// The requirements footer.
+/// The requirements footer. Its example is a whole, concrete turn: small models copy
+/// placeholders verbatim (`<<SEND[200]:what you did:SEND` as the whole reply, task undone),
+/// so the footer holds none.
 pub const REQUIREMENTS: &str = "\
-Use only the statement grammar. Start with <<PLAN:...:PLAN. End every response with one
-<<SEND[code]:...:SEND. Use SEND[102] to see the results of your operations; SEND[200] only
-when the task is done, with the answer as its body.
-Example turn: <<PLAN:save the fact:PLAN <<EDIT(known:///facts.md):the sky is blue:EDIT <<SEND[102]:saved:SEND
-Example last turn, once the task is done: <<PLAN:done:PLAN <<SEND[200]:the fact is saved:SEND
+Do the task of the User Prompt with operations, then end with one SEND. After a READ or FIND,
+end with SEND[102] to see the results. Once the task's operations are written, end with
+SEND[200]. Example of a whole reply for the task \"save the word tea to known:///drink.md\":
+<<PLAN:write tea to known:///drink.md, then finish:PLAN
+<<EDIT(known:///drink.md):tea:EDIT
+<<SEND[200]:wrote tea to known:///drink.md:SEND
 ";

@@ -44,6 +44,11 @@ pub fn count_tokens(text: &str) -> u64 {
 /// understands (102 continue, 200 done, 499 give up) and only the ops this build serves
 /// (no EXEC, WORK or FORK until their devices exist), so a constrained model cannot emit a
 /// statement that is refused for not existing.
+///
+/// The bounds keep a turn short: a PLAN or SEND note of at most 160 characters, a short
+/// preamble, at most 6 operations. Small models under a loose grammar ramble until
+/// `max_tokens` cuts the turn mid-statement (an unparsed tail, so a 400 parse-error row
+/// for a turn the grammar itself allowed).
 pub fn engine_gbnf() -> String {
     use crate::grammar::{gbnf, GbnfOptions, Op};
     let all = GbnfOptions::default();
@@ -55,6 +60,10 @@ pub fn engine_gbnf() -> String {
             .copied()
             .filter(|op| !matches!(op, Op::Exec | Op::Work | Op::Fork))
             .collect(),
+        max_ops: 6,
+        max_note: 160,
+        max_line: 120,
+        max_preamble: 40,
         ..all
     })
 }
@@ -130,6 +139,8 @@ pub struct EngineConfig {
     pub system_policy: Option<String>,
     /// The requirements footer.
     pub requirements: String,
+    /// Sampling temperature sent with every generate (`None`: the provider's default).
+    pub temperature: Option<f64>,
     /// Model name asked for (`None`: the device's default).
     pub model: Option<String>,
     /// Provider failures retried within a turn before the loop ends 500.
@@ -157,6 +168,7 @@ impl Default for EngineConfig {
             operator_docs: Vec::new(),
             system_policy: None,
             requirements: docs::REQUIREMENTS.to_owned(),
+            temperature: None,
             model: None,
             provider_retries: 1,
             proposal_timeout_ms: 300_000,

@@ -264,7 +264,7 @@ impl<S: Syscalls> LoopRunner<S> {
                 "tools",
                 Slot::System,
                 None,
-                "* Begin every response with <<PLAN:...:PLAN".to_owned(),
+                "* Begin every response with a PLAN statement that says what you will do next.".to_owned(),
             ),
             Section::new(
                 "schemes",
@@ -393,6 +393,7 @@ impl<S: Syscalls> LoopRunner<S> {
             messages: packet.messages(),
             grammar: self.cfg.grammar.clone(),
             max_tokens: Some(self.cfg.max_output_tokens),
+            temperature: self.cfg.temperature,
             model: self.cfg.model.clone(),
             ..ChatRequest::default()
         };
