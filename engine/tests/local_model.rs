@@ -306,3 +306,97 @@ fn a_real_model_runs_a_loop_to_a_terminal_send_and_leaves_a_valid_log() {
     }
     eprintln!("tally (status, turns, task done) over {runs} runs: {tally:?}");
 }
+
+/// Engine part 3's acceptance (issue 13): a real model in a temp git repository proposes an
+/// edit of a project file, the yolo resolver accepts it, and the file on disk changes.
+#[test]
+fn a_real_model_edits_a_project_file_through_a_yolo_proposal() {
+    use agentos_drivers::llm::{LlmDriver, OpenAiConfig, OpenAiProvider};
+    use agentos_engine::store::{Origin, RowState, Store};
+    use agentos_engine::turn::{engine_gbnf, render, EngineConfig, LoopFlags};
+    use agentos_engine::{Engine, LoopOptions};
+    use std::sync::Arc;
+
+    let Some(server) = start() else { return };
+    let n_ctx = server_context(server.port());
+    let project = tempfile::tempdir().expect("tempdir");
+    let root = project.path();
+    std::fs::write(root.join("notes.txt"), "tea\n").expect("write");
+    for args in [
+        vec!["init", "-q"],
+        vec!["add", "notes.txt"],
+        vec![
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@agentos.invalid",
+            "commit",
+            "-q",
+            "-m",
+            "init",
+        ],
+    ] {
+        let ok = std::process::Command::new("git")
+            .arg("-C")
+            .arg(root)
+            .args(&args)
+            .status()
+            .expect("git");
+        assert!(ok.success());
+    }
+    let mut cfg = OpenAiConfig::new(format!("http://127.0.0.1:{}/v1", server.port()), "smollm2");
+    cfg.supports_grammar = true;
+    cfg.timeout = Duration::from_secs(600);
+    let provider = Arc::new(OpenAiProvider::new(cfg).expect("provider"));
+    let kernel = agentos_kernel::Kernel::new(agentos_kernel::KernelConfig::threads(2));
+    kernel
+        .register_driver(Arc::new(LlmDriver::new(provider).expect("driver")))
+        .expect("register");
+    let engine_cfg = EngineConfig {
+        grammar: Some(engine_gbnf()),
+        context_size: n_ctx,
+        max_output_tokens: 256,
+        temperature: Some(0.2),
+        ..EngineConfig::default()
+    };
+    let store = Arc::new(Store::open_in_memory().expect("store"));
+    let engine = Engine::start(kernel.clone(), store, engine_cfg).expect("engine");
+    let s = engine
+        .create_session(None, Some(root.to_str().expect("utf-8")), "{}")
+        .expect("session");
+    let run = engine.create_run(s.id, "main", Origin::Model).expect("run");
+    let lp = engine
+        .start_loop(
+            run.id,
+            "Write the word coffee into the project file notes.txt with EDIT(notes.txt), then finish.",
+            &LoopOptions {
+                flags: LoopFlags {
+                    yolo: true,
+                    ..LoopFlags::default()
+                },
+                max_turns: Some(4),
+            },
+        )
+        .expect("loop");
+    let lp = engine
+        .wait_loop(lp.id, Some(Duration::from_secs(1800)))
+        .expect("the loop ends");
+    let rows = engine.loop_log(lp.id).expect("log");
+    eprintln!("{}", render::render_rows(&rows));
+    kernel.shutdown(agentos_abi::ExitReason::Shutdown);
+    let accepted = rows.iter().find(|r| {
+        r.op.as_str() == "EDIT"
+            && r.origin == Origin::Model
+            && r.target.as_ref().is_some_and(|t| t.scheme.is_none())
+            && r.state == Some(RowState::Resolved)
+    });
+    assert!(
+        accepted.is_some(),
+        "the model proposed no accepted edit of a project file (loop {lp:?})"
+    );
+    let now = std::fs::read_to_string(root.join("notes.txt")).expect("read");
+    assert_ne!(
+        now, "tea\n",
+        "the accepted proposal changed the file on disk"
+    );
+}

@@ -264,7 +264,8 @@ impl<S: Syscalls> LoopRunner<S> {
                 "tools",
                 Slot::System,
                 None,
-                "* Begin every response with a PLAN statement that says what you will do next.".to_owned(),
+                "* Begin every response with a PLAN statement that says what you will do next."
+                    .to_owned(),
             ),
             Section::new(
                 "schemes",
