@@ -9,7 +9,7 @@
 //!    over the wall time from the first send to the last answer);
 //! 3. one subscriber attached to a session while ONE scripted loop writes 10,000 rows
 //!    (turns of PLAN, 48 READs of fresh missing `known://` targets (404, soft: no strike,
-//!    no entry written), SEND[102], the model row: 51 rows a turn, ~197 turns). The
+//!    no entry written), SEND\[102\], the model row: 51 rows a turn, ~197 turns). The
 //!    bench's engine is configured for it: a context window large enough that the loop's
 //!    whole log fits (the default window would end the loop 413 after a few turns) and a
 //!    turn limit above the turns needed → `notifications_per_s` = 10,000 `log/entry`
