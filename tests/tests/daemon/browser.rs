@@ -245,31 +245,8 @@ fn the_dashboard_runs_a_loop_in_a_real_browser() {
         "<<PLAN:done:PLAN\n<<SEND[200]:fixed the notes:SEND",
     ]));
     // A project for the real proposal at the end.
-    let project = tempfile::tempdir().expect("tempdir");
+    let project = agentos_tests::git_project(&[("notes.txt", b"alpha\nbeta\n")]);
     let root = project.path();
-    std::fs::write(root.join("notes.txt"), "alpha\nbeta\n").expect("write");
-    for args in [
-        vec!["init", "-q"],
-        vec!["add", "notes.txt"],
-        vec![
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@agentos.invalid",
-            "commit",
-            "-q",
-            "-m",
-            "init",
-        ],
-    ] {
-        let ok = Command::new("git")
-            .arg("-C")
-            .arg(root)
-            .args(&args)
-            .status()
-            .expect("git");
-        assert!(ok.success(), "git {args:?}");
-    }
     let addr = d.server.addr();
     let browser = Browser::launch(&bin, &format!("http://{addr}/"));
     let page_ws = browser.page_ws();

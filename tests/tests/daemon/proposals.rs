@@ -1,39 +1,14 @@
 //! PLURNK.md §4.2 `loop.resolve` / `proposal.list` and §3.6 — over a real WebSocket: a loop
 //! in a project proposes an edit, the client lists it, accepts it, and the file changes.
 
-use std::process::Command;
-
 use serde_json::json;
 
 use crate::common::{block_on, code, connect, scripted, start, until_terminated, PATIENCE};
 
 #[test]
 fn a_client_accepts_a_proposal_and_the_file_changes() {
-    let project = tempfile::tempdir().unwrap();
+    let project = agentos_tests::git_project(&[("notes.txt", b"alpha\nbeta\n")]);
     let root = project.path();
-    std::fs::write(root.join("notes.txt"), "alpha\nbeta\n").unwrap();
-    for args in [
-        vec!["init", "-q"],
-        vec!["add", "notes.txt"],
-        vec![
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@agentos.invalid",
-            "commit",
-            "-q",
-            "-m",
-            "init",
-        ],
-    ] {
-        let ok = Command::new("git")
-            .arg("-C")
-            .arg(root)
-            .args(&args)
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
     let d = start(scripted(&[
         "<<PLAN:fix:PLAN\n<<EDIT(notes.txt)<2>:BETA:EDIT\n<<SEND[102]:proposed:SEND",
         "<<PLAN:done:PLAN\n<<SEND[200]:fixed:SEND",

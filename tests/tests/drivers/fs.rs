@@ -6,29 +6,9 @@ use crate::common::{reason, req, status, with_scoped};
 use crate::util::det;
 use agentos_abi::*;
 use agentos_drivers::fs::FsDriver;
+use agentos_tests::git;
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
-
-fn git(dir: &Path, args: &[&str]) {
-    let st = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args([
-            "-c",
-            "user.name=agentos-test",
-            "-c",
-            "user.email=test@agentos.invalid",
-            "-c",
-            "init.defaultBranch=main",
-            "-c",
-            "commit.gpgsign=false",
-        ])
-        .args(args)
-        .output()
-        .expect("git runs");
-    assert!(st.status.success(), "git {args:?}: {st:?}");
-}
 
 /// A project: a git repo with a tracked file, a tracked binary, an untracked file, ignored
 /// files, a symlink out of the root; and a directory outside it with a secret.

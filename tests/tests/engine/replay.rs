@@ -1,8 +1,6 @@
 //! DESIGN.md "Replay" — a loop recorded with the kernel journal replays with no model, no
 //! disk writes and no subprocess, and rebuilds the same log rows.
 
-use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 
 use agentos_drivers::llm::{LlmDriver, ScriptedProvider};
@@ -13,25 +11,10 @@ use agentos_engine::LoopOptions;
 
 use crate::common::say;
 
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=t", "-c", "user.email=t@agentos.invalid"])
-        .args(args)
-        .output()
-        .expect("git");
-    assert!(out.status.success(), "{out:?}");
-}
-
 #[test]
 fn replay_reproduces_the_rows_without_model_disk_or_subprocess() {
-    let project = tempfile::tempdir().unwrap();
+    let project = agentos_tests::git_project(&[("notes.txt", b"alpha\nbeta\n")]);
     let root = project.path();
-    std::fs::write(root.join("notes.txt"), "alpha\nbeta\n").unwrap();
-    git(root, &["init", "-q"]);
-    git(root, &["add", "notes.txt"]);
-    git(root, &["commit", "-q", "-m", "init"]);
     let turns = [
         "<<PLAN:look:PLAN\n<<READ(notes.txt)::READ\n<<EDIT(known:///plan.md):fix beta:EDIT\n<<SEND[102]:reading:SEND",
         "<<PLAN:fix:PLAN\n<<EDIT(notes.txt)<2>:BETA:EDIT\n<<EXEC[sh]:echo ran > ran.txt; echo done:EXEC\n<<SEND[102]:fixing:SEND",

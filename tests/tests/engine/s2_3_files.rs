@@ -5,33 +5,14 @@
 //! snapshot it was made against.
 
 use std::path::Path;
-use std::process::Command;
+
+use agentos_tests::git;
 
 use crate::common::{ops, Harness};
 use agentos_engine::store::{LoopRow, Origin, RowState};
 use agentos_engine::turn::proposal::Decision;
 use agentos_engine::turn::{EngineConfig, LoopFlags};
 use agentos_engine::LoopOptions;
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args([
-            "-c",
-            "user.name=agentos-test",
-            "-c",
-            "user.email=test@agentos.invalid",
-            "-c",
-            "init.defaultBranch=main",
-            "-c",
-            "commit.gpgsign=false",
-        ])
-        .args(args)
-        .output()
-        .expect("git runs (the CI installs it)");
-    assert!(out.status.success(), "git {args:?}: {out:?}");
-}
 
 /// A repository with a tracked text file, a tracked binary, an ignored file and a symlink
 /// pointing out of the root; and a directory outside it.
