@@ -3,7 +3,7 @@
 //! ops against `known://`, one store transaction — on runs whose logs already hold 10, 100
 //! and 1,000 rows; and the packet render rate.
 //!
-//! Protocol: for each log size N, 20 runs are each prefilled with exactly N rows (written
+//! Protocol: for each log size N, 20 runs, each alone in its session, are each prefilled with exactly N rows (written
 //! through the store, untimed), then each runs one loop of 10 turns (200 turns in all) on a
 //! multi-threaded kernel with a file-backed store (WAL). Every turn writes 8 rows (PLAN, 5
 //! ops, SEND, the model row), so a run's log holds N to N + 80 rows while it is measured;
@@ -149,9 +149,11 @@ fn measure(n: usize, runs: usize) -> Result<(f64, usize)> {
         ..EngineConfig::default()
     };
     let engine = Engine::start(kernel.clone(), store.clone(), cfg)?;
-    let session = engine.create_session(None, None, "{}")?;
     let mut run_ids = Vec::new();
     for r in 0..runs {
+        // One session per run: the workload is one run's turn on its own log; runs sharing a
+        // session would also pull each other's EDITs as env deltas (more rows per turn).
+        let session = engine.create_session(None, None, "{}")?;
         let run = engine.create_run(session.id, &format!("bench-{r}"), Origin::Model)?;
         prefill(&store, session.id, run.id, n)?;
         run_ids.push(run.id);

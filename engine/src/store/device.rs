@@ -143,13 +143,23 @@ pub enum StoreRequest {
     Proposals,
     /// The handle's own run → `RunRow`.
     Run,
-    /// Env deltas after a row → `Vec<(String, LogRow)>` (run name, row).
+    /// Env deltas after a row → `(Vec<(String, LogRow)>, RowId)`: (run name, row) pairs and
+    /// where the next look starts.
     Deltas {
         /// Rows after this id.
         after: RowId,
     },
     /// The session's newest row id → `RowId`.
     MaxRowId,
+    /// What arrived since the last turn, in one read → `(prompts, deltas, next)`: the
+    /// [`StoreRequest::Prompts`] of loop `loop_seq` and the [`StoreRequest::Deltas`] after
+    /// `after`.
+    PreTurn {
+        /// The loop's ordinal.
+        loop_seq: i64,
+        /// Deltas after this row.
+        after: RowId,
+    },
     /// A run of the session by name → `Option<RunRow>`.
     RunNamed {
         /// The name.
@@ -359,6 +369,11 @@ impl StoreHandle {
             StoreRequest::Run => reply(s.run(run_id)),
             StoreRequest::Deltas { after } => reply(s.deltas(session_id, run_id, after, 100)),
             StoreRequest::MaxRowId => reply(s.max_row_id(session_id)),
+            StoreRequest::PreTurn { loop_seq, after } => reply((|| {
+                let prompts = s.prompts(session_id, run_id, loop_seq)?;
+                let (deltas, next) = s.deltas(session_id, run_id, after, 100)?;
+                Ok((prompts, deltas, next))
+            })()),
             StoreRequest::RunNamed { name } => reply(s.run_named(session_id, &name)),
             StoreRequest::RunLoops { run_id: other } => {
                 reply(self.same_session(other).and_then(|_| s.loops(other)))

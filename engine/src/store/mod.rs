@@ -858,19 +858,25 @@ impl Store {
 
     /// Env deltas (PLURNK.md §3.7): the session's other runs' successful EDITs of shared
     /// entries (`known`, `unknown`, project files) written after row `after`, oldest first,
-    /// at most `limit`, each with its run's name.
+    /// at most `limit`, each with its run's name; and the newest row id at the time of the
+    /// query (the next look starts there, so no row is scanned twice).
     pub fn deltas(
         &self,
         session_id: SessionId,
         run_id: RunId,
         after: RowId,
         limit: u32,
-    ) -> Result<Vec<(String, LogRow)>, StoreError> {
+    ) -> Result<(Vec<(String, LogRow)>, RowId), StoreError> {
         let conn = self.conn.lock();
+        let newest: RowId =
+            conn.query_row("SELECT COALESCE(MAX(id), 0) FROM log_entries", [], |r| {
+                r.get(0)
+            })?;
         let mut st = conn.prepare_cached(&format!(
-            "SELECT {ROW_COLS}, r.name FROM log_entries e JOIN loops l ON l.id = e.loop_id JOIN turns t ON t.id = e.turn_id \
-             JOIN runs r ON r.id = e.run_id \
-             WHERE r.session_id = ?1 AND e.run_id <> ?2 AND e.id > ?3 AND e.op = 'EDIT' \
+            // `CROSS JOIN` keeps log_entries the outer loop: a rowid range from `after`, which
+            // before a turn is only what was written since the last one.
+            "SELECT {ROW_COLS}, r.name FROM log_entries e CROSS JOIN runs r CROSS JOIN loops l CROSS JOIN turns t \
+             WHERE r.id = e.run_id AND l.id = e.loop_id AND t.id = e.turn_id AND r.session_id = ?1 AND e.run_id <> ?2 AND e.id > ?3 AND e.op = 'EDIT' \
              AND e.origin IN ('model', 'client') AND e.status_rx IN (200, 201) \
              AND (e.scheme IS NULL OR e.scheme IN ('known', 'unknown')) \
              AND (e.state IS NULL OR e.state = 'resolved') ORDER BY e.id LIMIT ?4"
@@ -878,7 +884,14 @@ impl Store {
         let rows = st.query_map(params![session_id, run_id, after, limit], |r| {
             Ok((r.get::<_, String>(27)?, log_from_row(r)?))
         })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let rows: Vec<(String, LogRow)> = rows.collect::<Result<_, _>>()?;
+        // A full page may stop short of `newest`: continue from its last row then.
+        let next = if rows.len() as u32 == limit {
+            rows.last().map_or(newest, |(_, r)| r.id)
+        } else {
+            newest
+        };
+        Ok((rows, next))
     }
 
     /// The newest log row id of a session (0 when it has none).

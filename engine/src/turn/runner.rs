@@ -489,18 +489,19 @@ impl<S: Syscalls> LoopRunner<S> {
         // Streams: wait a breath for last turn's commands, then show what they wrote.
         self.stream_rows(&mut world, &mut rows).await;
 
-        // Env deltas: the siblings' edits of shared entries since the last turn, folded.
-        self.delta_rows(&mut rows).await?;
-
-        // Prompts injected into this loop since the last turn.
-        let injected: Vec<(i64, String)> = store_call(
-            &self.sys,
-            self.store,
-            &StoreRequest::Prompts {
-                loop_seq: self.lp.sequence,
-            },
-        )
-        .await?;
+        // One store read for what arrived since the last turn: the siblings' edits of shared
+        // entries (env deltas, folded) and the prompts injected into this loop.
+        let (injected, deltas, next): (Vec<(i64, String)>, Vec<(String, LogRow)>, RowId) =
+            store_call(
+                &self.sys,
+                self.store,
+                &StoreRequest::PreTurn {
+                    loop_seq: self.lp.sequence,
+                    after: self.delta_seen,
+                },
+            )
+            .await?;
+        self.delta_rows(&mut rows, deltas, next);
         for (n, text) in injected {
             if n <= self.prompts_seen {
                 continue;
@@ -1078,17 +1079,9 @@ impl<S: Syscalls> LoopRunner<S> {
     /// Env deltas (PLURNK.md §3.7): other runs' EDITs of shared entries since this run's
     /// last look become folded EDIT rows with their `source`. They never wake a run: they
     /// are only pulled here, before a turn the run takes anyway.
-    async fn delta_rows(&mut self, rows: &mut TurnRows<'_>) -> Result<(), RunnerError> {
-        let deltas: Vec<(String, LogRow)> = store_call(
-            &self.sys,
-            self.store,
-            &StoreRequest::Deltas {
-                after: self.delta_seen,
-            },
-        )
-        .await?;
+    fn delta_rows(&mut self, rows: &mut TurnRows<'_>, deltas: Vec<(String, LogRow)>, next: RowId) {
+        self.delta_seen = self.delta_seen.max(next);
         for (name, d) in deltas {
-            self.delta_seen = self.delta_seen.max(d.id);
             let mut r = rows.new_row(Origin::Plurnk, RowOp::Op(Op::Edit));
             r.source = Some(format!("run://{name}"));
             r.target = d.target;
@@ -1100,7 +1093,6 @@ impl<S: Syscalls> LoopRunner<S> {
             r.expanded = false;
             rows.push(r);
         }
-        Ok(())
     }
 
     fn note_closed(&mut self, c: super::stream::StreamClosed) {
