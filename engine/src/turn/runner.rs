@@ -77,6 +77,10 @@ pub struct LoopRunner<S: Syscalls> {
     delta_seen: RowId,
 }
 
+/// What arrived since the last turn: injected prompts `(n, text)`, env deltas `(run name,
+/// row)`, and where the next delta scan starts.
+type PreTurn = (Vec<(i64, String)>, Vec<(String, LogRow)>, RowId);
+
 /// The caps a loop starts stream pumps with.
 #[derive(Clone)]
 pub struct Pumps {
@@ -491,16 +495,15 @@ impl<S: Syscalls> LoopRunner<S> {
 
         // One store read for what arrived since the last turn: the siblings' edits of shared
         // entries (env deltas, folded) and the prompts injected into this loop.
-        let (injected, deltas, next): (Vec<(i64, String)>, Vec<(String, LogRow)>, RowId) =
-            store_call(
-                &self.sys,
-                self.store,
-                &StoreRequest::PreTurn {
-                    loop_seq: self.lp.sequence,
-                    after: self.delta_seen,
-                },
-            )
-            .await?;
+        let (injected, deltas, next): PreTurn = store_call(
+            &self.sys,
+            self.store,
+            &StoreRequest::PreTurn {
+                loop_seq: self.lp.sequence,
+                after: self.delta_seen,
+            },
+        )
+        .await?;
         self.delta_rows(&mut rows, deltas, next);
         for (n, text) in injected {
             if n <= self.prompts_seen {
