@@ -222,6 +222,26 @@ async fn loops_of<S: Syscalls>(ctx: &DispatchCtx<'_, '_, S>, run: RunId) -> R<Ve
     .map_err(store_err)
 }
 
+/// The 508 a spawn or fork answers when the session already runs its cap of active runs.
+async fn at_cap<S: Syscalls>(ctx: &DispatchCtx<'_, '_, S>) -> R<Option<Action>> {
+    let active: usize = store_call(
+        ctx.world.sys(),
+        ctx.world.store(),
+        &StoreRequest::ActiveRuns,
+    )
+    .await
+    .map_err(store_err)?;
+    Ok((active >= ctx.me.max_active_runs).then(|| {
+        Action::status(
+            508,
+            format!(
+                "508 the session already has {active} active runs (cap {})",
+                ctx.me.max_active_runs
+            ),
+        )
+    }))
+}
+
 async fn actor<S: Syscalls>(
     ctx: &mut DispatchCtx<'_, '_, S>,
     s: &Statement,
@@ -239,18 +259,8 @@ async fn actor<S: Syscalls>(
             if task.is_empty() {
                 return Ok(Action::status(400, "400 a spawned run needs a task").at(t));
             }
-            let active: usize = store_call(sys, store, &StoreRequest::ActiveRuns)
-                .await
-                .map_err(store_err)?;
-            if active >= ctx.me.max_active_runs {
-                return Ok(Action::status(
-                    508,
-                    format!(
-                        "508 the session already has {active} active runs (cap {})",
-                        ctx.me.max_active_runs
-                    ),
-                )
-                .at(t));
+            if let Some(full) = at_cap(ctx).await? {
+                return Ok(full.at(t));
             }
             let spawned: Result<(RunRow, LoopRow), _> = store_call(
                 sys,
@@ -282,15 +292,8 @@ async fn actor<S: Syscalls>(
             if prompt.is_empty() {
                 return Ok(Action::status(400, "400 a fork needs a prompt").at(t));
             }
-            let active: usize = store_call(sys, store, &StoreRequest::ActiveRuns)
-                .await
-                .map_err(store_err)?;
-            if active >= ctx.me.max_active_runs {
-                return Ok(Action::status(
-                    508,
-                    format!("508 the session already has {active} active runs"),
-                )
-                .at(t));
+            if let Some(full) = at_cap(ctx).await? {
+                return Ok(full.at(t));
             }
             let (run, _): (RunRow, LoopRow) = store_call(
                 sys,
