@@ -60,6 +60,7 @@ pub mod json;
 pub mod kv;
 pub mod llm;
 pub mod rt;
+mod status;
 pub mod tools;
 #[cfg(feature = "wasm")]
 pub mod wasm;

@@ -86,6 +86,7 @@ pub use proc::signal_name;
 
 use crate::fs::path::{canonical_root, contain, normalize_rel, PathError};
 use crate::rt::{IoRuntime, RuntimeError};
+use crate::status::{refuse, reply};
 use agentos_abi::driver::BoxFuture;
 use agentos_abi::{Driver, DriverError, DriverHandle, OpenCtx, Reply, Scope, Value};
 use bytes::Bytes;
@@ -451,24 +452,6 @@ struct HandleState {
     /// not kill them).
     attached: Mutex<std::collections::BTreeSet<u64>>,
     closed: AtomicBool,
-}
-
-/// A `{status, ...fields}` map.
-fn reply(status: u64, fields: Vec<(&str, Value)>) -> Value {
-    let mut m = vec![("status".to_owned(), Value::U64(status))];
-    m.extend(fields.into_iter().map(|(k, v)| (k.to_owned(), v)));
-    Value::Map(m)
-}
-
-/// A refusal: `{status, error, message}`.
-fn refuse(status: u64, error: &str, message: impl Into<String>) -> Value {
-    reply(
-        status,
-        vec![
-            ("error", Value::Str(error.into())),
-            ("message", Value::Str(message.into())),
-        ],
-    )
 }
 
 fn ready(r: Result<Value, DriverError>) -> BoxFuture<'static, Result<Reply, DriverError>> {

@@ -71,6 +71,7 @@ pub mod members;
 pub mod path;
 
 use crate::rt::{IoRuntime, RuntimeError};
+use crate::status::{refuse, reply};
 use agentos_abi::driver::BoxFuture;
 use agentos_abi::{Driver, DriverError, DriverHandle, OpenCtx, Reply, Right, Scope, Value};
 use glob::Glob;
@@ -252,24 +253,6 @@ fn sig_value(s: Stat) -> Value {
         ("mtime_ns".into(), Value::U64(s.mtime_ns)),
         ("size".into(), Value::U64(s.size)),
     ])
-}
-
-/// A `{status, ...fields}` map.
-fn reply(status: u64, fields: Vec<(&str, Value)>) -> Value {
-    let mut m = vec![("status".to_owned(), Value::U64(status))];
-    m.extend(fields.into_iter().map(|(k, v)| (k.to_owned(), v)));
-    Value::Map(m)
-}
-
-/// A refusal: `{status, error, message}`.
-fn refuse(status: u64, error: &str, message: impl Into<String>) -> Value {
-    reply(
-        status,
-        vec![
-            ("error", Value::Str(error.into())),
-            ("message", Value::Str(message.into())),
-        ],
-    )
 }
 
 struct FsHandle {

@@ -143,17 +143,11 @@ pub enum StoreRequest {
     Proposals,
     /// The handle's own run → `RunRow`.
     Run,
-    /// Env deltas after a row → `(Vec<(String, LogRow)>, RowId)`: (run name, row) pairs and
-    /// where the next look starts.
-    Deltas {
-        /// Rows after this id.
-        after: RowId,
-    },
     /// The session's newest row id → `RowId`.
     MaxRowId,
     /// What arrived since the last turn, in one read → `(prompts, deltas, next)`: the
-    /// [`StoreRequest::Prompts`] of loop `loop_seq` and the [`StoreRequest::Deltas`] after
-    /// `after`.
+    /// [`StoreRequest::Prompts`] of loop `loop_seq` and the env deltas after row `after`
+    /// (`(run name, row)` pairs, at most 100) with the row the next look starts after.
     PreTurn {
         /// The loop's ordinal.
         loop_seq: i64,
@@ -367,7 +361,6 @@ impl StoreHandle {
                     .and_then(|_| s.cancel_proposals(loop_id)),
             ),
             StoreRequest::Run => reply(s.run(run_id)),
-            StoreRequest::Deltas { after } => reply(s.deltas(session_id, run_id, after, 100)),
             StoreRequest::MaxRowId => reply(s.max_row_id(session_id)),
             StoreRequest::PreTurn { loop_seq, after } => reply((|| {
                 let prompts = s.prompts(session_id, run_id, loop_seq)?;

@@ -723,13 +723,12 @@ pub fn loop_image<S: Syscalls>(shared: Arc<EngineShared>) -> Image<S> {
             let llm = sys.open(start.llm).await?;
             let mut devices = Devices::default();
             let mut pumps = None;
-            if let (Some(exec), Some(spawn)) = (start.exec, start.spawn) {
+            // The spawn cap the loop holds lets it start stream pumps.
+            if let (Some(exec), Some(_)) = (start.exec, start.spawn) {
                 devices.exec = Some(sys.open(exec).await?);
                 pumps = Some(Pumps {
-                    spawn,
                     exec_device: exec,
                     store_device: start.store,
-                    shared: shared.clone(),
                 });
             }
             if let Some(fs) = start.fs {

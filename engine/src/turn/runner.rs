@@ -66,7 +66,7 @@ pub struct LoopRunner<S: Syscalls> {
     devices: Devices,
     /// The current turn's id once a segment of it is committed (a parked turn).
     cur_turn: Option<TurnId>,
-    /// What pumps need: the spawn cap, the store device cap, the images' shared state.
+    /// What pumps need: the `exec` and `store` device caps they derive theirs from.
     pumps: Option<Pumps>,
     /// Running streams: path → device process id (for SEND/KILL).
     streams: StreamTable,
@@ -84,14 +84,10 @@ type PreTurn = (Vec<(i64, String)>, Vec<(String, LogRow)>, RowId);
 /// The caps a loop starts stream pumps with.
 #[derive(Clone)]
 pub struct Pumps {
-    /// A spawn cap.
-    pub spawn: CapRef,
     /// The loop's `exec` device cap (pumps derive theirs from it).
     pub exec_device: CapRef,
     /// The loop's `store` device cap (the pump derives its own from it).
     pub store_device: CapRef,
-    /// The engine's shared state (for the pump image).
-    pub shared: Arc<super::process::EngineShared>,
 }
 
 /// A stream the loop shows as it grows.
@@ -958,10 +954,7 @@ impl<S: Syscalls> LoopRunner<S> {
         use agentos_abi::{Body, SendOpts, SpawnOpts};
         let child = self
             .sys
-            .spawn(
-                super::stream::pump_image(pumps.shared.clone()),
-                SpawnOpts::default(),
-            )
+            .spawn(super::stream::pump_image(), SpawnOpts::default())
             .await
             .map_err(|e| e.to_string())?;
         let exec = self

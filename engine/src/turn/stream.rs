@@ -12,11 +12,8 @@
 //! `closed` (or `errored` when the device failed), never left `active` by a pump that
 //! finished.
 
-use std::sync::Arc;
-
 use agentos_abi::{Body, CapRef, Image, SendOpts, Syscalls, Value};
 
-use super::process::EngineShared;
 use crate::schemes::exec::{exec_call, ExecReply, ExecRequest};
 use crate::schemes::world::store_call;
 use crate::store::device::StoreRequest;
@@ -86,7 +83,7 @@ pub fn close_of(r: &ExecReply) -> (u16, String) {
 }
 
 /// The pump process image.
-pub fn pump_image<S: Syscalls>(_shared: Arc<EngineShared>) -> Image<S> {
+pub fn pump_image<S: Syscalls>() -> Image<S> {
     Image::new("stream", move |sys: S, _args: Value| async move {
         let start = loop {
             let m = sys.recv().await;
