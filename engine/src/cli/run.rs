@@ -73,6 +73,10 @@ impl RunArgs {
         LoopFlags {
             mode: if self.ask { "ask" } else { "act" }.into(),
             yolo: self.yolo,
+            // `run` has no review channel yet (no interactive accept/reject): without --yolo a
+            // proposal is rejected at once (`no_review_channel`) instead of waiting out its
+            // timeout.
+            no_proposals: !self.yolo,
             budget_tokens: self.budget_tokens,
             ..LoopFlags::default()
         }
