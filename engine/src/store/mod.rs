@@ -294,7 +294,8 @@ impl Store {
             .map_err(fail)?;
             tx.commit().map_err(fail)?;
         }
-        conn.set_prepared_statement_cache_capacity(64);
+        // Every statement the store runs stays prepared (about 60 shapes, log filters included).
+        conn.set_prepared_statement_cache_capacity(256);
         Ok(Store {
             conn: Mutex::new(conn),
             path,
@@ -347,7 +348,7 @@ impl Store {
     /// Records a scheme's manifest in the `schemes` table (replacing an older record), so
     /// the database describes the schemes its rows point into.
     pub fn register_scheme(&self, s: &SchemeRecord) -> Result<(), StoreError> {
-        self.conn.lock().execute(
+        self.conn.lock().execute_cached(
             "INSERT INTO schemes (name, model_visible, category, default_scope, default_channel, channel_orientations, writable_by, volatile) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (name) DO UPDATE SET model_visible = excluded.model_visible, \
              category = excluded.category, default_scope = excluded.default_scope, default_channel = excluded.default_channel, \
@@ -409,7 +410,7 @@ impl Store {
             let now = wall_ms();
             let placeholder = format!("session-pending-{now}-{}", rand_suffix());
             let taken = name.unwrap_or(&placeholder);
-            let r = tx.execute(
+            let r = tx.execute_cached(
                 "INSERT INTO sessions (name, created_at, project_root, settings) VALUES (?1, ?2, ?3, ?4)",
                 params![taken, now, project_root, settings_json],
             );
@@ -423,7 +424,7 @@ impl Store {
             }
             let id = tx.last_insert_rowid();
             if name.is_none() {
-                tx.execute(
+                tx.execute_cached(
                     "UPDATE sessions SET name = ?1 WHERE id = ?2",
                     params![format!("session-{id}"), id],
                 )?;
@@ -455,7 +456,7 @@ impl Store {
     pub fn session_named(&self, name: &str) -> Result<Option<SessionRow>, StoreError> {
         let conn = self.conn.lock();
         Ok(conn
-            .query_row(
+            .query_row_cached(
                 "SELECT id, name, created_at, cost_pico, project_root, settings FROM sessions WHERE name = ?1",
                 [name],
                 session_from_row,
@@ -468,7 +469,7 @@ impl Store {
         let n = self
             .conn
             .lock()
-            .execute(
+            .execute_cached(
                 "UPDATE sessions SET name = ?1 WHERE id = ?2",
                 params![name, id],
             )
@@ -497,7 +498,7 @@ impl Store {
             let mut conn = self.conn.lock();
             let tx = conn.transaction()?;
             session_by_id(&tx, session_id)?;
-            tx.execute(
+            tx.execute_cached(
                 "INSERT INTO runs (session_id, name, created_at, parent_run_id, origin) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![session_id, name, wall_ms(), parent_run_id, origin.as_str()],
             )?;
@@ -541,12 +542,12 @@ impl Store {
             let mut conn = self.conn.lock();
             let tx = conn.transaction()?;
             let run = run_by_id(&tx, run_id)?;
-            let seq: i64 = tx.query_row(
+            let seq: i64 = tx.query_row_cached(
                 "SELECT ifnull(max(sequence), 0) + 1 FROM loops WHERE run_id = ?1",
                 [run_id],
                 |r| r.get(0),
             )?;
-            tx.execute(
+            tx.execute_cached(
                 "INSERT INTO loops (run_id, sequence, status, prompt, flags, max_turns, created_at) VALUES (?1, ?2, 100, ?3, ?4, ?5, ?6)",
                 params![run_id, seq, prompt, flags_json, max_turns, wall_ms()],
             )?;
@@ -666,7 +667,7 @@ impl Store {
                 Some(id) => {
                     // A later segment of a parked turn: the turn must be this loop's.
                     turn = tx
-                        .query_row(
+                        .query_row_cached(
                             "SELECT id, loop_id, sequence, timestamp, status, usage_prompt, usage_completion, usage_cached, usage_cost_pico, usage_context_size, packet, finish_reason, model FROM turns WHERE id = ?1",
                             [id],
                             turn_from_row,
@@ -679,7 +680,7 @@ impl Store {
                     id
                 }
                 None => {
-                    tx.execute(
+                    tx.execute_cached(
                         "INSERT INTO turns (loop_id, sequence, timestamp, status, usage_prompt, usage_completion, usage_cached, usage_cost_pico, usage_context_size, packet, finish_reason, model) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                         params![
                             turn.loop_id,
@@ -785,7 +786,7 @@ impl Store {
         let (row, session_id) = {
             let mut conn = self.conn.lock();
             let tx = conn.transaction()?;
-            let n = tx.execute(
+            let n = tx.execute_cached(
                 "UPDATE log_entries SET state = ?1, status_rx = ?2, outcome = ?3, rx = COALESCE(?4, rx) \
                  WHERE id = ?5 AND run_id = ?6 AND state = 'proposed'",
                 params![
@@ -841,12 +842,9 @@ impl Store {
     /// Pending proposals (rows in state `proposed`) matching `q`, oldest first.
     pub fn proposals(&self, q: &LogQuery) -> Result<Vec<LogRow>, StoreError> {
         let conn = self.conn.lock();
-        let mut st = conn.prepare_cached(&format!(
-            "SELECT {ROW_COLS} FROM log_entries e JOIN loops l ON l.id = e.loop_id JOIN turns t ON t.id = e.turn_id \
-             WHERE e.state = 'proposed' AND (?1 IS NULL OR e.run_id = ?1) AND (?2 IS NULL OR e.loop_id = ?2) \
-             AND (?3 IS NULL OR e.turn_id = ?3) ORDER BY e.id"
-        ))?;
-        let rows = st.query_map(params![q.run_id, q.loop_id, q.turn_id], log_from_row)?;
+        let (sql, args) = q.select(" AND e.state = 'proposed'", false);
+        let mut st = conn.prepare_cached(&sql)?;
+        let rows = st.query_map(rusqlite::params_from_iter(args), log_from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -869,7 +867,7 @@ impl Store {
     ) -> Result<(Vec<(String, LogRow)>, RowId), StoreError> {
         let conn = self.conn.lock();
         let newest: RowId =
-            conn.query_row("SELECT COALESCE(MAX(id), 0) FROM log_entries", [], |r| {
+            conn.query_row_cached("SELECT COALESCE(MAX(id), 0) FROM log_entries", [], |r| {
                 r.get(0)
             })?;
         let mut st = conn.prepare_cached(&format!(
@@ -879,9 +877,11 @@ impl Store {
              WHERE r.id = e.run_id AND l.id = e.loop_id AND t.id = e.turn_id AND r.session_id = ?1 AND e.run_id <> ?2 AND e.id > ?3 AND e.op = 'EDIT' \
              AND e.origin IN ('model', 'client') AND e.status_rx IN (200, 201) \
              AND (e.scheme IS NULL OR e.scheme IN ('known', 'unknown')) \
-             AND (e.state IS NULL OR e.state = 'resolved') ORDER BY e.id LIMIT ?4"
+             AND (e.state IS NULL OR e.state = 'resolved') ORDER BY e.id LIMIT {limit}"
         ))?;
-        let rows = st.query_map(params![session_id, run_id, after, limit], |r| {
+        // The limit is in the text, not a parameter: SQLite plans with a bound LIMIT's value,
+        // so rebinding one re-prepares the statement on every call.
+        let rows = st.query_map(params![session_id, run_id, after], |r| {
             Ok((r.get::<_, String>(27)?, log_from_row(r)?))
         })?;
         let rows: Vec<(String, LogRow)> = rows.collect::<Result<_, _>>()?;
@@ -897,7 +897,7 @@ impl Store {
     /// The newest log row id of a session (0 when it has none).
     pub fn max_row_id(&self, session_id: SessionId) -> Result<RowId, StoreError> {
         let conn = self.conn.lock();
-        Ok(conn.query_row(
+        Ok(conn.query_row_cached(
             "SELECT COALESCE(MAX(e.id), 0) FROM log_entries e JOIN runs r ON r.id = e.run_id WHERE r.session_id = ?1",
             [session_id],
             |r| r.get(0),
@@ -912,7 +912,7 @@ impl Store {
     ) -> Result<Option<RunRow>, StoreError> {
         let conn = self.conn.lock();
         let id: Option<RunId> = conn
-            .query_row(
+            .query_row_cached(
                 "SELECT id FROM runs WHERE session_id = ?1 AND name = ?2 ORDER BY id DESC LIMIT 1",
                 params![session_id, name],
                 |r| r.get(0),
@@ -924,7 +924,7 @@ impl Store {
     /// How many of a session's runs have a loop queued, running or parked.
     pub fn active_runs(&self, session_id: SessionId) -> Result<usize, StoreError> {
         let conn = self.conn.lock();
-        let n: i64 = conn.query_row(
+        let n: i64 = conn.query_row_cached(
             "SELECT COUNT(DISTINCT r.id) FROM runs r JOIN loops l ON l.run_id = r.id \
              WHERE r.session_id = ?1 AND l.status IN (100, 102, 202)",
             [session_id],
@@ -953,13 +953,13 @@ impl Store {
                     "run {source} is not in session {session_id}"
                 )));
             }
-            tx.execute(
+            tx.execute_cached(
                 "INSERT INTO runs (session_id, name, created_at, parent_run_id, origin) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![session_id, name, wall_ms(), source, origin.as_str()],
             )?;
             let new = tx.last_insert_rowid();
             if name.is_empty() {
-                tx.execute(
+                tx.execute_cached(
                     "UPDATE runs SET name = ?1 WHERE id = ?2",
                     params![format!("{}-{new}", src.name), new],
                 )?;
@@ -972,7 +972,7 @@ impl Store {
                 r.collect::<Result<_, _>>()?
             };
             for (old_loop, _) in loops {
-                tx.execute(
+                tx.execute_cached(
                     "INSERT INTO loops (run_id, sequence, status, prompt, flags, max_turns, attributions, open_paths, created_at, terminated_at, terminal_message) \
                      SELECT ?1, sequence, CASE WHEN status IN (100, 102, 202) THEN 499 ELSE status END, prompt, flags, max_turns, attributions, open_paths, created_at, \
                      COALESCE(terminated_at, ?3), CASE WHEN status IN (100, 102, 202) THEN 'inherited' ELSE terminal_message END FROM loops WHERE id = ?2",
@@ -986,13 +986,13 @@ impl Store {
                     r.collect::<Result<_, _>>()?
                 };
                 for old_turn in turns {
-                    tx.execute(
+                    tx.execute_cached(
                         "INSERT INTO turns (loop_id, sequence, timestamp, status, usage_prompt, usage_completion, usage_cached, usage_cost_pico, usage_context_size, packet, finish_reason, model) \
                          SELECT ?1, sequence, timestamp, status, usage_prompt, usage_completion, usage_cached, 0, usage_context_size, packet, finish_reason, model FROM turns WHERE id = ?2",
                         params![new_loop, old_turn],
                     )?;
                     let new_turn = tx.last_insert_rowid();
-                    tx.execute(
+                    tx.execute_cached(
                         "INSERT INTO log_entries (run_id, loop_id, turn_id, sequence, at, origin, source, op, suffix, signal, scheme, username, password, hostname, port, pathname, search, fragment, line_marker, tx, mimetype_tx, rx, mimetype_rx, status_rx, tokens, state, outcome, attrs, expanded) \
                          SELECT ?1, ?2, ?3, sequence, at, origin, source, op, suffix, signal, scheme, username, password, hostname, port, pathname, search, fragment, line_marker, tx, mimetype_tx, rx, mimetype_rx, status_rx, tokens, \
                          CASE WHEN state = 'proposed' THEN 'cancelled' ELSE state END, CASE WHEN state = 'proposed' THEN 'inherited' ELSE outcome END, attrs, expanded \
@@ -1009,17 +1009,17 @@ impl Store {
                 r.collect::<Result<_, _>>()?
             };
             for old in entries {
-                tx.execute(
+                tx.execute_cached(
                     "INSERT INTO entries (scope, session_id, run_id, scheme, username, password, hostname, port, pathname, params, attributes, membership_origin, deep_hash, synced_sig, updated_at) \
                      SELECT scope, session_id, ?1, scheme, username, password, hostname, port, pathname, params, attributes, membership_origin, deep_hash, synced_sig, updated_at FROM entries WHERE id = ?2",
                     params![new, old],
                 )?;
                 let e = tx.last_insert_rowid();
-                tx.execute(
+                tx.execute_cached(
                     "INSERT INTO entry_channels (entry_id, name, content, mimetype, tokens, state) SELECT ?1, name, content, mimetype, tokens, state FROM entry_channels WHERE entry_id = ?2",
                     params![e, old],
                 )?;
-                tx.execute(
+                tx.execute_cached(
                     "INSERT INTO entry_tags (entry_id, tag) SELECT ?1, tag FROM entry_tags WHERE entry_id = ?2",
                     params![e, old],
                 )?;
@@ -1047,7 +1047,7 @@ impl Store {
         }
         let conn = self.conn.lock();
         session_by_id(&conn, session_id)?;
-        let n = conn.execute(
+        let n = conn.execute_cached(
             "INSERT OR IGNORE INTO session_constraints (session_id, effect, glob) VALUES (?1, ?2, ?3)",
             params![session_id, effect, glob],
         )?;
@@ -1062,7 +1062,7 @@ impl Store {
         glob: &str,
     ) -> Result<bool, StoreError> {
         let conn = self.conn.lock();
-        let n = conn.execute(
+        let n = conn.execute_cached(
             "DELETE FROM session_constraints WHERE session_id = ?1 AND effect = ?2 AND glob = ?3",
             params![session_id, effect, glob],
         )?;
@@ -1090,16 +1090,9 @@ impl Store {
     /// Log rows matching `q`, in write order.
     pub fn log_query(&self, q: &LogQuery) -> Result<Vec<LogRow>, StoreError> {
         let conn = self.conn.lock();
-        let mut st = conn.prepare_cached(&format!(
-            "SELECT {ROW_COLS} FROM log_entries e JOIN loops l ON l.id = e.loop_id JOIN turns t ON t.id = e.turn_id \
-             WHERE (?1 IS NULL OR e.run_id = ?1) AND (?2 IS NULL OR e.loop_id = ?2) AND (?3 IS NULL OR e.turn_id = ?3) \
-             AND (?4 IS NULL OR e.id > ?4) ORDER BY e.id LIMIT ?5"
-        ))?;
-        let limit = q.limit.map_or(-1, |l| l as i64);
-        let rows = st.query_map(
-            params![q.run_id, q.loop_id, q.turn_id, q.since_id, limit],
-            log_from_row,
-        )?;
+        let (sql, args) = q.select("", true);
+        let mut st = conn.prepare_cached(&sql)?;
+        let rows = st.query_map(rusqlite::params_from_iter(args), log_from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -1136,16 +1129,24 @@ impl Store {
         scheme: Option<&str>,
     ) -> Result<Vec<Entry>, StoreError> {
         let conn = self.conn.lock();
-        let mut st = conn.prepare_cached(
-            "SELECT id, scope, scheme, hostname, pathname, updated_at, synced_sig FROM entries \
-             WHERE session_id = ?1 AND scope = ?2 AND (?2 = 'session' OR run_id = ?3) \
-             AND ifnull(scheme, '') = ifnull(?4, '') ORDER BY updated_at, id",
-        )?;
+        // Per scope, as in `entry_id`: the scope's partial key index, not a scan.
+        let (sql, owner) = match scope {
+            Scope::Session => (
+                "SELECT id, scope, scheme, hostname, pathname, updated_at, synced_sig FROM entries \
+                 WHERE session_id = ?1 AND scope = 'session' AND ifnull(scheme, '') = ifnull(?2, '') \
+                 ORDER BY updated_at, id",
+                session_id,
+            ),
+            Scope::Run => (
+                "SELECT id, scope, scheme, hostname, pathname, updated_at, synced_sig FROM entries \
+                 WHERE run_id = ?1 AND scope = 'run' AND ifnull(scheme, '') = ifnull(?2, '') \
+                 ORDER BY updated_at, id",
+                run_id,
+            ),
+        };
+        let mut st = conn.prepare_cached(sql)?;
         let heads = st
-            .query_map(
-                params![session_id, scope.as_str(), run_id, scheme],
-                entry_head,
-            )?
+            .query_map(params![owner, scheme], entry_head)?
             .collect::<Result<Vec<_>, _>>()?;
         heads
             .into_iter()
@@ -1230,6 +1231,36 @@ pub struct LogQuery {
     pub limit: Option<u32>,
 }
 
+impl LogQuery {
+    /// The SELECT for this filter with only the set conditions (plus `extra`), and its
+    /// arguments: a `?n IS NULL OR …` form would make SQLite scan every row of every run,
+    /// so each filter shape is its own (cached) statement that uses the run or loop index.
+    fn select(&self, extra: &str, limit: bool) -> (String, Vec<i64>) {
+        let mut sql = format!(
+            "SELECT {ROW_COLS} FROM log_entries e JOIN loops l ON l.id = e.loop_id \
+             JOIN turns t ON t.id = e.turn_id WHERE 1 = 1{extra}"
+        );
+        let mut args = Vec::with_capacity(5);
+        for (col, v) in [
+            (" AND e.run_id = ?", self.run_id),
+            (" AND e.loop_id = ?", self.loop_id),
+            (" AND e.turn_id = ?", self.turn_id),
+            (" AND e.id > ?", self.since_id),
+        ] {
+            if let Some(v) = v {
+                sql.push_str(col);
+                args.push(v);
+            }
+        }
+        sql.push_str(" ORDER BY e.id");
+        if let (true, Some(n)) = (limit, self.limit) {
+            sql.push_str(" LIMIT ?");
+            args.push(i64::from(n));
+        }
+        (sql, args)
+    }
+}
+
 fn rand_suffix() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -1258,7 +1289,7 @@ fn session_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
 }
 
 fn session_by_id(c: &Connection, id: SessionId) -> Result<SessionRow, StoreError> {
-    c.query_row(
+    c.query_row_cached(
         "SELECT id, name, created_at, cost_pico, project_root, settings FROM sessions WHERE id = ?1",
         [id],
         session_from_row,
@@ -1332,7 +1363,7 @@ fn set_loop_status_tx(
             cur.status
         )));
     }
-    tx.execute(
+    tx.execute_cached(
         "UPDATE loops SET status = ?1, terminal_message = coalesce(?2, terminal_message) WHERE id = ?3",
         params![status, message, loop_id],
     )?;
@@ -1394,7 +1425,7 @@ fn insert_row(st: &mut rusqlite::CachedStatement<'_>, r: &LogRow) -> rusqlite::R
 }
 
 fn row_by_id(c: &Connection, id: RowId) -> Result<LogRow, StoreError> {
-    c.query_row(
+    c.query_row_cached(
         &format!(
             "SELECT {ROW_COLS} FROM log_entries e JOIN loops l ON l.id = e.loop_id JOIN turns t ON t.id = e.turn_id WHERE e.id = ?1"
         ),
@@ -1512,22 +1543,28 @@ fn entry_id(
     run_id: RunId,
     key: &EntryKey,
 ) -> Result<Option<EntryId>, StoreError> {
-    Ok(c.prepare_cached(
-        "SELECT id FROM entries WHERE session_id = ?1 AND scope = ?2 AND (?2 = 'session' OR run_id = ?3) \
-         AND ifnull(scheme, '') = ifnull(?4, '') AND ifnull(hostname, '') = ifnull(?5, '') AND pathname = ?6",
-    )?
-    .query_row(
-        params![
-            session_id,
-            key.scope.as_str(),
-            run_id,
-            key.scheme,
-            key.hostname,
-            key.pathname
-        ],
-        |r| r.get(0),
-    )
-    .optional()?)
+    // One statement per scope, each naming its scope literally, so SQLite can use that
+    // scope's partial key index (a `scope = ?` parameter would scan every entry).
+    let sql = match key.scope {
+        Scope::Session => {
+            "SELECT id FROM entries WHERE session_id = ?1 AND scope = 'session' \
+             AND ifnull(scheme, '') = ifnull(?2, '') AND ifnull(hostname, '') = ifnull(?3, '') AND pathname = ?4"
+        }
+        Scope::Run => {
+            "SELECT id FROM entries WHERE run_id = ?1 AND scope = 'run' \
+             AND ifnull(scheme, '') = ifnull(?2, '') AND ifnull(hostname, '') = ifnull(?3, '') AND pathname = ?4"
+        }
+    };
+    let owner = match key.scope {
+        Scope::Session => session_id,
+        Scope::Run => run_id,
+    };
+    Ok(c.prepare_cached(sql)?
+        .query_row(
+            params![owner, key.scheme, key.hostname, key.pathname],
+            |r| r.get(0),
+        )
+        .optional()?)
 }
 
 fn entry_tx(
@@ -1539,7 +1576,7 @@ fn entry_tx(
     let Some(id) = entry_id(c, session_id, run_id, key)? else {
         return Ok(None);
     };
-    let (updated_at, synced_sig): (i64, Option<String>) = c.query_row(
+    let (updated_at, synced_sig): (i64, Option<String>) = c.query_row_cached(
         "SELECT updated_at, synced_sig FROM entries WHERE id = ?1",
         [id],
         |r| Ok((r.get(0)?, r.get(1)?)),
@@ -1567,12 +1604,12 @@ fn apply_entry_write(
     match w {
         EntryWrite::Delete { .. } => {
             if let Some(id) = existing {
-                tx.execute("DELETE FROM entries WHERE id = ?1", [id])?;
+                tx.execute_cached("DELETE FROM entries WHERE id = ?1", [id])?;
             }
         }
         EntryWrite::Sync { sig, .. } => {
             if let Some(id) = existing {
-                tx.execute(
+                tx.execute_cached(
                     "UPDATE entries SET synced_sig = ?1, membership_origin = COALESCE(membership_origin, 'git') WHERE id = ?2",
                     params![sig, id],
                 )?;
@@ -1583,7 +1620,7 @@ fn apply_entry_write(
                 Some(id) => id,
                 None => {
                     let owner = (key.scope == Scope::Run).then_some(run_id);
-                    tx.execute(
+                    tx.execute_cached(
                         "INSERT INTO entries (scope, session_id, run_id, scheme, hostname, pathname) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                         params![key.scope.as_str(), session_id, owner, key.scheme, key.hostname, key.pathname],
                     )?;
@@ -1604,7 +1641,7 @@ fn apply_entry_write(
                 channel.state.as_str()
             ])?;
             if let Some(tags) = tags {
-                tx.execute("DELETE FROM entry_tags WHERE entry_id = ?1", [id])?;
+                tx.execute_cached("DELETE FROM entry_tags WHERE entry_id = ?1", [id])?;
                 let mut ins = tx.prepare_cached(
                     "INSERT OR IGNORE INTO entry_tags (entry_id, tag) VALUES (?1, ?2)",
                 )?;
@@ -1615,4 +1652,31 @@ fn apply_entry_write(
         }
     }
     Ok(())
+}
+
+/// `execute` and `query_row` through the connection's statement cache: rusqlite's own
+/// prepare the statement on every call, and a turn's commit runs the same few statements
+/// each time.
+trait CachedExt {
+    fn execute_cached<P: rusqlite::Params>(&self, sql: &str, p: P) -> rusqlite::Result<usize>;
+    fn query_row_cached<T, P: rusqlite::Params>(
+        &self,
+        sql: &str,
+        p: P,
+        f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T>;
+}
+
+impl CachedExt for Connection {
+    fn execute_cached<P: rusqlite::Params>(&self, sql: &str, p: P) -> rusqlite::Result<usize> {
+        self.prepare_cached(sql)?.execute(p)
+    }
+    fn query_row_cached<T, P: rusqlite::Params>(
+        &self,
+        sql: &str,
+        p: P,
+        f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        self.prepare_cached(sql)?.query_row(p, f)
+    }
 }
