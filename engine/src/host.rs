@@ -2,9 +2,10 @@
 //!
 //! [`Engine`] is what a host — the CLI's `agentos run`, the daemon, a test — calls: create
 //! sessions and runs, start / inject / cancel a loop, read the log, subscribe to row
-//! writes, wait for a loop to end. It owns a kernel with the engine's devices and boots the
-//! engine root process; everything a loop does happens in kernel processes through device
-//! I/O, and the host only queues work (rows in the store) and sends messages.
+//! writes, wait for a loop to end, resolve a proposal, list a session's project members. It
+//! owns a kernel with the engine's devices and boots the engine root process; everything a
+//! loop does happens in kernel processes through device I/O, and the host only queues work
+//! (rows in the store) and sends messages.
 //!
 //! **Invariants:** the host never writes a run's rows (only sessions, runs, queued loops
 //! and session documents); a queued loop survives a run process that is not up yet;
@@ -59,6 +60,15 @@ pub enum EngineError {
     /// `resolve` named a row that is not a pending proposal.
     #[error("log row {0} is not a pending proposal")]
     NotPending(RowId),
+    /// A session's project files could not be listed (its root is gone or unreadable, or an
+    /// overlay pattern is malformed).
+    #[error("the project files of session {session_id}: {message}")]
+    Members {
+        /// The session.
+        session_id: SessionId,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 /// How to run a loop.
@@ -276,6 +286,30 @@ impl Engine {
                 outcome: outcome.map(str::to_owned),
             },
         })
+    }
+
+    /// A session's project members after its membership overlay (PLURNK.md §2.3): what a
+    /// writable `fs` handle of its runs lists, and the files `hide` keeps out; `None` for a
+    /// headless session. The same membership code as the `fs` device
+    /// (`agentos_drivers::fs::list`), run on the calling thread: it blocks on git and the
+    /// disk. Runs read the overlay when their loop starts, so a constraint added since shows
+    /// here before a running loop sees it.
+    pub fn members(
+        &self,
+        session_id: SessionId,
+    ) -> Result<Option<agentos_drivers::fs::Listing>, EngineError> {
+        let session = self.store.session(session_id)?;
+        let Some(root) = session.project_root else {
+            return Ok(None);
+        };
+        let overlay = self.store.constraints(session_id)?;
+        let scope = crate::turn::process::fs_scope(&root, &overlay);
+        agentos_drivers::fs::list(&scope)
+            .map(Some)
+            .map_err(|message| EngineError::Members {
+                session_id,
+                message,
+            })
     }
 
     /// Pending proposals, oldest first: of one run, or of every run when `run_id` is `None`.

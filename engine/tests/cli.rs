@@ -1,6 +1,7 @@
 //! The `agentos` binary end to end: `parse [--turn]`, `gbnf`, `loop`, `run` (embedded and
-//! `--connect`, `--json`, exit statuses), `sessions`, `log`, and `serve` (RPC, /metrics,
-//! /healthz, SIGTERM drain, restart after SIGKILL with the store intact).
+//! `--connect`, `--json`, exit statuses, the review of proposals with scripted answers on
+//! stdin), `sessions`, `log`, and `serve` (RPC, /metrics, /healthz, SIGTERM drain, restart
+//! after SIGKILL with the store intact).
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -222,6 +223,257 @@ fn run_exit_status_maps_the_terminal_status() {
     }
 }
 
+// ---- run: the review of proposals ---------------------------------------------------
+
+/// A model that proposes an edit of `notes.txt`, then finishes.
+const PROPOSES: &str = "<<PLAN:fix:PLAN\n<<EDIT(notes.txt)<2>:BETA:EDIT\n<<SEND[102]:proposed:SEND\n---\n<<PLAN:done:PLAN\n<<SEND[200]:fixed:SEND\n";
+
+/// A temp git repository holding `notes.txt` (`alpha`, `beta`), committed.
+fn notes_project() -> tempfile::TempDir {
+    let d = tempfile::tempdir().expect("tempdir");
+    std::fs::write(d.path().join("notes.txt"), "alpha\nbeta\n").expect("write");
+    for args in [
+        &["init", "-q"][..],
+        &["add", "-A"],
+        &["commit", "-q", "-m", "init"],
+    ] {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(d.path())
+            .args([
+                "-c",
+                "user.name=agentos-test",
+                "-c",
+                "user.email=test@agentos.invalid",
+            ])
+            .args(["-c", "commit.gpgsign=false"])
+            .args(args)
+            .output()
+            .expect("git runs");
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+    }
+    d
+}
+
+fn notes(project: &tempfile::TempDir) -> String {
+    std::fs::read_to_string(project.path().join("notes.txt")).expect("notes.txt")
+}
+
+/// `agentos ARGS` with `answers` on stdin (then closed): exit code, stdout, stderr.
+fn run_answering(args: &[&str], data: &std::path::Path, answers: &str) -> (i32, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_agentos"))
+        .args(args)
+        .env("AGENTOS_DATA_DIR", data)
+        .env_remove("AGENTOS_LLM_BASE_URL")
+        .env_remove("AGENTOS_LLM_MODEL")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn agentos");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(answers.as_bytes()).expect("write answers");
+    drop(stdin);
+    let out = child.wait_with_output().expect("wait");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).expect("utf8"),
+        String::from_utf8(out.stderr).expect("utf8"),
+    )
+}
+
+/// The rows of the newest loop in the store under `data`, as `log --json` prints them.
+fn logged_rows(data: &std::path::Path, loop_id: i64) -> Vec<serde_json::Value> {
+    let (code, out, err) = run_full(&["log", "--json", &loop_id.to_string()], data);
+    assert_eq!(code, 0, "{err}");
+    out.lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON row"))
+        .collect()
+}
+
+/// The EDIT row of notes.txt: (status, state, outcome).
+fn edit_row(rows: &[serde_json::Value]) -> (i64, String, String) {
+    let r = rows
+        .iter()
+        .find(|r| r["op"] == "EDIT" && r["targetUri"] == "notes.txt")
+        .expect("the EDIT row");
+    (
+        r["status"].as_i64().expect("status"),
+        r["state"].as_str().unwrap_or_default().to_owned(),
+        r["outcome"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+#[test]
+fn run_review_diff_then_accept_writes_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let project = notes_project();
+    let s = script(dir.path(), PROPOSES);
+    let root = project.path().to_str().expect("utf-8");
+    let args = [
+        "run",
+        "--script",
+        &s,
+        "--project",
+        root,
+        "--review",
+        "--json",
+        "fix",
+    ];
+    let (code, out, err) = run_answering(&args, dir.path(), "d\na\n");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(notes(&project), "alpha\nBETA\n");
+    // Asked with a summary, the diff shown on `d`, asked again, then accepted.
+    let asked = err.find("EDIT notes.txt · +1 -1 lines").expect(&err);
+    let diff = err[asked..].find("-beta\n+BETA\n").expect(&err) + asked;
+    let again = err[diff..]
+        .find("[a]ccept / [r]eject / [d]iff")
+        .expect(&err)
+        + diff;
+    assert!(err[again..].contains("accepted"), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["status"], 200);
+    let (status, state, _) = edit_row(&logged_rows(dir.path(), v["loopId"].as_i64().unwrap()));
+    assert_eq!((status, state.as_str()), (200, "resolved"));
+}
+
+#[test]
+fn run_review_reject_leaves_the_file_and_the_model_sees_400() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let project = notes_project();
+    let s = script(dir.path(), PROPOSES);
+    let root = project.path().to_str().expect("utf-8");
+    let args = [
+        "run",
+        "--script",
+        &s,
+        "--project",
+        root,
+        "--review",
+        "--json",
+        "fix",
+    ];
+    let (code, out, err) = run_answering(&args, dir.path(), "r\n");
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("rejected"), "{err}");
+    assert_eq!(notes(&project), "alpha\nbeta\n");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let (status, state, outcome) =
+        edit_row(&logged_rows(dir.path(), v["loopId"].as_i64().unwrap()));
+    assert_eq!(
+        (status, state.as_str(), outcome.as_str()),
+        (400, "failed", "rejected")
+    );
+    // The loop as the model saw it: the EDIT answered 400.
+    let (_, log, _) = run_full(&["log"], dir.path());
+    assert!(log.contains("log:///1/1/5/EDIT notes.txt 400"), "{log}");
+}
+
+#[test]
+fn run_without_a_terminal_or_with_stdin_closed_rejects_proposals() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let project = notes_project();
+    let s = script(dir.path(), PROPOSES);
+    let root = project.path().to_str().expect("utf-8");
+    // No terminal (stdin is /dev/null) and no --review: rejected at once, never asked.
+    let (code, out, err) = run_full(
+        &["run", "--script", &s, "--project", root, "--json", "fix"],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("[a]ccept"), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let rows = logged_rows(dir.path(), v["loopId"].as_i64().unwrap());
+    assert_eq!(edit_row(&rows).2, "no_review_channel");
+    // Asked, but stdin ends before an answer: the same.
+    let args = [
+        "run",
+        "--script",
+        &s,
+        "--project",
+        root,
+        "--review",
+        "--json",
+        "fix",
+    ];
+    let (code, out, err) = run_answering(&args, dir.path(), "");
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("[a]ccept"), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let rows = logged_rows(dir.path(), v["loopId"].as_i64().unwrap());
+    assert_eq!(edit_row(&rows).2, "no_review_channel");
+    assert_eq!(notes(&project), "alpha\nbeta\n");
+}
+
+/// Runs `agentos ARGS` with a silent, open stdin, waits (reading stderr) for the first
+/// proposal's question, sends SIGINT (Ctrl-C) and collects what follows: exit code, the JSON
+/// document on stdout, the rest of stderr.
+fn interrupt_at_question(
+    args: &[&str],
+    data: &std::path::Path,
+) -> (Option<i32>, serde_json::Value, String) {
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_agentos"))
+        .args(args)
+        .env("AGENTOS_DATA_DIR", data)
+        .env_remove("AGENTOS_LLM_BASE_URL")
+        .env_remove("AGENTOS_LLM_MODEL")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn agentos");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let mut seen = Vec::new();
+    let mut byte = [0u8; 1];
+    while !String::from_utf8_lossy(&seen).contains("[a]ccept") {
+        match stderr.read(&mut byte) {
+            Ok(1) => seen.push(byte[0]),
+            other => panic!(
+                "stderr ended before the question: {other:?}\n{}",
+                String::from_utf8_lossy(&seen)
+            ),
+        }
+    }
+    let st = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(st.success());
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).expect("stderr");
+    // Stdin (still open) is closed only now, with the child gone.
+    let out = child.wait_with_output().expect("wait");
+    let v = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    (out.status.code(), v, rest)
+}
+
+#[test]
+fn run_review_ctrl_c_at_the_question_cancels_the_loop() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let project = notes_project();
+    let s = script(dir.path(), PROPOSES);
+    let root = project.path().to_str().expect("utf-8");
+    let args = [
+        "run",
+        "--script",
+        &s,
+        "--project",
+        root,
+        "--review",
+        "--json",
+        "fix",
+    ];
+    let (code, v, rest) = interrupt_at_question(&args, dir.path());
+    assert_eq!(code, Some(130), "{rest}");
+    assert!(rest.contains("cancelling loop"), "{rest}");
+    assert_eq!(v["status"], 499);
+    assert_eq!(notes(&project), "alpha\nbeta\n");
+    let rows = logged_rows(dir.path(), v["loopId"].as_i64().unwrap());
+    let (status, state, _) = edit_row(&rows);
+    assert_eq!((status, state.as_str()), (499, "cancelled"));
+}
+
 /// A `agentos serve --port 0` child and the address it printed.
 struct Served {
     child: std::process::Child,
@@ -384,4 +636,76 @@ fn loop_record_then_replay_rebuilds_the_same_log() {
     );
     assert_eq!(code, 2);
     assert!(err.contains("recording.json"), "{err}");
+}
+
+#[test]
+fn run_connect_reviews_proposals_over_the_daemon() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let project = notes_project();
+    let s = script(dir.path(), PROPOSES);
+    let mut d = serve(dir.path(), &s);
+    let url = format!("ws://{}", d.addr);
+    let root = project.path().to_str().expect("utf-8");
+    let args = [
+        "run",
+        "--connect",
+        &url,
+        "--project",
+        root,
+        "--review",
+        "--json",
+        "fix",
+    ];
+    let (code, out, err) = run_answering(&args, dir.path(), "d\na\n");
+    let _ = d.child.kill();
+    let _ = d.child.wait();
+    assert_eq!(code, 0, "{err}");
+    let asked = err.find("EDIT notes.txt · +1 -1 lines").expect(&err);
+    assert!(err[asked..].contains("-beta\n+BETA\n"), "{err}");
+    assert!(err[asked..].contains("accepted"), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["status"], 200);
+    assert_eq!(notes(&project), "alpha\nBETA\n");
+    // Rejected over the daemon (a fresh daemon replays the script; the file is back as
+    // it was so the edit proposes again): the disk is untouched.
+    std::fs::write(project.path().join("notes.txt"), "alpha\nbeta\n").expect("reset");
+    let mut d = serve(dir.path(), &s);
+    let url = format!("ws://{}", d.addr);
+    let args = [
+        "run",
+        "--connect",
+        &url,
+        "--project",
+        root,
+        "--review",
+        "--json",
+        "again",
+    ];
+    let (code, _, err) = run_answering(&args, dir.path(), "r\n");
+    let _ = d.child.kill();
+    let _ = d.child.wait();
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("EDIT notes.txt · +1 -1 lines"), "{err}");
+    assert!(err.contains("rejected"), "{err}");
+    assert_eq!(notes(&project), "alpha\nbeta\n");
+    // Ctrl-C at the question cancels the daemon's loop.
+    let mut d = serve(dir.path(), &s);
+    let url = format!("ws://{}", d.addr);
+    let args = [
+        "run",
+        "--connect",
+        &url,
+        "--project",
+        root,
+        "--review",
+        "--json",
+        "stop",
+    ];
+    let (code, v, rest) = interrupt_at_question(&args, dir.path());
+    let _ = d.child.kill();
+    let _ = d.child.wait();
+    assert_eq!(code, Some(130), "{rest}");
+    assert!(rest.contains("cancelling loop"), "{rest}");
+    assert_eq!(v["status"], 499);
+    assert_eq!(notes(&project), "alpha\nbeta\n");
 }

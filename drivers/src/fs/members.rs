@@ -34,20 +34,62 @@ pub struct Overlay {
 /// The member set at one moment: normalized relative path → whether `view` makes it read-only.
 pub type Members = BTreeMap<String, bool>;
 
+/// What made a path a member.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// A declared repo lists it (tracked, or untracked and not ignored).
+    Repo,
+    /// Only a `pick` pattern brings it in.
+    Pick,
+}
+
+/// One member and why it is one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Standing {
+    /// What made it a member.
+    pub origin: Origin,
+    /// `view` makes it read-only.
+    pub view: bool,
+}
+
+/// The membership with its reasons: what [`compute`] keeps, and what `hide` took out.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Membership {
+    /// Normalized relative path → its standing.
+    pub members: BTreeMap<String, Standing>,
+    /// Paths a repo or `pick` would make members that `hide` removes, sorted.
+    pub hidden: Vec<String>,
+}
+
 /// Compute the members of `root` (canonical) under `overlay`.
 pub fn compute(root: &Path, overlay: &Overlay) -> Members {
-    let mut out = Members::new();
+    classify(root, overlay)
+        .members
+        .into_iter()
+        .map(|(p, s)| (p, s.view))
+        .collect()
+}
+
+/// The members of `root` (canonical) under `overlay`, each with its origin, and the paths
+/// `hide` removed. A path both a repo and `pick` bring in counts as a repo member.
+pub fn classify(root: &Path, overlay: &Overlay) -> Membership {
+    let mut found: BTreeMap<String, Origin> = BTreeMap::new();
     for repo in &overlay.repos {
         for rel in git_members(root, repo) {
-            out.insert(rel, false);
+            found.insert(rel, Origin::Repo);
         }
     }
     for g in &overlay.pick {
-        pick_walk(root, g, &mut out);
+        pick_walk(root, g, &mut found);
     }
-    out.retain(|p, _| !any_match(&overlay.hide, p));
-    for (p, ro) in out.iter_mut() {
-        *ro = any_match(&overlay.view, p);
+    let mut out = Membership::default();
+    for (p, origin) in found {
+        if any_match(&overlay.hide, &p) {
+            out.hidden.push(p);
+        } else {
+            let view = any_match(&overlay.view, &p);
+            out.members.insert(p, Standing { origin, view });
+        }
     }
     out
 }
@@ -130,7 +172,7 @@ fn git_members(root: &Path, repo: &str) -> Vec<String> {
 
 /// Add the files matching `g` (walking from its literal prefix, never into `.git`, never
 /// through a symlinked directory).
-fn pick_walk(root: &Path, g: &Glob, out: &mut Members) {
+fn pick_walk(root: &Path, g: &Glob, out: &mut BTreeMap<String, Origin>) {
     let Ok(base) = normalize_rel(&g.literal_prefix()) else {
         return;
     };
@@ -158,7 +200,7 @@ fn pick_walk(root: &Path, g: &Glob, out: &mut Members) {
                 });
             }
         } else if !rel.is_empty() && g.matches(&rel) {
-            out.insert(rel, false);
+            out.entry(rel).or_insert(Origin::Pick);
         }
     }
 }

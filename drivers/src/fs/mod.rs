@@ -39,8 +39,10 @@
 //! write op sent as a read or the reverse) is `Err(DriverError::BadRequest)`; an unexpected
 //! disk failure is `Err(DriverError::Failed)`.
 //!
-//! - read `{op:"list"}` → `{status:200, members:[{path, size, mtime_ns, binary, readonly}]}`,
-//!   sorted by path; members missing on disk (a tracked file deleted) are left out.
+//! - read `{op:"list"}` → `{status:200, members:[{path, size, mtime_ns, binary, readonly,
+//!   origin}], hidden:[path]}`, sorted by path; `origin` is `repo` (a declared repo lists it)
+//!   or `pick`; `hidden` names the files `hide` keeps out; members missing on disk (a tracked
+//!   file deleted) are left out. [`list`] computes the same listing without a handle.
 //! - read `{op:"read", path}` → `{status:200, path, content:Str, sig:{mtime_ns, size},
 //!   readonly}`; 403 `escape` / `protected` / `not_member`, 404 `not_found`, 415 `binary`,
 //!   400 `bad_path` for an empty path (the root itself).
@@ -75,7 +77,8 @@ use crate::status::{refuse, reply};
 use agentos_abi::driver::BoxFuture;
 use agentos_abi::{Driver, DriverError, DriverHandle, OpenCtx, Reply, Right, Scope, Value};
 use glob::Glob;
-use members::{compute, sniff_binary, would_be_member, Members, Overlay, Stat};
+pub use members::Origin;
+use members::{classify, compute, sniff_binary, would_be_member, Members, Overlay, Stat};
 use parking_lot::Mutex;
 use path::{canonical_root, contain, normalize_rel, PathError};
 use std::io::Write;
@@ -255,6 +258,89 @@ fn sig_value(s: Stat) -> Value {
     ])
 }
 
+/// One member as `list` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    /// Normalized path relative to the root.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, nanoseconds since the Unix epoch.
+    pub mtime_ns: u64,
+    /// A NUL byte in its first [`members::BINARY_SNIFF`] bytes.
+    pub binary: bool,
+    /// `view` makes it read-only (or the handle is read-only).
+    pub readonly: bool,
+    /// What made it a member.
+    pub origin: Origin,
+}
+
+/// What `list` answers: the members present on disk as files, sorted by path, and the
+/// paths `hide` removed (present on disk as files too).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// The members.
+    pub members: Vec<Listed>,
+    /// The hidden would-be members, sorted.
+    pub hidden: Vec<String>,
+}
+
+impl Origin {
+    /// `repo` or `pick` (the overlay effect that brings the member in).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Origin::Repo => "repo",
+            Origin::Pick => "pick",
+        }
+    }
+}
+
+/// The listing of `membership` under `root`: members missing on disk, or not files (a
+/// tracked file deleted, a submodule), are left out.
+fn listing_of(root: &Path, membership: members::Membership, writable: bool) -> Listing {
+    let file = |rel: &str| {
+        let abs = contain(root, rel).ok()?;
+        let meta = std::fs::metadata(&abs).ok()?;
+        meta.is_file().then_some((abs, meta))
+    };
+    let mut out = Listing::default();
+    for (rel, standing) in membership.members {
+        let Some((abs, meta)) = file(&rel) else {
+            continue;
+        };
+        let st = Stat::of(&meta);
+        out.members.push(Listed {
+            binary: sniff_binary(&abs).unwrap_or(false),
+            size: st.size,
+            mtime_ns: st.mtime_ns,
+            readonly: standing.view || !writable,
+            origin: standing.origin,
+            path: rel,
+        });
+    }
+    out.hidden = membership
+        .hidden
+        .into_iter()
+        .filter(|rel| file(rel).is_some())
+        .collect();
+    out
+}
+
+/// What a writable handle opened with `scope` answers to `list`, computed here on the
+/// calling thread without a handle: for a host that shows a project's membership outside a
+/// process (the engine daemon's `session.members`). The scope is checked as `open` checks
+/// it; the error says what is wrong with it. This blocks (git, directory walks, a stat and a
+/// sniff per member).
+pub fn list(scope: &Scope) -> Result<Listing, String> {
+    let overlay = overlay_of(scope)?;
+    let root = scope
+        .root()
+        .ok_or("an fs scope needs a `root` (the project directory)")?;
+    let root = canonical_root(root)?;
+    let membership = classify(&root, &overlay);
+    Ok(listing_of(&root, membership, true))
+}
+
 struct FsHandle {
     inner: Arc<FsInner>,
     runtime: IoRuntime,
@@ -387,29 +473,36 @@ impl FsInner {
     }
 
     fn list(&self) -> OpResult {
-        let members = self.refresh();
-        let mut out = Vec::with_capacity(members.len());
-        for (rel, view) in members.iter() {
-            let Ok(abs) = contain(&self.root, rel) else {
-                continue;
-            };
-            let Ok(meta) = std::fs::metadata(&abs) else {
-                continue;
-            };
-            if !meta.is_file() {
-                continue;
-            }
-            let st = Stat::of(&meta);
-            let binary = sniff_binary(&abs).unwrap_or(false);
-            out.push(Value::Map(vec![
-                ("path".into(), Value::Str(rel.clone())),
-                ("size".into(), Value::U64(st.size)),
-                ("mtime_ns".into(), Value::U64(st.mtime_ns)),
-                ("binary".into(), Value::Bool(binary)),
-                ("readonly".into(), Value::Bool(self.readonly(*view))),
-            ]));
-        }
-        Ok(reply(200, vec![("members", Value::List(out))]))
+        let membership = classify(&self.root, &self.overlay);
+        let members: Members = membership
+            .members
+            .iter()
+            .map(|(p, s)| (p.clone(), s.view))
+            .collect();
+        *self.members.lock() = Some(Arc::new(members));
+        let listing = listing_of(&self.root, membership, self.writable);
+        let out: Vec<Value> = listing
+            .members
+            .into_iter()
+            .map(|m| {
+                Value::Map(vec![
+                    ("path".into(), Value::Str(m.path)),
+                    ("size".into(), Value::U64(m.size)),
+                    ("mtime_ns".into(), Value::U64(m.mtime_ns)),
+                    ("binary".into(), Value::Bool(m.binary)),
+                    ("readonly".into(), Value::Bool(m.readonly)),
+                    ("origin".into(), Value::Str(m.origin.as_str().into())),
+                ])
+            })
+            .collect();
+        let hidden = listing.hidden.into_iter().map(Value::Str).collect();
+        Ok(reply(
+            200,
+            vec![
+                ("members", Value::List(out)),
+                ("hidden", Value::List(hidden)),
+            ],
+        ))
     }
 
     fn read(&self, path: &str) -> OpResult {

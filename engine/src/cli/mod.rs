@@ -4,7 +4,8 @@
 //! exits 2 with clap's message. The verbs:
 //!
 //! - `run TASK` — run an agent on a task: the embedded engine, or a daemon with `--connect`;
-//!   a live view of the rows as they are written, `--json` for a final document (`run`);
+//!   a live view of the rows as they are written, `--json` for a final document, proposals
+//!   asked on the terminal (`run`, `review`);
 //! - `serve` — the daemon ([`crate::daemon`]) until SIGTERM / Ctrl-C, then a drain (`serve`);
 //! - `top` — a live terminal view of a daemon (ratatui; `top`);
 //! - `sessions`, `log [LOOP]` — what the store holds, a loop as the model saw it (`inspect`);
@@ -31,6 +32,7 @@ mod llm;
 mod model;
 mod parse;
 mod replay;
+mod review;
 mod run;
 mod serve;
 mod top;

@@ -8,9 +8,17 @@
 //! `--json` the live view goes to stderr and stdout gets one JSON document: loop id,
 //! terminal status, turns, usage, cost, wall time.
 //!
+//! Proposals (PLURNK.md §3.6): with `--yolo` the engine accepts them; on a terminal (stdin is
+//! a tty) `run` asks the operator about each one on stderr (`[a]ccept / [r]eject / [d]iff`,
+//! see `review`) and resolves it as the daemon's `loop.resolve` does — embedded through
+//! `Engine::resolve`, with `--connect` from the daemon's `loop/proposal` notifications
+//! through `loop.resolve`; without a terminal they are rejected at once (`no_review_channel`).
+//! The hidden `--review` asks on stdin even when it is not a terminal (scripted answers).
+//!
 //! **Invariants:** the live view subscribes before the loop is queued, so it misses no
 //! row; the exit status is a function of the loop's terminal status only (see the CLI's
-//! module docs).
+//! module docs); stdin is read only when a proposal asks, never blocking the live view or
+//! Ctrl-C (which cancels the loop even mid-question).
 //! **API boundary:** [`RunArgs`], [`run`], [`loop_cmd`].
 
 use std::io::Write;
@@ -23,9 +31,10 @@ use clap::Args;
 use serde_json::{json, Value};
 
 use super::model::Model;
+use super::review::{line_reader, Proposal, Review, Todo};
 use super::{emit, exit_code_for, open_store, LoopArgs};
 use crate::daemon::client::{Client, ClientError};
-use crate::store::{status, LogRow, Origin, RowOp, StoreEvent, TurnRow};
+use crate::store::{status, LogRow, Origin, RowOp, RowState, StoreEvent, TurnRow};
 use crate::turn::{render, EngineConfig, LoopFlags};
 use crate::LoopOptions;
 
@@ -39,9 +48,13 @@ pub struct RunArgs {
     /// repository, else none: a headless session).
     #[arg(long, value_name = "DIR")]
     pub project: Option<PathBuf>,
-    /// Accept every proposal without asking.
+    /// Accept every proposal without asking (else each is asked on the terminal, or
+    /// rejected when stdin is not one).
     #[arg(long)]
     pub yolo: bool,
+    /// Ask about proposals on stdin even when it is not a terminal (scripted answers, tests).
+    #[arg(long, hide = true)]
+    pub review: bool,
     /// Read-only: the loop runs in `ask` mode.
     #[arg(long)]
     pub ask: bool,
@@ -69,14 +82,20 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
+    /// Whether `run` asks the operator about proposals: not under `--yolo`, and only with
+    /// someone to ask (a terminal on stdin, or `--review`).
+    fn reviewing(&self) -> bool {
+        use std::io::IsTerminal;
+        !self.yolo && (self.review || std::io::stdin().is_terminal())
+    }
+
     fn flags(&self) -> LoopFlags {
         LoopFlags {
             mode: if self.ask { "ask" } else { "act" }.into(),
             yolo: self.yolo,
-            // `run` has no review channel yet (no interactive accept/reject): without --yolo a
-            // proposal is rejected at once (`no_review_channel`) instead of waiting out its
-            // timeout.
-            no_proposals: !self.yolo,
+            // With no one to ask, a proposal is rejected at once (`no_review_channel`)
+            // instead of waiting out its timeout.
+            no_proposals: !self.yolo && !self.reviewing(),
             budget_tokens: self.budget_tokens,
             ..LoopFlags::default()
         }
@@ -207,30 +226,51 @@ impl Outcome {
 enum Wake {
     Event(StoreEvent),
     Interrupt,
+    /// A line of stdin a proposal asked for (`None`: stdin ended).
+    Line(Option<String>),
+}
+
+/// Writes the review's text to stderr (a closed terminal must not stop the loop).
+fn say(text: &str) {
+    if text.is_empty() {
+        return;
+    }
+    let mut e = std::io::stderr().lock();
+    let _ = e.write_all(text.as_bytes());
+    let _ = e.flush();
 }
 
 /// Sends `Wake::Interrupt` on every Ctrl-C, and on SIGTERM (so a killed `run` still cancels
-/// its loop and stops the local model it started), from a thread with a small runtime.
+/// its loop and stops the local model it started), from a thread with a small runtime. On
+/// Unix the handlers are installed before this returns, so a Ctrl-C at any later moment (a
+/// proposal's question included) cancels rather than killing the process outright.
 fn ctrl_c_to(tx: mpsc::Sender<Wake>) {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    #[cfg(unix)]
+    let (mut int, mut term) = {
+        use tokio::signal::unix::{signal, SignalKind};
+        let _in_rt = rt.enter();
+        (
+            signal(SignalKind::interrupt()).ok(),
+            signal(SignalKind::terminate()).ok(),
+        )
+    };
     std::thread::spawn(move || {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            return;
-        };
         rt.block_on(async move {
-            #[cfg(unix)]
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
             loop {
                 #[cfg(unix)]
-                let got = match term.as_mut() {
-                    Some(t) => tokio::select! {
-                        r = tokio::signal::ctrl_c() => r.is_ok(),
+                let got = match (int.as_mut(), term.as_mut()) {
+                    (Some(i), Some(t)) => tokio::select! {
+                        r = i.recv() => r.is_some(),
                         r = t.recv() => r.is_some(),
                     },
-                    None => tokio::signal::ctrl_c().await.is_ok(),
+                    (Some(i), None) => i.recv().await.is_some(),
+                    _ => tokio::signal::ctrl_c().await.is_ok(),
                 };
                 #[cfg(not(unix))]
                 let got = tokio::signal::ctrl_c().await.is_ok();
@@ -324,12 +364,21 @@ fn drive_embedded(a: &RunArgs, engine: &crate::Engine) -> Result<Outcome, (u8, S
         let ours = match ev {
             StoreEvent::Rows { rows, .. } => rows.first().is_some_and(|r| r.run_id == run_id),
             StoreEvent::Loop { run_id: r, .. } => *r == run_id,
+            StoreEvent::Resolved { row, .. } => row.run_id == run_id,
             StoreEvent::Turn { .. } => true,
             _ => false,
         };
         if ours {
             let _ = ev_tx.send(Wake::Event(ev.clone()));
         }
+    });
+    // The review: a reader thread answers one line of stdin per proposal asked.
+    let mut review = a.reviewing().then(|| {
+        let line_tx = tx.clone();
+        let lines = line_reader(move |l| {
+            let _ = line_tx.send(Wake::Line(l));
+        });
+        (Review::default(), lines)
     });
     ctrl_c_to(tx);
     let opts = LoopOptions {
@@ -351,6 +400,10 @@ fn drive_embedded(a: &RunArgs, engine: &crate::Engine) -> Result<Outcome, (u8, S
             }
             Wake::Interrupt => {
                 interrupted = true;
+                // No more questions: the loop is going away, its proposals with it.
+                if review.take().is_some_and(|(r, _)| r.asking()) {
+                    eprintln!();
+                }
                 eprintln!(
                     "agentos run: cancelling loop {} (Ctrl-C again to exit now)",
                     lp.id
@@ -359,7 +412,49 @@ fn drive_embedded(a: &RunArgs, engine: &crate::Engine) -> Result<Outcome, (u8, S
                     break Err((1, e.to_string()));
                 }
             }
-            Wake::Event(StoreEvent::Rows { rows, .. }) => view.rows(rows.iter()),
+            Wake::Line(line) => {
+                if let Some((r, lines)) = &mut review {
+                    let mut text = String::new();
+                    let todo = r.answer(line.as_deref(), &mut text);
+                    say(&text);
+                    if let Err(e) = act_embedded(engine, lines, todo) {
+                        break Err(e);
+                    }
+                }
+            }
+            Wake::Event(StoreEvent::Rows { rows, .. }) => {
+                view.rows(rows.iter());
+                if let Some((r, lines)) = &mut review {
+                    let proposed = rows.iter().filter(|row| {
+                        row.loop_id == lp.id && row.state == Some(RowState::Proposed)
+                    });
+                    let mut failed = None;
+                    for row in proposed {
+                        let mut text = String::new();
+                        let todo = r.offer(Proposal::of_row(row), &mut text);
+                        say(&text);
+                        if let Err(e) = act_embedded(engine, lines, todo) {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
+                    if let Some(e) = failed {
+                        break Err(e);
+                    }
+                }
+            }
+            Wake::Event(StoreEvent::Resolved { row, .. }) => {
+                // The row's new state, as `--connect` shows it (`log/entry` again).
+                view.rows(std::iter::once(&*row));
+                if let Some((r, lines)) = &mut review {
+                    let mut text = String::new();
+                    let todo = r.settled(row.id, &mut text);
+                    say(&text);
+                    if let Err(e) = act_embedded(engine, lines, todo) {
+                        break Err(e);
+                    }
+                }
+            }
             Wake::Event(StoreEvent::Turn { turn, .. }) if turn.loop_id == lp.id => view.turn(&turn),
             Wake::Event(StoreEvent::Loop {
                 loop_id, status: s, ..
@@ -398,6 +493,27 @@ fn drive_embedded(a: &RunArgs, engine: &crate::Engine) -> Result<Outcome, (u8, S
         usage,
         cost_pico: cost,
     })
+}
+
+/// Sends the review's decisions through the host API (as the daemon's `loop.resolve` does)
+/// and asks the reader for a line when the review wants one.
+fn act_embedded(
+    engine: &crate::Engine,
+    lines: &mpsc::Sender<()>,
+    todo: Todo,
+) -> Result<(), (u8, String)> {
+    for (id, decision, outcome) in todo.resolve {
+        match engine.resolve(id, decision, outcome) {
+            // Settled meanwhile (timed out, the loop ended): nothing left to decide.
+            Ok(()) | Err(crate::EngineError::NotPending(_)) => {}
+            Err(e) => return Err((1, format!("resolving proposal {id}: {e}"))),
+        }
+    }
+    if todo.read_line {
+        // The reader is gone only after stdin ended, when the review asks for no more lines.
+        let _ = lines.send(());
+    }
+    Ok(())
 }
 
 /// `URL` as a WebSocket URL (`host:port` and `http://` accepted).
@@ -444,6 +560,14 @@ async fn drive_connected(a: &RunArgs, url: &str) -> Result<Outcome, (u8, String)
     let loop_id = started["loopId"].as_i64().unwrap_or(-1);
     let mut view = View::new(a.json);
     let mut interrupted = false;
+    // The review: proposals arrive as `loop/proposal`, answers from a stdin reader thread.
+    let (line_tx, mut line_rx) = tokio::sync::mpsc::unbounded_channel::<Option<String>>();
+    let mut review = a.reviewing().then(|| {
+        let lines = line_reader(move |l| {
+            let _ = line_tx.send(l);
+        });
+        (Review::default(), lines)
+    });
     loop {
         tokio::select! {
             n = client.notification() => {
@@ -454,6 +578,25 @@ async fn drive_connected(a: &RunArgs, url: &str) -> Result<Outcome, (u8, String)
                     "log/entry" if n.params["loopId"].as_i64() == Some(loop_id) => {
                         if let Some(row) = crate::daemon::methods::row_from_json(&n.params["entry"]) {
                             view.rows(std::iter::once(&row));
+                            // A proposed row again, resolved: settled (here or elsewhere).
+                            if let (Some((r, lines)), true) =
+                                (&mut review, row.state.is_some_and(|s| s != RowState::Proposed))
+                            {
+                                let mut text = String::new();
+                                let todo = r.settled(row.id, &mut text);
+                                say(&text);
+                                act_connected(&client, lines, todo).await?;
+                            }
+                        }
+                    }
+                    "loop/proposal" if n.params["loopId"].as_i64() == Some(loop_id) => {
+                        if let (Some((r, lines)), Some(p)) =
+                            (&mut review, Proposal::of_notification(&n.params))
+                        {
+                            let mut text = String::new();
+                            let todo = r.offer(p, &mut text);
+                            say(&text);
+                            act_connected(&client, lines, todo).await?;
                         }
                     }
                     "loop/terminated" if n.params["loopId"].as_i64() == Some(loop_id) => {
@@ -477,12 +620,24 @@ async fn drive_connected(a: &RunArgs, url: &str) -> Result<Outcome, (u8, String)
                     _ => {}
                 }
             }
+            Some(line) = line_rx.recv(), if review.is_some() => {
+                if let Some((r, lines)) = &mut review {
+                    let mut text = String::new();
+                    let todo = r.answer(line.as_deref(), &mut text);
+                    say(&text);
+                    act_connected(&client, lines, todo).await?;
+                }
+            }
             _ = tokio::signal::ctrl_c() => {
                 if interrupted {
                     eprintln!("agentos run: interrupted twice; exiting without waiting");
                     super::model::exit_now(130);
                 }
                 interrupted = true;
+                // No more questions: the loop is going away, its proposals with it.
+                if review.take().is_some_and(|(r, _)| r.asking()) {
+                    eprintln!();
+                }
                 eprintln!("agentos run: cancelling loop {loop_id} (Ctrl-C again to exit now)");
                 client
                     .call("loop.cancel", json!({"reason": "interrupted (Ctrl-C)"}))
@@ -491,6 +646,34 @@ async fn drive_connected(a: &RunArgs, url: &str) -> Result<Outcome, (u8, String)
             }
         }
     }
+}
+
+/// Sends the review's decisions as `loop.resolve` calls and asks the reader for a line when
+/// the review wants one.
+async fn act_connected(
+    client: &Client,
+    lines: &mpsc::Sender<()>,
+    todo: Todo,
+) -> Result<(), (u8, String)> {
+    for (id, decision, outcome) in todo.resolve {
+        let mut params = json!({
+            "logEntryId": id,
+            "decision": serde_json::to_value(decision).unwrap_or(Value::Null),
+        });
+        if let Some(o) = outcome {
+            params["outcome"] = o.into();
+        }
+        match client.call("loop.resolve", params).await {
+            Ok(_) => {}
+            // Not pending any more (timed out, the loop ended): nothing left to decide.
+            Err(ClientError::Rpc(e)) if e.code == crate::daemon::rpc::INVALID_PARAMS => {}
+            Err(e) => return Err(rpc_fail(e)),
+        }
+    }
+    if todo.read_line {
+        let _ = lines.send(());
+    }
+    Ok(())
 }
 
 /// Runs `agentos loop` (issue 12's verb): one loop, then its log as the model saw it.

@@ -118,8 +118,6 @@ fn not_initialised() -> RpcError {
     )
 }
 
-const UNAVAILABLE_OVERLAY: &str =
-    "the membership overlay (constraints, members) is not built in this engine yet";
 const UNAVAILABLE_OPS: &str =
     "client-run op dispatch is not exposed by the engine's host API yet; send the op in a prompt";
 
@@ -228,10 +226,10 @@ pub static METHODS: &[MethodSpec] = &[
     },
     MethodSpec {
         name: "session.members",
-        description: "The attached session's members after the overlay.",
+        description: "The attached session's project files after the overlay: {members:[{path, effect: repo|pick|view, access: rw|ro}], hidden:[path]}; a headless session has none.",
         params: &[],
         init: Init::Attached,
-        imp: Imp::Unavailable(UNAVAILABLE_OVERLAY),
+        imp: Imp::Call(session_members),
     },
     MethodSpec {
         name: "loop.run",
@@ -891,6 +889,34 @@ fn session_constraints(conn: &mut Conn<'_>, _p: Value) -> Result<Value, RpcError
         .map(|(effect, glob)| json!({ "effect": effect, "glob": glob }))
         .collect();
     Ok(json!({ "constraints": list }))
+}
+
+/// `session.members`: each member with the overlay effect that decides its standing —
+/// `view` (read-only), else `pick` (only a pick brings it in), else `repo` — and its access.
+fn session_members(conn: &mut Conn<'_>, _p: Value) -> Result<Value, RpcError> {
+    let (sid, _) = conn.attached()?;
+    let Some(listing) = conn.daemon.engine.members(sid).map_err(engine_err)? else {
+        return Ok(json!({ "members": [], "hidden": [] }));
+    };
+    let members: Vec<Value> = listing
+        .members
+        .iter()
+        .map(|m| {
+            let effect = if m.readonly {
+                "view"
+            } else {
+                m.origin.as_str()
+            };
+            json!({
+                "path": m.path,
+                "effect": effect,
+                "access": if m.readonly { "ro" } else { "rw" },
+                "size": m.size,
+                "binary": m.binary,
+            })
+        })
+        .collect();
+    Ok(json!({ "members": members, "hidden": listing.hidden }))
 }
 
 #[derive(Deserialize)]

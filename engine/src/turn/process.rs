@@ -103,28 +103,33 @@ pub struct RunGrant {
 }
 
 impl RunGrant {
-    /// The `fs` cap scope: the root, and the overlay as newline-separated lists (`repo`
-    /// constraints become the driver's `repos`).
+    /// The `fs` cap scope of this grant's session (see [`fs_scope`]).
     fn fs_scope(&self, root: &str) -> agentos_abi::Scope {
-        let mut scope = agentos_abi::Scope::new().with(agentos_abi::Scope::ROOT, root);
-        for (effect, key) in [
-            ("pick", "pick"),
-            ("hide", "hide"),
-            ("view", "view"),
-            ("repo", "repos"),
-        ] {
-            let globs: Vec<&str> = self
-                .overlay
-                .iter()
-                .filter(|(e, _)| e == effect)
-                .map(|(_, g)| g.as_str())
-                .collect();
-            if !globs.is_empty() {
-                scope = scope.with(key, &globs.join("\n"));
-            }
-        }
-        scope
+        fs_scope(root, &self.overlay)
     }
+}
+
+/// The `fs` cap scope of a session: its project root, and its membership overlay
+/// `(effect, glob)` as newline-separated lists (`repo` constraints become the driver's
+/// `repos`). A run's `fs` cap and the host's `Engine::members` use this one mapping.
+pub(crate) fn fs_scope(root: &str, overlay: &[(String, String)]) -> agentos_abi::Scope {
+    let mut scope = agentos_abi::Scope::new().with(agentos_abi::Scope::ROOT, root);
+    for (effect, key) in [
+        ("pick", "pick"),
+        ("hide", "hide"),
+        ("view", "view"),
+        ("repo", "repos"),
+    ] {
+        let globs: Vec<&str> = overlay
+            .iter()
+            .filter(|(e, _)| e == effect)
+            .map(|(_, g)| g.as_str())
+            .collect();
+        if !globs.is_empty() {
+            scope = scope.with(key, &globs.join("\n"));
+        }
+    }
+    scope
 }
 
 /// What a run process takes in its mailbox.

@@ -43,7 +43,8 @@ fn ping_and_discover_describe_every_registered_method() {
         assert_eq!(by_name("loop.run")["requiresInit"], true);
         assert_eq!(by_name("loop.run")["available"], true);
         assert_eq!(by_name("loop.resolve")["available"], true);
-        assert_eq!(by_name("session.members")["available"], false);
+        assert_eq!(by_name("session.members")["available"], true);
+        assert_eq!(by_name("op.find")["available"], false);
         let notes: Vec<&str> = cat["notifications"]
             .as_array()
             .expect("notifications")
@@ -107,7 +108,7 @@ fn unknown_and_unavailable_methods_are_method_not_found() {
         let c = connect(&d.url).await;
         assert_eq!(code(c.call("frobnicate", json!({})).await), -32601);
         c.call("session.create", json!({})).await.expect("create");
-        match c.call("session.members", json!({})).await {
+        match c.call("op.find", json!({"scope": "."})).await {
             Err(agentos_engine::daemon::client::ClientError::Rpc(e)) => {
                 assert_eq!(e.code, -32601);
                 assert!(e.message.contains("not available in this build"), "{e}");

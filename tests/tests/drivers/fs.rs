@@ -348,7 +348,7 @@ fn fs_a_read_only_cap_cannot_write_and_view_members_are_read_only() {
         .with("view", "tracked.txt")
         .with("hide", "untracked.txt\nsecret/**")
         .with("pick", "build");
-    let r = with_scoped(&kernel(), "fs", scope, None, |sys, h| async move {
+    let r = with_scoped(&kernel(), "fs", scope.clone(), None, |sys, h| async move {
         let first = sys.read(h, read("tracked.txt")).await;
         let s = sig(&first);
         vec![
@@ -369,6 +369,32 @@ fn fs_a_read_only_cap_cannot_write_and_view_members_are_read_only() {
             ("tracked.txt".into(), false, true),
         ]
     );
+    // Why each is a member, and what `hide` keeps out.
+    let listed = r[0].as_ref().unwrap();
+    let Some(Value::List(ms)) = listed.get("members") else {
+        panic!("no members in {listed:?}")
+    };
+    let origins: Vec<&str> = ms
+        .iter()
+        .filter_map(|m| m.get("origin").and_then(Value::as_str))
+        .collect();
+    assert_eq!(origins, ["repo", "repo", "pick", "repo"]);
+    assert_eq!(
+        listed.get("hidden"),
+        Some(&Value::List(vec![Value::Str("untracked.txt".into())]))
+    );
+    // The same listing without a handle (what a host shows as the session's members).
+    let host = agentos_drivers::fs::list(&scope).unwrap();
+    let host_paths: Vec<(String, bool, bool)> = host
+        .members
+        .iter()
+        .map(|m| (m.path.clone(), m.binary, m.readonly))
+        .collect();
+    assert_eq!(host_paths, member_paths(&r[0]));
+    assert_eq!(host.members[2].origin, agentos_drivers::fs::Origin::Pick);
+    assert_eq!(host.hidden, ["untracked.txt"]);
+    assert!(agentos_drivers::fs::list(&Scope::new()).is_err(), "no root");
+    assert!(agentos_drivers::fs::list(&p.scope().with("bogus", "x")).is_err());
     assert_eq!((status(&r[1]), reason(&r[1])), (403, "readonly".into()));
     assert_eq!((status(&r[2]), reason(&r[2])), (403, "not_member".into()));
     assert_eq!((status(&r[3]), reason(&r[3])), (403, "not_member".into()));
