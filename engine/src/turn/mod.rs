@@ -1,14 +1,15 @@
 //! # The turn loop on kernel processes
 //!
 //! How plurnk's runLoop/runTurn (PLURNK.md §3.2–§3.5, §3.8) runs as processes (DESIGN.md
-//! "The engine"): the engine root process owns the device caps and spawns one **run**
-//! process per run; a run serializes `run` / `inject` / `cancel` in its mailbox and drains
+//! "The engine"): the engine root process owns the device caps and spawns one **session**
+//! process per session (its account is the session's budget), which spawns one **run**
+//! process per running run; a run serializes `run` / `inject` / `cancel` in its mailbox and drains
 //! its queued loops one at a time, each as a **loop** child process; a loop process does
 //! the turns — packet, grinder, one read of the LLM device, parse, steers, dispatch, one
 //! store transaction — until a terminal status. Cancel kills the loop process, which drops
 //! an in-flight model call, and the run records 499.
 //!
-//! - [`process`]: the root, run and loop process images and their messages.
+//! - [`process`]: the root, session, run and loop process images and their messages.
 //! - [`runner`]: one loop's turns (the rails wired: strikes, cycles, idle and premature
 //!   steers, max commands, max turns, the grinder, provider failures).
 //! - [`packet`]: the request packet — sections, slots, the budget readout.
@@ -154,6 +155,11 @@ pub struct EngineConfig {
     /// Runs of one session with a loop queued, running or parked, beyond which a spawn or
     /// fork answers 508 (plurnk: `PLURNK_SERVICE_SESSION_RUNS_MAX_ACTIVE`).
     pub max_active_runs: usize,
+    /// Each session's budget: the quota of its process's account, under which every run and
+    /// loop of the session spends (tokens, dollars, tool calls up the chain; `children`
+    /// bounds the session's live run and loop processes together, so a fork bomb finds its
+    /// spawns refused with 508). Unlimited by default.
+    pub session_quota: agentos_abi::Quota,
 }
 
 impl Default for EngineConfig {
@@ -174,6 +180,7 @@ impl Default for EngineConfig {
             proposal_timeout_ms: 300_000,
             exec_wait_ms: 2_000,
             max_active_runs: 8,
+            session_quota: agentos_abi::Quota::UNLIMITED,
         }
     }
 }

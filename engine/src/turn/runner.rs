@@ -307,8 +307,10 @@ impl<S: Syscalls> LoopRunner<S> {
         };
         let me = crate::schemes::run::Me {
             run_id: lp.run_id,
+            loop_id: lp.id,
             flags: lp.flags.clone(),
             max_active_runs: cfg.max_active_runs,
+            asked: Default::default(),
         };
         Ok(LoopRunner {
             rendered,

@@ -284,3 +284,74 @@ fn ask_mode_holds_a_read_only_fs_cap_so_edit_is_403() {
     assert_eq!(h.ops(&lp, 1), ops(&[("READ", 200), ("EDIT", 403)]));
     assert_eq!(p.read("notes.txt"), "alpha\nbeta\n");
 }
+
+/// PLURNK.md §4.2 `session.set_root` / `session.constrain` and §2.3 membership: a run whose
+/// process is already up (its first loop parked, its second queued behind it) sees the new
+/// project root and overlay at its next loop — the engine grants each loop its `fs` cap
+/// from the session as it is then, not as it was when the run started.
+#[test]
+fn a_started_run_sees_set_root_and_constrain_at_its_next_loop() {
+    let a = Project::new();
+    let b = agentos_tests::git_project(&[("other.txt", b"one\n"), ("secret.txt", b"hush\n")]);
+    let h = Harness::in_project(
+        EngineConfig::default(),
+        a.path(),
+        &[
+            EDIT_NOTES,
+            DONE,
+            "<<PLAN:look:PLAN\n<<READ(other.txt)::READ\n<<READ(secret.txt)::READ\n<<READ(notes.txt)::READ\n<<EDIT(other.txt)<1>:ONE:EDIT\n<<SEND[102]:looking:SEND",
+            DONE,
+        ],
+    );
+    let first = run_until_parked(&h, "capitalise beta", LoopOptions::default());
+    let run = h.engine.run_account(h.run.id).expect("the run's process");
+
+    // The operator moves the session to another repository and hides a file in it.
+    h.engine
+        .set_root(h.session.id, Some(b.path().to_str().unwrap()))
+        .expect("set_root");
+    assert!(h
+        .engine
+        .store()
+        .constrain(h.session.id, "hide", "secret.txt")
+        .expect("constrain"));
+    let second = h
+        .engine
+        .start_loop(h.run.id, "look around", &LoopOptions::default())
+        .expect("queue");
+    let row = h.engine.proposals(None).expect("proposals")[0].id;
+    h.engine
+        .resolve(row, Decision::Reject, None)
+        .expect("resolve");
+    // (Run the kernel only so far: idle, it would move the virtual clock past the second
+    // loop's proposal timeout.)
+    h.engine.kernel().run_for(1_000);
+    let first = h.engine.store().loop_row(first.id).expect("loop");
+    assert_eq!(first.status, 200, "{first:?}");
+
+    // The second loop runs in the same run process, parked on its own proposal now.
+    let parked = h.engine.store().loop_row(second.id).expect("loop");
+    assert_eq!(parked.status, 202, "{parked:?}");
+    assert_eq!(
+        h.engine.run_account(h.run.id).map(|r| r.pid),
+        Some(run.pid),
+        "the run's process did not restart"
+    );
+    assert_eq!(
+        h.ops(&parked, 1),
+        ops(&[("READ", 200), ("READ", 403), ("READ", 404), ("EDIT", 202)])
+    );
+    assert_eq!(h.rx(&parked, 1, "READ"), "1:\tone");
+    let row = h.engine.proposals(None).expect("proposals")[0].id;
+    h.engine
+        .resolve(row, Decision::Accept, None)
+        .expect("resolve");
+    let second = h.engine.wait_loop(second.id, None).expect("second ends");
+    assert_eq!(second.status, 200, "{second:?}");
+    // The accepted write went to the new root; the old one is untouched.
+    assert_eq!(
+        std::fs::read_to_string(b.path().join("other.txt")).unwrap(),
+        "ONE\n"
+    );
+    assert_eq!(a.read("notes.txt"), "alpha\nbeta\n");
+}
