@@ -41,32 +41,50 @@ pub fn count_tokens(text: &str) -> u64 {
     agentos_abi::device::estimate_tokens(text)
 }
 
-/// The GBNF for this engine's loops: the turn sandwich with the terminal codes the loop
-/// understands (102 continue, 200 done, 499 give up) and only the ops this build serves
-/// (no EXEC, WORK or FORK until their devices exist), so a constrained model cannot emit a
-/// statement that is refused for not existing.
+/// The GBNF for a loop of this engine holding every built-in scheme (an `act` loop in a
+/// session with a project root): [`loop_gbnf`] over [`SchemeRegistry::builtin`], EXEC
+/// included.
+///
+/// [`SchemeRegistry::builtin`]: crate::schemes::SchemeRegistry::builtin
+pub fn engine_gbnf() -> String {
+    loop_gbnf(&crate::schemes::SchemeRegistry::builtin())
+}
+
+/// The GBNF for a loop holding `schemes`: the turn sandwich with the terminal codes the loop
+/// understands (102 continue, 200 done, 499 give up) and exactly the ops those schemes serve
+/// ([`SchemeRegistry::gbnf_options`]: EXEC with its executors only when the loop holds the
+/// `exec` scheme; no WORK or FORK), so a constrained model cannot emit a statement that is
+/// refused for not existing, nor miss one the loop could run.
 ///
 /// The bounds keep a turn short: a PLAN or SEND note of at most 160 characters, a short
 /// preamble, at most 6 operations. Small models under a loose grammar ramble until
 /// `max_tokens` cuts the turn mid-statement (an unparsed tail, so a 400 parse-error row
 /// for a turn the grammar itself allowed).
-pub fn engine_gbnf() -> String {
-    use crate::grammar::{gbnf, GbnfOptions, Op};
-    let all = GbnfOptions::default();
-    gbnf(&GbnfOptions {
+///
+/// [`SchemeRegistry::gbnf_options`]: crate::schemes::SchemeRegistry::gbnf_options
+pub fn loop_gbnf(schemes: &crate::schemes::SchemeRegistry) -> String {
+    use crate::grammar::{gbnf, GbnfOptions};
+    gbnf(&schemes.gbnf_options(GbnfOptions {
         terminal_codes: vec![102, 200, 499],
-        ops: all
-            .ops
-            .iter()
-            .copied()
-            .filter(|op| !matches!(op, Op::Exec | Op::Work | Op::Fork))
-            .collect(),
         max_ops: 6,
         max_note: 160,
         max_line: 120,
         max_preamble: 40,
-        ..all
-    })
+        ..GbnfOptions::default()
+    }))
+}
+
+/// Which grammar constrains the model's turns ([`EngineConfig::grammar`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum TurnGrammar {
+    /// None: the provider takes no grammar.
+    #[default]
+    Off,
+    /// The engine's, built for each loop from the schemes it holds ([`loop_gbnf`]): a loop
+    /// in ask mode or in a headless session is never offered EXEC.
+    Engine,
+    /// This GBNF text, for every loop.
+    Fixed(String),
 }
 
 /// Loop flags (`loops.flags`), merged over the defaults (PLURNK.md §2.2).
@@ -131,8 +149,8 @@ pub struct EngineConfig {
     pub max_output_tokens: u32,
     /// Fraction of the window held back for tokenizer disagreement (0.05 = 5 %).
     pub safety: f64,
-    /// The GBNF sent with every generate (`None` when the provider takes no grammar).
-    pub grammar: Option<String>,
+    /// The grammar sent with every generate (off when the provider takes none).
+    pub grammar: TurnGrammar,
     /// Operator docs `(ALIAS, markdown)`, materialised as `plurnk:///<ALIAS>.md` and READ on
     /// the first turn of a run's first loop.
     pub operator_docs: Vec<(String, String)>,
@@ -170,7 +188,7 @@ impl Default for EngineConfig {
             context_size: 32_768,
             max_output_tokens: 1024,
             safety: 0.05,
-            grammar: None,
+            grammar: TurnGrammar::Off,
             operator_docs: Vec::new(),
             system_policy: None,
             requirements: docs::REQUIREMENTS.to_owned(),

@@ -52,6 +52,8 @@ pub struct LoopRunner<S: Syscalls> {
     cfg: Arc<EngineConfig>,
     lp: LoopRow,
     schemes: SchemeRegistry,
+    /// The GBNF sent with each generate (built from `schemes` under `TurnGrammar::Engine`).
+    grammar: Option<String>,
     log: Vec<LogRow>,
     /// `log` rendered row for row, re-rendered only when a row is opened or folded.
     rendered: Vec<RenderedRow>,
@@ -253,6 +255,11 @@ impl<S: Syscalls> LoopRunner<S> {
         let schemes = SchemeRegistry::builtin()
             .resolve_for_loop(&flags)
             .for_devices(&devices);
+        let grammar = match &cfg.grammar {
+            super::TurnGrammar::Off => None,
+            super::TurnGrammar::Engine => Some(super::loop_gbnf(&schemes)),
+            super::TurnGrammar::Fixed(g) => Some(g.clone()),
+        };
         let mut system = vec![
             Section::new(
                 "definition",
@@ -322,6 +329,7 @@ impl<S: Syscalls> LoopRunner<S> {
             cfg,
             lp,
             schemes,
+            grammar,
             log,
             system,
             requirements,
@@ -394,7 +402,7 @@ impl<S: Syscalls> LoopRunner<S> {
     async fn generate(&mut self, packet: &Packet) -> Result<ChatReply, String> {
         let req = ChatRequest {
             messages: packet.messages(),
-            grammar: self.cfg.grammar.clone(),
+            grammar: self.grammar.clone(),
             max_tokens: Some(self.cfg.max_output_tokens),
             temperature: self.cfg.temperature,
             model: self.cfg.model.clone(),
