@@ -237,7 +237,10 @@ repository's tracked and untracked-not-ignored files plus what the session picks
 403, binary files 415.\n\n- `READ(path)<N,M>::READ` reads lines; a glob (`src/**/*.rs`) reads \
 every match.\n- `FIND(src/**):FIND` lists members.\n- `EDIT(path)<L>:content:EDIT` proposes \
 a change (202): nothing is written until it is accepted; a file changed on disk since you read \
-it answers 409 write_conflict.\n- `KILL(path)::KILL` proposes deleting it.\n",
+it answers 409 write_conflict.\n- `KILL(path)::KILL` proposes deleting it.\n- \
+`COPY(path)<N,M>:known:///notes.md:COPY` copies a file (or lines of it) into an entry; a COPY or \
+MOVE that writes or deletes a file (`COPY(known:///draft.md):docs/draft.md:COPY`, \
+`MOVE(old.txt):new.txt:MOVE`) proposes (202) like EDIT.\n",
     },
     data_scheme(
         "known",

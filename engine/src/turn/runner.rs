@@ -27,9 +27,9 @@ use crate::schemes::dispatch::{dispatch, Action, Devices, DispatchCtx};
 use crate::schemes::effect::Effect;
 use crate::schemes::entry::entry_key;
 use crate::schemes::exec::{exec_call, stream_key, ExecRequest, StreamTable};
-use crate::schemes::file;
 use crate::schemes::world::{channel, store_call, TurnWorld, WorldError};
 use crate::schemes::SchemeRegistry;
+use crate::schemes::{copy, file};
 use crate::store::device::StoreRequest;
 use crate::store::{
     status, LogRow, LoopRow, Origin, RowId, RowOp, RowResolution, RowState, RowTarget, SessionRow,
@@ -806,6 +806,7 @@ impl<S: Syscalls> LoopRunner<S> {
         }
         let stale = match &effect {
             Effect::File(f) => file::stale_clobber_risk(&self.sys, self.devices.fs, f).await,
+            Effect::Copy(t) => copy::stale_clobber_risk(&self.sys, self.devices.fs, t).await,
             Effect::Exec(_) => false,
         };
         let segment = std::mem::take(&mut rows.rows);
@@ -903,6 +904,11 @@ impl<S: Syscalls> LoopRunner<S> {
         let e = match effect {
             Effect::File(f) => {
                 return file::apply(world, self.devices.fs, f)
+                    .await
+                    .map(|rx| (200, rx))
+            }
+            Effect::Copy(t) => {
+                return copy::apply(world, self.devices.fs, t)
                     .await
                     .map(|rx| (200, rx))
             }
