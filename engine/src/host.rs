@@ -11,14 +11,14 @@
 //! and session documents); a queued loop survives a run process that is not up yet;
 //! `wait_loop` never hangs on an idle deterministic kernel — it reports the loop stuck.
 //!
-//! **API boundary:** [`Engine`], [`LoopOptions`], [`EngineError`]. The kernel must have an
+//! **API boundary:** [`Engine`], [`LoopOptions`], [`EngineError`], [`Account`]. The kernel must have an
 //! `llm` driver registered before [`Engine::start`].
 
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentos_abi::{Body, Pid, Quota};
+use agentos_abi::{Body, Budget, Pid, Quota, Usage};
 use agentos_kernel::{BootOpts, Kernel, Mode};
 
 use crate::schemes::world::channel;
@@ -28,9 +28,7 @@ use crate::store::{
     status, EntryKey, EntryWrite, LogQuery, LogRow, LoopId, LoopRow, Origin, RowId, RowState,
     RunId, RunRow, SessionId, SessionRow, Store, StoreError, StoreEvent, SubscriberId,
 };
-use crate::turn::process::{
-    root_image, EngineShared, HostCmd, RunGrant, EXEC_DEVICE, FS_DEVICE, LLM_DEVICE,
-};
+use crate::turn::process::{root_image, EngineShared, HostCmd, EXEC_DEVICE, FS_DEVICE, LLM_DEVICE};
 use crate::turn::proposal::{Decision, Resolution};
 use crate::turn::{EngineConfig, LoopFlags};
 
@@ -78,6 +76,20 @@ pub struct LoopOptions {
     pub flags: LoopFlags,
     /// Turn limit (`None`: the engine's default).
     pub max_turns: Option<u32>,
+}
+
+/// A session's or a run's account, as the kernel reports it for its process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// The process holding it.
+    pub pid: Pid,
+    /// The image name of the process whose account is its parent (`engine` for a session,
+    /// `session:<id>` for a run).
+    pub parent: Option<String>,
+    /// What the account's subtree has spent (tokens, usd, tool calls; `children` live now).
+    pub usage: Usage,
+    /// What is left at this level (`None`: unlimited here).
+    pub budget: Budget,
 }
 
 /// The engine: a kernel with the store device, the engine root process, and the store.
@@ -208,14 +220,54 @@ impl Engine {
         Ok(self.store.create_run(session_id, name, origin, None)?)
     }
 
-    fn grant(&self, run_id: RunId) -> Result<RunGrant, EngineError> {
-        let run = self.store.run(run_id)?;
-        let session = self.store.session(run.session_id)?;
-        Ok(RunGrant {
-            session_id: run.session_id,
-            run_id,
-            project_root: session.project_root,
-            overlay: self.store.constraints(run.session_id)?,
+    /// The session of a run.
+    fn session_of(&self, run_id: RunId) -> Result<SessionId, EngineError> {
+        Ok(self.store.run(run_id)?.session_id)
+    }
+
+    /// Sets a session's project root (`None`: headless). Runs already started see it from
+    /// their next loop: each loop is granted its `fs` and `exec` caps from the session as it
+    /// is when the loop starts. The root must be an existing directory.
+    pub fn set_root(
+        &self,
+        session_id: SessionId,
+        project_root: Option<&str>,
+    ) -> Result<(), EngineError> {
+        if let Some(root) = project_root {
+            if !std::path::Path::new(root).is_dir() {
+                return Err(EngineError::Store(StoreError::Refused(format!(
+                    "project root {root:?} is not a directory"
+                ))));
+            }
+        }
+        Ok(self.store.set_project_root(session_id, project_root)?)
+    }
+
+    /// What a session's account has spent and has left (the account of its process, which
+    /// every run and loop of the session spends under); `None` while the session has no
+    /// process (no loop has run in it since the engine started).
+    pub fn session_account(&self, session_id: SessionId) -> Option<Account> {
+        self.account(&format!("session:{session_id}"))
+    }
+
+    /// What a run's account has spent and has left; `None` while the run has no process
+    /// (it is idle: a run's process lives while it has loops to run).
+    pub fn run_account(&self, run_id: RunId) -> Option<Account> {
+        self.account(&format!("run:{run_id}"))
+    }
+
+    fn account(&self, name: &str) -> Option<Account> {
+        let ps = self.kernel.ps();
+        let p = ps.iter().find(|p| &*p.name == name)?;
+        let parent = p
+            .parent
+            .and_then(|pp| ps.iter().find(|q| q.pid == pp))
+            .map(|q| q.name.to_string());
+        Some(Account {
+            pid: p.pid,
+            parent,
+            usage: p.usage,
+            budget: p.budget,
         })
     }
 
@@ -233,14 +285,14 @@ impl Engine {
         prompt: &str,
         opts: &LoopOptions,
     ) -> Result<LoopRow, EngineError> {
-        let grant = self.grant(run_id)?;
+        let session_id = self.session_of(run_id)?;
         let lp = self.store.create_loop(
             run_id,
             prompt,
             &opts.flags.to_json(),
             opts.max_turns.map(i64::from),
         )?;
-        self.tell(HostCmd::Run { grant })?;
+        self.tell(HostCmd::Run { session_id, run_id })?;
         Ok(lp)
     }
 
@@ -252,7 +304,8 @@ impl Engine {
         flags: &LoopFlags,
     ) -> Result<(), EngineError> {
         self.tell(HostCmd::Inject {
-            grant: self.grant(run_id)?,
+            session_id: self.session_of(run_id)?,
+            run_id,
             prompt: prompt.to_owned(),
             flags: flags.to_json(),
         })
@@ -261,8 +314,8 @@ impl Engine {
     /// Cancels a run's active loop: its process is killed (an in-flight model call is
     /// dropped) and the loop ends 499.
     pub fn cancel(&self, run_id: RunId) -> Result<(), EngineError> {
-        self.store.run(run_id)?;
-        self.tell(HostCmd::Cancel { run_id })
+        let session_id = self.session_of(run_id)?;
+        self.tell(HostCmd::Cancel { session_id, run_id })
     }
 
     /// Decides a pending proposal (PLURNK.md §3.6): the decision goes to the parked loop
@@ -279,6 +332,7 @@ impl Engine {
             return Err(EngineError::NotPending(row_id));
         }
         self.tell(HostCmd::Resolve {
+            session_id: self.session_of(row.run_id)?,
             run_id: row.run_id,
             resolution: Resolution {
                 row_id,

@@ -54,7 +54,7 @@ pub mod schemes;
 pub mod store;
 pub mod turn;
 
-pub use host::{Engine, EngineError, LoopOptions};
+pub use host::{Account, Engine, EngineError, LoopOptions};
 
 // The README is the crate page on a registry; its examples run as doctests here (`cargo xtask
 // tidy` checks that this hook exists and that the README has a Rust example).

@@ -1,5 +1,7 @@
 //! The generated GBNF: well-formed (every referenced rule defined, every rule reachable),
-//! mandatory PLAN, terminal SEND codes, enumerated suffixes, bounded repetition.
+//! mandatory PLAN, terminal SEND codes, enumerated suffixes, bounded repetition; the
+//! engine's grammar offers exactly the ops its schemes serve (EXEC with its executors when
+//! the loop holds the exec scheme, not otherwise); and the grammar and the parser agree.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -67,8 +69,21 @@ fn references(rhs: &str) -> BTreeSet<String> {
 #[test]
 fn grammar_is_closed_and_reachable() {
     let g = gbnf(&GbnfOptions::default());
-    let rules = rules(&g);
-    assert!(rules["root"].starts_with("preplan plan sep batch-step{0,8} send-final"));
+    assert!(rules(&g)["root"].starts_with("preplan plan sep batch-step{0,8} send-final"));
+    check_closed(&g);
+    check_closed(&agentos_engine::turn::engine_gbnf());
+    let ask = agentos_engine::turn::LoopFlags {
+        mode: "ask".into(),
+        ..Default::default()
+    };
+    check_closed(&agentos_engine::turn::loop_gbnf(
+        &agentos_engine::schemes::SchemeRegistry::builtin().resolve_for_loop(&ask),
+    ));
+}
+
+/// Every referenced rule is defined and every rule is reachable from `root`.
+fn check_closed(g: &str) {
+    let rules = rules(g);
     for (name, rhs) in &rules {
         for r in references(rhs) {
             assert!(
@@ -499,4 +514,72 @@ fn known_disagreements_are_closed() {
         assert!(parse_turn(good).valid, "parser rejects {good:?}");
         assert!(accepts(&g, good), "grammar does not derive {good:?}");
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// The engine's grammar is built from its schemes: EXEC is there exactly when the loop holds
+// the exec scheme, and every op offered is one some scheme serves.
+
+fn turn(ops: &str) -> String {
+    format!("<<PLAN:p:PLAN\n{ops}\n<<SEND[102]:x:SEND")
+}
+
+#[test]
+fn the_engine_grammar_offers_exec_with_the_exec_schemes_executors() {
+    let g = agentos_engine::turn::engine_gbnf();
+    let r = rules(&g);
+    assert!(r["op"].split(" | ").any(|a| a == "exec-s"), "{}", r["op"]);
+    assert_eq!(
+        r["exec-signal"],
+        "\"[\" (\"sh\" | \"python\" | \"node\") \"]\""
+    );
+    for ok in [
+        "<<EXEC[sh]<60>:cargo test -q:EXEC",
+        "<<EXEC[python](src):print(1)\nprint(2):EXEC",
+        "<<EXEC:ls -la:EXEC",
+        "<<EXEC1[node]<10,2>:console.log(':EXEC'):EXEC1",
+    ] {
+        let t = turn(ok);
+        assert!(parse_turn(&t).valid, "parser rejects {t:?}");
+        assert!(accepts(&g, &t), "grammar does not derive {t:?}");
+    }
+    // An executor the engine has no runtime for is not offered.
+    let ruby = turn("<<EXEC[ruby]:puts 1:EXEC");
+    assert!(parse_turn(&ruby).valid);
+    assert!(!accepts(&g, &ruby), "grammar derives {ruby:?}");
+}
+
+#[test]
+fn a_loop_without_the_exec_scheme_is_not_offered_exec() {
+    use agentos_engine::schemes::SchemeRegistry;
+    use agentos_engine::turn::{loop_gbnf, LoopFlags};
+    let ask = LoopFlags {
+        mode: "ask".into(),
+        ..LoopFlags::default()
+    };
+    let g = loop_gbnf(&SchemeRegistry::builtin().resolve_for_loop(&ask));
+    let r = rules(&g);
+    assert!(!r.contains_key("exec-s") && !r.contains_key("exec-signal"));
+    assert!(!accepts(&g, &turn("<<EXEC[sh]:ls:EXEC")));
+    assert!(accepts(&g, &turn("<<READ(src/main.rs)<1,40>::READ")));
+    check_agreement(&g, 1000);
+}
+
+#[test]
+fn the_engine_grammar_offers_exactly_the_ops_its_schemes_serve() {
+    let r = rules(&agentos_engine::turn::engine_gbnf());
+    let offered: BTreeSet<&str> = r["op"].split(" | ").collect();
+    for op in Op::ALL.iter().filter(|o| **o != Op::Plan) {
+        let served = agentos_engine::schemes::BUILTIN
+            .iter()
+            .any(|m| m.model_visible && m.ops.contains(op));
+        let name = format!("{}-s", op.keyword().to_ascii_lowercase());
+        assert_eq!(
+            offered.contains(name.as_str()),
+            served,
+            "{op:?}: offered by the grammar vs served by a scheme"
+        );
+    }
+    // Nothing serves WORK or FORK in this build, so the grammar cannot emit them.
+    assert!(!offered.contains("work-s") && !offered.contains("fork-s"));
 }

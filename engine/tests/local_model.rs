@@ -157,7 +157,7 @@ fn a_real_model_runs_a_loop_to_a_terminal_send_and_leaves_a_valid_log() {
     use agentos_drivers::llm::{LlmDriver, OpenAiConfig, OpenAiProvider};
     use agentos_engine::grammar::Op;
     use agentos_engine::store::{Origin, RowOp, Store};
-    use agentos_engine::turn::{engine_gbnf, render, EngineConfig};
+    use agentos_engine::turn::{render, EngineConfig, TurnGrammar};
     use agentos_engine::{Engine, LoopOptions};
     use std::sync::Arc;
 
@@ -180,7 +180,7 @@ fn a_real_model_runs_a_loop_to_a_terminal_send_and_leaves_a_valid_log() {
             .register_driver(Arc::new(LlmDriver::new(provider).expect("driver")))
             .expect("register");
         let engine_cfg = EngineConfig {
-            grammar: Some(engine_gbnf()),
+            grammar: TurnGrammar::Engine,
             // The window the server really has, not a guess.
             context_size: n_ctx,
             max_output_tokens: 256,
@@ -313,7 +313,7 @@ fn a_real_model_runs_a_loop_to_a_terminal_send_and_leaves_a_valid_log() {
 fn a_real_model_edits_a_project_file_through_a_yolo_proposal() {
     use agentos_drivers::llm::{LlmDriver, OpenAiConfig, OpenAiProvider};
     use agentos_engine::store::{Origin, RowState, Store};
-    use agentos_engine::turn::{engine_gbnf, render, EngineConfig, LoopFlags};
+    use agentos_engine::turn::{render, EngineConfig, LoopFlags, TurnGrammar};
     use agentos_engine::{Engine, LoopOptions};
     use std::sync::Arc;
 
@@ -353,7 +353,7 @@ fn a_real_model_edits_a_project_file_through_a_yolo_proposal() {
         .register_driver(Arc::new(LlmDriver::new(provider).expect("driver")))
         .expect("register");
     let engine_cfg = EngineConfig {
-        grammar: Some(engine_gbnf()),
+        grammar: TurnGrammar::Engine,
         context_size: n_ctx,
         max_output_tokens: 256,
         temperature: Some(0.2),

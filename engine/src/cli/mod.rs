@@ -79,7 +79,7 @@ pub enum Command {
     Replay(replay::ReplayArgs),
     /// Parse plurnk statements on stdin; print the result as JSON.
     Parse(parse::ParseArgs),
-    /// Print the GBNF grammar for constrained decoding.
+    /// Print the GBNF grammar the engine constrains a model by (a loop holding every scheme).
     Gbnf,
 }
 

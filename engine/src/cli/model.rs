@@ -23,7 +23,7 @@ use agentos_kernel::{Kernel, KernelConfig};
 
 use crate::daemon::ProviderInfo;
 use crate::store::Store;
-use crate::turn::EngineConfig;
+use crate::turn::{EngineConfig, TurnGrammar};
 use crate::Engine;
 
 /// The llama-server this process started, if any.
@@ -56,8 +56,8 @@ pub struct Model {
     pub provider: Arc<dyn Provider>,
     /// Its description.
     pub info: ProviderInfo,
-    /// The GBNF to send with each turn, when the endpoint takes one.
-    pub grammar: Option<String>,
+    /// The grammar to send with each turn (off when the endpoint takes none).
+    pub grammar: TurnGrammar,
 }
 
 /// The text of a scripted model file: its turns.
@@ -81,12 +81,16 @@ impl Model {
                     provider: "scripted".into(),
                     model: path.display().to_string(),
                 },
-                grammar: None,
+                grammar: TurnGrammar::Off,
             });
         }
         match OpenAiProvider::from_env() {
             Ok(p) => {
-                let grammar = p.config().supports_grammar.then(crate::turn::engine_gbnf);
+                let grammar = if p.config().supports_grammar {
+                    TurnGrammar::Engine
+                } else {
+                    TurnGrammar::Off
+                };
                 let info = ProviderInfo {
                     alias: "default".into(),
                     provider: "openai".into(),
@@ -143,13 +147,13 @@ impl Model {
                 provider: "local".into(),
                 model: format!("{MODEL_ALIAS} ({base})"),
             },
-            grammar: Some(crate::turn::engine_gbnf()),
+            grammar: TurnGrammar::Engine,
         })
     }
 
     /// A multi-threaded kernel with this model's `llm` device, and the engine on it.
     pub fn engine(&self, store: Arc<Store>, mut cfg: EngineConfig) -> Result<Engine, String> {
-        if cfg.grammar.is_none() {
+        if cfg.grammar == TurnGrammar::Off {
             cfg.grammar = self.grammar.clone();
         }
         let kernel = Kernel::new(KernelConfig::threads(2));

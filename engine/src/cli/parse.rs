@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::emit;
-use crate::grammar::{gbnf as grammar_gbnf, parse as parse_text, parse_turn, GbnfOptions};
+use crate::grammar::{parse as parse_text, parse_turn};
 
 /// `agentos parse`.
 #[derive(Debug, Args)]
@@ -51,7 +51,7 @@ pub fn parse(a: ParseArgs) -> ExitCode {
     }
 }
 
-/// Runs `gbnf`.
+/// Runs `gbnf`: the grammar the engine constrains a loop holding every scheme by.
 pub fn gbnf() -> ExitCode {
-    emit(&grammar_gbnf(&GbnfOptions::default()))
+    emit(&crate::turn::engine_gbnf())
 }

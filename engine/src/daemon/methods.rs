@@ -188,7 +188,7 @@ pub static METHODS: &[MethodSpec] = &[
         description: "Sets the attached session's project root.",
         params: &[("projectRoot", "string|null — directory, or null for headless")],
         init: Init::Attached,
-        imp: Imp::Unavailable("project files (the file scheme) are not built in this engine yet"),
+        imp: Imp::Call(session_set_root),
     },
     MethodSpec {
         name: "session.rename",
@@ -779,6 +779,23 @@ fn session_rename(conn: &mut Conn<'_>, p: Value) -> Result<Value, RpcError> {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
+struct RootParams {
+    project_root: Option<String>,
+}
+
+fn session_set_root(conn: &mut Conn<'_>, p: Value) -> Result<Value, RpcError> {
+    let p: RootParams = args(p)?;
+    let (sid, _) = conn.attached()?;
+    conn.daemon
+        .engine
+        .set_root(sid, p.project_root.as_deref())
+        .map_err(engine_err)?;
+    Ok(json!({ "id": sid, "projectRoot": p.project_root,
+        "note": "loops started from now on see the new root" }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct RunParams {
     prompt: String,
     max_turns: Option<u32>,
@@ -861,7 +878,7 @@ fn session_constrain(conn: &mut Conn<'_>, p: Value) -> Result<Value, RpcError> {
             other => store_err(other),
         })?;
     Ok(json!({ "added": added, "effect": p.effect, "glob": p.glob,
-        "note": "runs started from now on see the new overlay" }))
+        "note": "loops started from now on see the new overlay" }))
 }
 
 fn session_unconstrain(conn: &mut Conn<'_>, p: Value) -> Result<Value, RpcError> {

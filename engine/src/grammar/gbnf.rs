@@ -48,6 +48,8 @@ pub struct GbnfOptions {
     /// Schemes whose URLs have no authority (`known:///x` and `known://x` alike), so a path
     /// may follow `scheme://` directly. Other schemes need `scheme://host`.
     pub plain_schemes: Vec<String>,
+    /// The executors EXEC's signal may name (`[sh]`); empty: any lowercase name.
+    pub executors: Vec<String>,
 }
 
 impl Default for GbnfOptions {
@@ -77,6 +79,7 @@ impl Default for GbnfOptions {
             plain_schemes: ["known", "unknown", "log", "plurnk", "run", "sh"]
                 .map(String::from)
                 .to_vec(),
+            executors: Vec::new(),
         }
     }
 }
@@ -163,7 +166,14 @@ pub fn gbnf(opts: &GbnfOptions) -> String {
     let _ = writeln!(out, "tag ::= [a-zA-Z0-9_./-]{{1,32}}");
     let _ = writeln!(out, "tag-signal ::= \"[\" tag (\",\" tag){{0,5}} \"]\"");
     let _ = writeln!(out, "int-signal ::= \"[\" \"-\"{{0,1}} [0-9]{{1,3}} \"]\"");
-    let _ = writeln!(out, "exec-signal ::= \"[\" [a-z] [a-z0-9_]{{0,15}} \"]\"");
+    if !opts.ops.contains(&Op::Exec) {
+        // No EXEC, no executor signal (every rule stays reachable).
+    } else if opts.executors.is_empty() {
+        let _ = writeln!(out, "exec-signal ::= \"[\" [a-z] [a-z0-9_]{{0,15}} \"]\"");
+    } else {
+        let names: Vec<String> = opts.executors.iter().map(|e| format!("\"{e}\"")).collect();
+        let _ = writeln!(out, "exec-signal ::= \"[\" ({}) \"]\"", names.join(" | "));
+    }
     let _ = writeln!(out, "path ::= \"(\" path-text \")\"");
     path_rules(&mut out, "path-text", "[^)<\\n]", opts);
     path_rules(&mut out, "dest", "[^)<\\n:]", opts);

@@ -139,13 +139,7 @@ pub async fn dispatch<S: Syscalls>(ctx: &mut DispatchCtx<'_, '_, S>, s: &Stateme
             };
         }
         Address::File { .. } => {
-            return vec![Action::status(
-                501,
-                format!(
-                    "501 {} of project files is not implemented; READ then EDIT",
-                    s.op
-                ),
-            )];
+            return vec![super::copy::copy_or_move(ctx, s, &addr).await];
         }
         Address::Regex { .. } => {
             return vec![Action::status(

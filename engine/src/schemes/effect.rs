@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::copy::Transfer;
 use super::exec::ExecStart;
 use super::file::FileEffect;
 
@@ -13,4 +14,6 @@ pub enum Effect {
     File(FileEffect),
     /// Start a command (the `exec` device); its output streams into an entry.
     Exec(ExecStart),
+    /// A COPY or MOVE that writes or deletes project files (the `fs` device), then entries.
+    Copy(Transfer),
 }

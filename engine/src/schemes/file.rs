@@ -197,7 +197,50 @@ pub fn file_key(path: &str) -> EntryKey {
     }
 }
 
-fn target(path: &str) -> RowTarget {
+/// A project file as the disk holds it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Disk {
+    /// Its text.
+    pub content: String,
+    /// Its mimetype (by extension, `text/plain` normalised).
+    pub mimetype: String,
+    /// Its signature, the guard of a later compare-and-swap.
+    pub sig: Option<Sig>,
+    /// A `view` member (or a read-only handle): never written.
+    pub readonly: bool,
+}
+
+/// Reads a project file from disk without materialising it: `Ok(None)` when it does not
+/// exist; every other refusal is its row (403 escape or non-member, 415 binary, …).
+pub(crate) async fn read_disk<S: Syscalls>(
+    sys: &S,
+    fs: CapRef,
+    path: &str,
+) -> Result<Option<Disk>, Action> {
+    let r = fs_call(sys, fs, &FsRequest::Read { path }, false).await;
+    match r.status {
+        200 => Ok(Some(Disk {
+            content: r.content.clone().unwrap_or_default(),
+            mimetype: mimetype(path),
+            sig: r.sig,
+            readonly: r.readonly,
+        })),
+        404 => Ok(None),
+        _ => Err(Action::status(r.status, r.failure(path)).at(target(path))),
+    }
+}
+
+/// A unified diff of a file's change, as a proposal row shows it.
+pub(crate) fn diff(path: &str, old: &str, new: &str) -> String {
+    similar::TextDiff::from_lines(old, new)
+        .unified_diff()
+        .context_radius(2)
+        .header(&format!("a/{path}"), &format!("b/{path}"))
+        .to_string()
+}
+
+/// The row target of a project file.
+pub(crate) fn target(path: &str) -> RowTarget {
     RowTarget {
         scheme: None,
         hostname: None,
@@ -206,7 +249,8 @@ fn target(path: &str) -> RowTarget {
     }
 }
 
-fn mimetype(path: &str) -> String {
+/// A project file's mimetype: by its extension, `text/plain` otherwise (normalised).
+pub(crate) fn mimetype(path: &str) -> String {
     content::normalize_mimetype(content::resolve_mimetype(path, "text/plain")).to_owned()
 }
 
@@ -423,14 +467,9 @@ async fn edit<S: Syscalls>(
     if out.status == 304 {
         return Action::status(304, format!("304 {path} unchanged")).at(target(path));
     }
-    let diff = similar::TextDiff::from_lines(base.as_deref().unwrap_or(""), &out.content)
-        .unified_diff()
-        .context_radius(2)
-        .header(&format!("a/{path}"), &format!("b/{path}"))
-        .to_string();
     Action {
         status: 202,
-        rx: Some(diff),
+        rx: Some(diff(path, base.as_deref().unwrap_or(""), &out.content)),
         mimetype_rx: Some("text/x-diff".into()),
         writes_row: true,
         proposal: Some(Effect::File(FileEffect::Write {

@@ -29,7 +29,7 @@ pub mod world;
 
 use serde::Serialize;
 
-use crate::grammar::ParsedPath;
+use crate::grammar::{GbnfOptions, Op, ParsedPath};
 use crate::store::{EntryKey, Origin, Scope};
 
 /// What a scheme holds (§2.2 `category`).
@@ -82,6 +82,10 @@ pub struct Manifest {
     pub folded_by_default: bool,
     /// Affinity flags.
     pub flags: SchemeFlags,
+    /// The ops the model may point at this scheme (others answer 501). The turn grammar a
+    /// loop is constrained by offers exactly the union over its schemes
+    /// ([`SchemeRegistry::gbnf_options`]), so it cannot drift from what dispatch serves.
+    pub ops: &'static [Op],
     /// One hot-path usage line, taught every turn.
     pub example: &'static str,
     /// The deep documentation, READ on demand at `plurnk:///docs/<name>.md`.
@@ -148,6 +152,15 @@ const fn data_scheme(
         model_visible: true,
         folded_by_default: false,
         flags: NO_FLAGS,
+        ops: &[
+            Op::Find,
+            Op::Read,
+            Op::Edit,
+            Op::Copy,
+            Op::Move,
+            Op::Kill,
+            Op::Send,
+        ],
         example,
         documentation,
     }
@@ -166,6 +179,7 @@ pub static BUILTIN: [Manifest; 7] = [
         model_visible: true,
         folded_by_default: false,
         flags: NO_FLAGS,
+        ops: &[Op::Read, Op::Edit, Op::Copy, Op::Send, Op::Kill],
         example: "<<EDIT(run://tester):Run the tests and report failures.:EDIT",
         documentation: "# run://\n\nSibling runs of this session, and scratch space per run.\n\n\
 - `EDIT(run://name):task:EDIT` starts a new run on a task (201; 409 if that run is live; 508 \
@@ -190,6 +204,7 @@ it is still running).\n- `run:///notes.md` is your own scratch (EDIT/READ/KILL);
             proposes: true,
             ..NO_FLAGS
         },
+        ops: &[Op::Exec, Op::Read, Op::Send, Op::Kill],
         example: "<<EXEC[sh]<60>:cargo test -q:EXEC",
         documentation: "# EXEC and streams\n\n`EXEC[sh](dir)<T>:command:EXEC` runs a command in \
 the project (optional working directory `dir`, optional timeout `T` seconds; executors `sh`, \
@@ -214,6 +229,7 @@ or `KILL(sh:///L/T/S)::KILL` stops it.\n",
             proposes: true,
             ..NO_FLAGS
         },
+        ops: &[Op::Find, Op::Read, Op::Edit, Op::Copy, Op::Move, Op::Kill],
         example: "<<READ(src/main.rs)<1,40>::READ",
         documentation: "# Project files (bare paths)\n\nFiles of the project, named by their \
 path relative to the project root (`src/main.rs`, never `file://`). Members are the git \
@@ -221,7 +237,10 @@ repository's tracked and untracked-not-ignored files plus what the session picks
 403, binary files 415.\n\n- `READ(path)<N,M>::READ` reads lines; a glob (`src/**/*.rs`) reads \
 every match.\n- `FIND(src/**):FIND` lists members.\n- `EDIT(path)<L>:content:EDIT` proposes \
 a change (202): nothing is written until it is accepted; a file changed on disk since you read \
-it answers 409 write_conflict.\n- `KILL(path)::KILL` proposes deleting it.\n",
+it answers 409 write_conflict.\n- `KILL(path)::KILL` proposes deleting it.\n- \
+`COPY(path)<N,M>:known:///notes.md:COPY` copies a file (or lines of it) into an entry; a COPY or \
+MOVE that writes or deletes a file (`COPY(known:///draft.md):docs/draft.md:COPY`, \
+`MOVE(old.txt):new.txt:MOVE`) proposes (202) like EDIT.\n",
     },
     data_scheme(
         "known",
@@ -251,6 +270,7 @@ the answer to known://).\n",
         model_visible: true,
         folded_by_default: false,
         flags: NO_FLAGS,
+        ops: &[Op::Find, Op::Read, Op::Open, Op::Fold],
         example: "<<FOLD(log:///1/**/READ)::FOLD",
         documentation:
             "# log://\n\nThis run's actions, one row per op at `log:///<loop>/<turn>/<seq>/<OP>`. \
@@ -269,6 +289,7 @@ change what the next turn shows.\n",
         model_visible: true,
         folded_by_default: false,
         flags: NO_FLAGS,
+        ops: &[Op::Find, Op::Read, Op::Copy],
         example: "<<READ(plurnk:///docs/known.md)::READ",
         documentation:
             "# plurnk://\n\nRuntime entries, read-only to the model: the prompts of this run \
@@ -327,6 +348,38 @@ impl SchemeRegistry {
                 || m.name == "exec" && devices.exec.is_none())
         });
         self
+    }
+
+    /// The turn grammar's knobs for a loop holding these schemes, over `base`: the batch ops
+    /// are the union of the model-visible schemes' [`Manifest::ops`] (so EXEC only with the
+    /// `exec` scheme — never in ask mode or a headless session — and no WORK or FORK, which
+    /// nothing serves), EXEC's executor is one of [`exec::RUNTIMES`], and the schemes whose
+    /// URLs take no authority (`known:///x`, `sh:///1/2/3`) are the loop's own.
+    pub fn gbnf_options(&self, base: GbnfOptions) -> GbnfOptions {
+        let visible: Vec<&Manifest> = self.all().filter(|m| m.model_visible).collect();
+        let ops: Vec<Op> = Op::ALL
+            .into_iter()
+            .filter(|op| *op != Op::Plan && visible.iter().any(|m| m.ops.contains(op)))
+            .collect();
+        let exec = ops.contains(&Op::Exec);
+        let mut plain: Vec<String> = visible
+            .iter()
+            .filter(|m| !matches!(m.name, "file" | "exec"))
+            .map(|m| m.name.to_owned())
+            .collect();
+        if exec {
+            plain.extend(exec::RUNTIMES.map(String::from));
+        }
+        GbnfOptions {
+            ops,
+            executors: if exec {
+                exec::RUNTIMES.map(String::from).to_vec()
+            } else {
+                Vec::new()
+            },
+            plain_schemes: plain,
+            ..base
+        }
     }
 
     /// The schemes section: one example line per model-visible scheme.

@@ -2,9 +2,10 @@
 //! actors, and per-run scratch.
 //!
 //! - `EDIT(run://name):task` spawns a fresh run (its parent: this run) with a loop on `task`;
-//!   a live run of that name answers 409, the session's active-run cap 508.
+//!   a live run of that name answers 409, the session's active-run cap 508, and so does a
+//!   session whose account has no process slot left for it (its `children` quota).
 //! - `COPY(run://src):prompt` forks `src` (`self` for this run): a new run whose log is a
-//!   deep copy, with a loop on `prompt`.
+//!   deep copy, with a loop on `prompt` (508 as for a spawn).
 //! - `SEND(run://name):msg` speaks into it (folded into its loop, or a new loop: it wakes);
 //!   404 if there is no such run.
 //! - `KILL(run://name)` ends its active loop (499); an idle run answers 200 as well.
@@ -13,11 +14,16 @@
 //! - `run://name/path` is that run's scratch: anyone in the session reads it, only the owner
 //!   (`run://self/path`, `run:///path`) writes it (403 otherwise).
 //!
-//! The loop asks its own run process to act ([`RunControl`]); the run forwards to the engine
-//! root, which grants the new run process the same session slice, project root and overlay
-//! as the asking run — never more. Spawned loops inherit the spawning loop's flags.
+//! The loop asks its own run process to act ([`RunRequest`]); the run forwards it to its
+//! session's process, which starts the other run's process as a child of its own — so the
+//! new run spends from the session's account — and answers ([`RunAnswer`]). A session whose
+//! quota leaves no process for the run (its `children` are spent: a fork bomb) answers 508,
+//! and the new run's loop ends 508. Spawned loops inherit the spawning loop's flags.
 //!
-//! **API boundary:** [`dispatch`], [`RunControl`].
+//! **API boundary:** [`dispatch`], [`RunControl`], [`RunRequest`], [`RunAnswer`], [`Me`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use agentos_abi::{Body, SendOpts, Syscalls};
 
@@ -26,9 +32,9 @@ use super::entry::read_entry;
 use super::world::{channel, store_call};
 use crate::grammar::{Op, Statement};
 use crate::store::device::StoreRequest;
-use crate::store::{status, EntryKey, LoopRow, RowTarget, RunId, RunRow, Scope};
+use crate::store::{status, EntryKey, LoopId, LoopRow, RowTarget, RunId, RunRow, Scope};
 
-/// A loop → its run → the engine root: act on a sibling run of the same session.
+/// An action on a run of the same session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunControl {
     /// Start (or wake) the run's process: it has queued loops.
@@ -52,25 +58,90 @@ pub enum RunControl {
     },
 }
 
-/// Who the dispatching loop is, for run:// (its run, its flags, the session's cap).
+/// A loop → its run → its session: act on a run of the session. The run stamps `loop_id`
+/// (only its active loop speaks for it); with one, the session answers [`RunAnswer`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRequest {
+    /// The asking loop (`None`: nobody waits for an answer).
+    pub loop_id: Option<LoopId>,
+    /// The loop's request number, echoed in the answer.
+    pub id: u64,
+    /// What to do.
+    pub control: RunControl,
+}
+
+/// A session → a run → its loop: how a [`RunRequest`] went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAnswer {
+    /// The loop that asked.
+    pub loop_id: LoopId,
+    /// Its request number.
+    pub id: u64,
+    /// `Some((status, message))` when the session refused: 404 no such run in the session,
+    /// 508 its quota leaves the run no process.
+    pub refused: Option<(u16, String)>,
+}
+
+/// How long a loop waits for its session's answer, in kernel-clock ms.
+const ANSWER_TIMEOUT_MS: u64 = 60_000;
+
+/// Who the dispatching loop is, for run:// (its run and loop, its flags, the session's cap).
 #[derive(Debug, Clone)]
 pub struct Me {
     /// The loop's run.
     pub run_id: RunId,
+    /// The loop.
+    pub loop_id: LoopId,
     /// The loop's flags as JSON (inherited by the runs it spawns).
     pub flags: String,
     /// Active runs allowed per session (508 beyond).
     pub max_active_runs: usize,
+    /// The loop's last request number.
+    pub asked: Arc<AtomicU64>,
 }
 
-async fn control<S: Syscalls>(sys: &S, me: &Me, c: RunControl) -> Result<(), String> {
+/// Asks the session (through this loop's run) to act and waits for its answer:
+/// `Err((status, message))` when it refused or did not answer.
+async fn control<S: Syscalls>(sys: &S, me: &Me, c: RunControl) -> Result<(), (u16, String)> {
+    let gone = |why: String| (500, format!("500 {why}"));
     let run = sys
         .lookup(&format!("run:{}", me.run_id))
         .await
-        .ok_or_else(|| "this loop's run process is gone".to_owned())?;
-    sys.send(run, Body::local(c), SendOpts::default())
+        .ok_or_else(|| gone("this loop's run process is gone".into()))?;
+    let id = me.asked.fetch_add(1, Ordering::Relaxed) + 1;
+    let req = RunRequest {
+        loop_id: Some(me.loop_id),
+        id,
+        control: c,
+    };
+    sys.send(run, Body::local(req), SendOpts::default())
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| gone(e.to_string()))?;
+    let loop_id = me.loop_id;
+    let deadline = sys.now().saturating_add(ANSWER_TIMEOUT_MS);
+    let m = sys
+        .recv_where(
+            move |m| {
+                matches!(&m.body, Body::Local(b)
+                    if b.downcast_ref::<RunAnswer>()
+                        .is_some_and(|a| a.loop_id == loop_id && a.id == id))
+            },
+            Some(deadline),
+        )
+        .await
+        .ok_or_else(|| gone("the session did not answer".into()))?;
+    match m.body.downcast::<RunAnswer>() {
+        Ok(RunAnswer {
+            refused: Some(r), ..
+        }) => Err(r),
+        Ok(_) => Ok(()),
+        Err(_) => Err(gone("a garbled answer".into())),
+    }
+}
+
+/// The row of a refused or failed [`control`].
+fn refused((status, message): (u16, String)) -> Action {
+    Action::status(status, message)
 }
 
 fn target(name: &str, path: Option<&str>) -> RowTarget {
@@ -279,9 +350,9 @@ async fn actor<S: Syscalls>(
                 }
                 Err(e) => return Err(store_err(e)),
             };
-            control(sys, ctx.me, RunControl::Wake { run_id: run.id })
-                .await
-                .map_err(|e| Action::status(500, format!("500 {e}")))?;
+            if let Err(r) = control(sys, ctx.me, RunControl::Wake { run_id: run.id }).await {
+                return Ok(refused(r).at(t));
+            }
             Ok(Action::status(201, format!("spawned run://{name}")).at(t))
         }
         Op::Copy => {
@@ -307,11 +378,11 @@ async fn actor<S: Syscalls>(
             )
             .await
             .map_err(store_err)?;
-            control(sys, ctx.me, RunControl::Wake { run_id: run.id })
-                .await
-                .map_err(|e| Action::status(500, format!("500 {e}")))?;
-            Ok(Action::status(201, format!("forked run://{}", run.name))
-                .at(target(&run.name, None)))
+            let t = target(&run.name, None);
+            if let Err(r) = control(sys, ctx.me, RunControl::Wake { run_id: run.id }).await {
+                return Ok(refused(r).at(t));
+            }
+            Ok(Action::status(201, format!("forked run://{}", run.name)).at(t))
         }
         Op::Send => {
             let Some(run) = resolve(ctx, name).await? else {
@@ -322,7 +393,7 @@ async fn actor<S: Syscalls>(
                     Action::status(400, "400 SEND to run://self: speak in your own log").at(t),
                 );
             }
-            control(
+            let sent = control(
                 sys,
                 ctx.me,
                 RunControl::Inject {
@@ -331,8 +402,10 @@ async fn actor<S: Syscalls>(
                     flags: ctx.me.flags.clone(),
                 },
             )
-            .await
-            .map_err(|e| Action::status(500, format!("500 {e}")))?;
+            .await;
+            if let Err(r) = sent {
+                return Ok(refused(r).at(t));
+            }
             Ok(Action::ok(format!("sent to run://{name}")).at(t))
         }
         Op::Kill => {
@@ -353,9 +426,9 @@ async fn actor<S: Syscalls>(
             if !live {
                 return Ok(Action::ok(format!("run://{name} is idle")).at(t));
             }
-            control(sys, ctx.me, RunControl::Cancel { run_id: run.id })
-                .await
-                .map_err(|e| Action::status(500, format!("500 {e}")))?;
+            if let Err(r) = control(sys, ctx.me, RunControl::Cancel { run_id: run.id }).await {
+                return Ok(refused(r).at(t));
+            }
             Ok(Action::ok(format!("terminated run://{name} (its loop ends 499)")).at(t))
         }
         Op::Read => {

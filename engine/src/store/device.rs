@@ -4,17 +4,25 @@
 //! row they write is a device I/O (journaled, replayable) and a handle can write only its
 //! own run's rows and its own session's entries. The confinement is the device cap's
 //! **scope** (DESIGN.md "Scoped devices"): the engine root attenuates its `store` cap to
-//! `{session = S, run = R}` for each run, the kernel hands that scope to [`StoreDriver`] at
-//! `open`, and derivation can only narrow it. An unscoped store cap opens nothing — there
-//! is no ambient "admin" handle — and a read-only cap reads but never writes (mutations go
-//! through `write`, which the kernel refuses on a handle without the `write` right).
+//! `{session = S}` for a session's process, which narrows it to `{session = S, run = R}`
+//! for each run; the kernel hands that scope to [`StoreDriver`] at `open`, and derivation
+//! can only narrow it. An unscoped store cap opens nothing — there is no ambient "admin"
+//! handle — and a read-only cap reads but never writes (mutations go through `write`, which
+//! the kernel refuses on a handle without the `write` right).
+//!
+//! A **session handle** (`{session = S}` alone) serves only what a session's process needs:
+//! the session row and its overlay (to grant each loop its `fs` cap), whether a run is the
+//! session's, and ending the queued loops of a run it could not start (`Session`,
+//! `Constraints`, `SessionRun`, `EndQueued`). Everything else needs a run handle.
 //!
 //! **Invariants:** a handle never reads another run's log or writes outside its
-//! `(session, run)`; requests and replies are [`StoreRequest`] / reply values encoded with
-//! the abi serde bridge; a malformed request is a `BadRequest`, never a panic.
+//! `(session, run)`; a session handle touches no log and no entry; requests and replies are
+//! [`StoreRequest`] / reply values encoded with the abi serde bridge; a malformed request is
+//! a `BadRequest`, never a panic.
 //!
 //! **API boundary:** [`StoreDriver`] (register it with the kernel), [`StoreScope`] (and
-//! [`StoreScope::cap_scope`], the cap scope that names it), [`StoreRequest`].
+//! [`StoreScope::cap_scope`], the cap scope that names it; [`session_cap_scope`] for a
+//! session handle), [`StoreRequest`].
 
 use std::sync::Arc;
 
@@ -69,11 +77,43 @@ impl StoreScope {
     }
 }
 
+/// The device-cap scope of a session handle: `{session = S}` alone.
+pub fn session_cap_scope(session_id: SessionId) -> agentos_abi::Scope {
+    agentos_abi::Scope::new().with("session", &session_id.to_string())
+}
+
+/// The session of a session handle's scope (exactly the key `session`), if it is one.
+fn session_only(scope: &agentos_abi::Scope) -> Option<SessionId> {
+    let mut keys = scope.iter();
+    match (keys.next(), keys.next()) {
+        (Some(("session", v)), None) => v.parse().ok(),
+        _ => None,
+    }
+}
+
 /// A request to the `store` device.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum StoreRequest {
     /// The handle's session row.
     Session,
+    /// The session's membership overlay `(effect, glob)`, sorted → `Vec<(String, String)>`.
+    Constraints,
+    /// A run of the handle's session → `Option<RunRow>` (`None`: no such run in this
+    /// session).
+    SessionRun {
+        /// The run.
+        run_id: RunId,
+    },
+    /// End every queued loop of a run of the session → how many (a run the session could
+    /// not start: its process quota is spent).
+    EndQueued {
+        /// The run.
+        run_id: RunId,
+        /// The loops' status.
+        status: u16,
+        /// Why.
+        message: String,
+    },
     /// A loop of the handle's run → `LoopRow`.
     Loop {
         /// The loop.
@@ -209,6 +249,7 @@ impl StoreRequest {
         matches!(
             self,
             StoreRequest::Claim { .. }
+                | StoreRequest::EndQueued { .. }
                 | StoreRequest::SetStatus { .. }
                 | StoreRequest::Queue { .. }
                 | StoreRequest::Commit(_)
@@ -253,17 +294,30 @@ impl Driver for StoreDriver {
         let r = match StoreScope::from_cap_scope(&at.scope) {
             Ok(scope) => Ok(Arc::new(StoreHandle {
                 store: self.store.clone(),
-                scope,
+                scope: HandleScope::Run(scope),
             }) as Arc<dyn DriverHandle>),
-            Err(e) => Err(DriverError::BadRequest(format!("store: {e}"))),
+            Err(e) => match session_only(&at.scope) {
+                Some(session_id) => Ok(Arc::new(StoreHandle {
+                    store: self.store.clone(),
+                    scope: HandleScope::Session(session_id),
+                }) as Arc<dyn DriverHandle>),
+                None => Err(DriverError::BadRequest(format!("store: {e}"))),
+            },
         };
         Box::pin(async move { r })
     }
 }
 
+/// What a handle was opened for: one run of a session, or the session alone.
+#[derive(Debug, Clone, Copy)]
+enum HandleScope {
+    Run(StoreScope),
+    Session(SessionId),
+}
+
 struct StoreHandle {
     store: Arc<Store>,
-    scope: StoreScope,
+    scope: HandleScope,
 }
 
 fn err(e: StoreError) -> DriverError {
@@ -291,53 +345,96 @@ impl StoreHandle {
                 if write { "a read" } else { "a write" },
                 if write { "write" } else { "read" }
             ))),
-            Ok(req) => self.serve(req),
+            Ok(req) => match self.scope {
+                HandleScope::Run(scope) => self.serve(scope, req),
+                HandleScope::Session(session_id) => self.serve_session(session_id, req),
+            },
             Err(e) => Err(DriverError::BadRequest(format!("store: {e}"))),
         };
         Box::pin(async move { r })
     }
 
-    fn own_loop(&self, loop_id: LoopId) -> Result<super::LoopRow, StoreError> {
+    fn own_loop(&self, scope: StoreScope, loop_id: LoopId) -> Result<super::LoopRow, StoreError> {
         let l = self.store.loop_row(loop_id)?;
-        if l.run_id != self.scope.run_id {
+        if l.run_id != scope.run_id {
             return Err(StoreError::Refused(format!(
                 "loop {loop_id} is not in run {}",
-                self.scope.run_id
+                scope.run_id
             )));
         }
         Ok(l)
     }
 
-    fn same_session(&self, run: RunId) -> Result<(), StoreError> {
+    fn same_session(&self, session_id: SessionId, run: RunId) -> Result<(), StoreError> {
         let r = self.store.run(run)?;
-        if r.session_id != self.scope.session_id {
+        if r.session_id != session_id {
             return Err(StoreError::Refused(format!(
-                "run {run} is not in session {}",
-                self.scope.session_id
+                "run {run} is not in session {session_id}"
             )));
         }
         Ok(())
     }
 
-    fn serve(&self, req: StoreRequest) -> Result<Reply, DriverError> {
-        let StoreScope { session_id, run_id } = self.scope;
+    /// A session handle's requests (the rest are refused).
+    fn serve_session(
+        &self,
+        session_id: SessionId,
+        req: StoreRequest,
+    ) -> Result<Reply, DriverError> {
         let s = &self.store;
         match req {
             StoreRequest::Session => reply(s.session(session_id)),
-            StoreRequest::Loop { loop_id } => reply(self.own_loop(loop_id)),
+            StoreRequest::Constraints => reply(s.constraints(session_id)),
+            StoreRequest::SessionRun { run_id } => reply(match s.run(run_id) {
+                Ok(r) if r.session_id == session_id => Ok(Some(r)),
+                Ok(_) | Err(StoreError::NotFound(_)) => Ok(None),
+                Err(e) => Err(e),
+            }),
+            StoreRequest::EndQueued {
+                run_id,
+                status,
+                message,
+            } => reply(
+                self.same_session(session_id, run_id)
+                    .and_then(|_| s.end_queued(run_id, status, &message)),
+            ),
+            _ => Err(DriverError::BadRequest(
+                "store: a session handle serves only Session, Constraints, SessionRun and \
+                 EndQueued (the rest needs a run in the handle's scope)"
+                    .into(),
+            )),
+        }
+    }
+
+    fn serve(&self, scope: StoreScope, req: StoreRequest) -> Result<Reply, DriverError> {
+        let StoreScope { session_id, run_id } = scope;
+        let s = &self.store;
+        match req {
+            StoreRequest::Session => reply(s.session(session_id)),
+            StoreRequest::Constraints => reply(s.constraints(session_id)),
+            StoreRequest::SessionRun { run_id: other } => reply(match s.run(other) {
+                Ok(r) if r.session_id == session_id => Ok(Some(r)),
+                Ok(_) | Err(StoreError::NotFound(_)) => Ok(None),
+                Err(e) => Err(e),
+            }),
+            StoreRequest::EndQueued { .. } => Err(DriverError::BadRequest(
+                "store: only a session handle ends another run's queued loops".into(),
+            )),
+            StoreRequest::Loop { loop_id } => reply(self.own_loop(scope, loop_id)),
             StoreRequest::NextQueued => reply(
                 s.loops(run_id)
                     .map(|ls| ls.into_iter().find(|l| l.status == super::status::QUEUED)),
             ),
-            StoreRequest::Claim { loop_id } => {
-                reply(self.own_loop(loop_id).and_then(|_| s.claim_loop(loop_id)))
-            }
+            StoreRequest::Claim { loop_id } => reply(
+                self.own_loop(scope, loop_id)
+                    .and_then(|_| s.claim_loop(loop_id)),
+            ),
             StoreRequest::SetStatus {
                 loop_id,
                 status,
                 message,
             } => reply(
-                self.own_loop(loop_id)
+                self.own_loop(scope, loop_id)
                     .and_then(|_| s.set_loop_status(loop_id, status, message.as_deref())),
             ),
             StoreRequest::Queue {
@@ -357,7 +454,7 @@ impl StoreHandle {
                 reply(s.resolve_row(run_id, row_id, &resolution))
             }
             StoreRequest::CancelProposals { loop_id } => reply(
-                self.own_loop(loop_id)
+                self.own_loop(scope, loop_id)
                     .and_then(|_| s.cancel_proposals(loop_id)),
             ),
             StoreRequest::Run => reply(s.run(run_id)),
@@ -368,9 +465,10 @@ impl StoreHandle {
                 Ok((prompts, deltas, next))
             })()),
             StoreRequest::RunNamed { name } => reply(s.run_named(session_id, &name)),
-            StoreRequest::RunLoops { run_id: other } => {
-                reply(self.same_session(other).and_then(|_| s.loops(other)))
-            }
+            StoreRequest::RunLoops { run_id: other } => reply(
+                self.same_session(session_id, other)
+                    .and_then(|_| s.loops(other)),
+            ),
             StoreRequest::ActiveRuns => reply(s.active_runs(session_id)),
             StoreRequest::SpawnRun {
                 name,
@@ -401,14 +499,14 @@ impl StoreHandle {
                 Ok((r, l))
             })()),
             StoreRequest::RunEntry { run_id: other, key } => reply(
-                self.same_session(other)
+                self.same_session(session_id, other)
                     .and_then(|_| s.entry(session_id, other, &key)),
             ),
             StoreRequest::RunEntries {
                 run_id: other,
                 scheme,
             } => reply(
-                self.same_session(other)
+                self.same_session(session_id, other)
                     .and_then(|_| s.entries(session_id, other, Scope::Run, scheme.as_deref())),
             ),
             StoreRequest::Proposals => reply(s.proposals(&super::LogQuery {

@@ -486,6 +486,24 @@ impl Store {
         Ok(())
     }
 
+    /// Sets a session's project root (`None`: headless). A run sees it from its next loop
+    /// on: the engine grants each loop its `fs` and `exec` caps from the session as it is
+    /// when the loop starts.
+    pub fn set_project_root(
+        &self,
+        id: SessionId,
+        project_root: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let n = self.conn.lock().execute(
+            "UPDATE sessions SET project_root = ?1 WHERE id = ?2",
+            params![project_root, id],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("session {id}")));
+        }
+        Ok(())
+    }
+
     /// Creates a run in a session.
     pub fn create_run(
         &self,
@@ -615,6 +633,26 @@ impl Store {
         }
         self.set_loop_status(loop_id, status::RUNNING, None)?;
         Ok(true)
+    }
+
+    /// Ends every queued loop of a run with `status` and `message` (a run the engine could
+    /// not start). Returns how many.
+    pub fn end_queued(
+        &self,
+        run_id: RunId,
+        status: u16,
+        message: &str,
+    ) -> Result<usize, StoreError> {
+        let queued: Vec<LoopId> = self
+            .loops(run_id)?
+            .into_iter()
+            .filter(|l| l.status == status::QUEUED)
+            .map(|l| l.id)
+            .collect();
+        for id in &queued {
+            self.set_loop_status(*id, status, Some(message))?;
+        }
+        Ok(queued.len())
     }
 
     /// Marks every loop left queued or running (by a host that died) as interrupted: 499

@@ -45,6 +45,9 @@ pub mod status {
     pub const TIMEOUT: u16 = 504;
     /// Loop detected.
     pub const LOOP_DETECTED: u16 = 508;
+    /// A run the session could not start: its active-run cap or its process quota (a fork
+    /// bomb) is reached (PLURNK.md §1.6: 508 "run-cap exceeded").
+    pub const RUN_CAP: u16 = 508;
 
     /// Whether a loop in `s` is finished (everything but 100, 102 and 202).
     pub fn is_terminal(s: u16) -> bool {

@@ -1,14 +1,15 @@
 //! # The turn loop on kernel processes
 //!
 //! How plurnk's runLoop/runTurn (PLURNK.md §3.2–§3.5, §3.8) runs as processes (DESIGN.md
-//! "The engine"): the engine root process owns the device caps and spawns one **run**
-//! process per run; a run serializes `run` / `inject` / `cancel` in its mailbox and drains
+//! "The engine"): the engine root process owns the device caps and spawns one **session**
+//! process per session (its account is the session's budget), which spawns one **run**
+//! process per running run; a run serializes `run` / `inject` / `cancel` in its mailbox and drains
 //! its queued loops one at a time, each as a **loop** child process; a loop process does
 //! the turns — packet, grinder, one read of the LLM device, parse, steers, dispatch, one
 //! store transaction — until a terminal status. Cancel kills the loop process, which drops
 //! an in-flight model call, and the run records 499.
 //!
-//! - [`process`]: the root, run and loop process images and their messages.
+//! - [`process`]: the root, session, run and loop process images and their messages.
 //! - [`runner`]: one loop's turns (the rails wired: strikes, cycles, idle and premature
 //!   steers, max commands, max turns, the grinder, provider failures).
 //! - [`packet`]: the request packet — sections, slots, the budget readout.
@@ -40,32 +41,50 @@ pub fn count_tokens(text: &str) -> u64 {
     agentos_abi::device::estimate_tokens(text)
 }
 
-/// The GBNF for this engine's loops: the turn sandwich with the terminal codes the loop
-/// understands (102 continue, 200 done, 499 give up) and only the ops this build serves
-/// (no EXEC, WORK or FORK until their devices exist), so a constrained model cannot emit a
-/// statement that is refused for not existing.
+/// The GBNF for a loop of this engine holding every built-in scheme (an `act` loop in a
+/// session with a project root): [`loop_gbnf`] over [`SchemeRegistry::builtin`], EXEC
+/// included.
+///
+/// [`SchemeRegistry::builtin`]: crate::schemes::SchemeRegistry::builtin
+pub fn engine_gbnf() -> String {
+    loop_gbnf(&crate::schemes::SchemeRegistry::builtin())
+}
+
+/// The GBNF for a loop holding `schemes`: the turn sandwich with the terminal codes the loop
+/// understands (102 continue, 200 done, 499 give up) and exactly the ops those schemes serve
+/// ([`SchemeRegistry::gbnf_options`]: EXEC with its executors only when the loop holds the
+/// `exec` scheme; no WORK or FORK), so a constrained model cannot emit a statement that is
+/// refused for not existing, nor miss one the loop could run.
 ///
 /// The bounds keep a turn short: a PLAN or SEND note of at most 160 characters, a short
 /// preamble, at most 6 operations. Small models under a loose grammar ramble until
 /// `max_tokens` cuts the turn mid-statement (an unparsed tail, so a 400 parse-error row
 /// for a turn the grammar itself allowed).
-pub fn engine_gbnf() -> String {
-    use crate::grammar::{gbnf, GbnfOptions, Op};
-    let all = GbnfOptions::default();
-    gbnf(&GbnfOptions {
+///
+/// [`SchemeRegistry::gbnf_options`]: crate::schemes::SchemeRegistry::gbnf_options
+pub fn loop_gbnf(schemes: &crate::schemes::SchemeRegistry) -> String {
+    use crate::grammar::{gbnf, GbnfOptions};
+    gbnf(&schemes.gbnf_options(GbnfOptions {
         terminal_codes: vec![102, 200, 499],
-        ops: all
-            .ops
-            .iter()
-            .copied()
-            .filter(|op| !matches!(op, Op::Exec | Op::Work | Op::Fork))
-            .collect(),
         max_ops: 6,
         max_note: 160,
         max_line: 120,
         max_preamble: 40,
-        ..all
-    })
+        ..GbnfOptions::default()
+    }))
+}
+
+/// Which grammar constrains the model's turns ([`EngineConfig::grammar`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum TurnGrammar {
+    /// None: the provider takes no grammar.
+    #[default]
+    Off,
+    /// The engine's, built for each loop from the schemes it holds ([`loop_gbnf`]): a loop
+    /// in ask mode or in a headless session is never offered EXEC.
+    Engine,
+    /// This GBNF text, for every loop.
+    Fixed(String),
 }
 
 /// Loop flags (`loops.flags`), merged over the defaults (PLURNK.md §2.2).
@@ -130,8 +149,8 @@ pub struct EngineConfig {
     pub max_output_tokens: u32,
     /// Fraction of the window held back for tokenizer disagreement (0.05 = 5 %).
     pub safety: f64,
-    /// The GBNF sent with every generate (`None` when the provider takes no grammar).
-    pub grammar: Option<String>,
+    /// The grammar sent with every generate (off when the provider takes none).
+    pub grammar: TurnGrammar,
     /// Operator docs `(ALIAS, markdown)`, materialised as `plurnk:///<ALIAS>.md` and READ on
     /// the first turn of a run's first loop.
     pub operator_docs: Vec<(String, String)>,
@@ -154,6 +173,11 @@ pub struct EngineConfig {
     /// Runs of one session with a loop queued, running or parked, beyond which a spawn or
     /// fork answers 508 (plurnk: `PLURNK_SERVICE_SESSION_RUNS_MAX_ACTIVE`).
     pub max_active_runs: usize,
+    /// Each session's budget: the quota of its process's account, under which every run and
+    /// loop of the session spends (tokens, dollars, tool calls up the chain; `children`
+    /// bounds the session's live run and loop processes together, so a fork bomb finds its
+    /// spawns refused with 508). Unlimited by default.
+    pub session_quota: agentos_abi::Quota,
 }
 
 impl Default for EngineConfig {
@@ -164,7 +188,7 @@ impl Default for EngineConfig {
             context_size: 32_768,
             max_output_tokens: 1024,
             safety: 0.05,
-            grammar: None,
+            grammar: TurnGrammar::Off,
             operator_docs: Vec::new(),
             system_policy: None,
             requirements: docs::REQUIREMENTS.to_owned(),
@@ -174,6 +198,7 @@ impl Default for EngineConfig {
             proposal_timeout_ms: 300_000,
             exec_wait_ms: 2_000,
             max_active_runs: 8,
+            session_quota: agentos_abi::Quota::UNLIMITED,
         }
     }
 }

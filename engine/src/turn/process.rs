@@ -1,30 +1,51 @@
-//! The engine's processes: the root, one process per run, one child per loop.
+//! The engine's processes: the root, one process per session, one per run, one child per
+//! loop.
 //!
 //! ```text
-//! engine (root)  holds spawn + the store and llm device caps; spawns runs on demand
-//!   └─ run:<id>   named; its mailbox serializes run / inject / cancel; drains queued loops
-//!        └─ loop:<id>   one at a time; turns until a terminal status; killed on cancel
+//! engine (root)      holds spawn + the device caps; spawns a session process on demand
+//!   └─ session:<id>  its account is the session's budget (EngineConfig::session_quota);
+//!        │           spawns run processes, grants each loop its fs/exec caps from the
+//!        │           session as it is when the loop starts, relays run:// requests
+//!        └─ run:<id>   its mailbox serializes run / inject / cancel; drains queued loops;
+//!             │        exits when idle (its session reaps it) and is spawned again on demand
+//!             └─ loop:<id>   one at a time; turns until a terminal status; killed on cancel
 //! ```
 //!
-//! A child gets its authority in one `Start` message: caps derived from its parent's
-//! (transferred with the message) and the ids it serves. A run's `store` cap is the root's
-//! attenuated to `{session, run}` (a scoped device cap), so the run and its loops can open
-//! only their own slice of the database; a loop's is derived from its run's.
+//! **Accounts follow the tree** (DESIGN.md "Hierarchy → kernel"): a process's account is a
+//! child of its spawner's, so a loop's tokens, dollars and children are charged to its run's
+//! account, the session's and the root's, all or nothing. A session quota therefore bounds
+//! every run of the session together: a fork bomb (`COPY(run://self)` in every fork) finds
+//! the session's `children` slots spent — the spawn answers 508 and the run's queued loops
+//! end 508 — or its tokens spent — the loop that cannot pay ends 413 — and never reaches the
+//! rest of the machine.
+//!
+//! A child gets its authority in one start message: caps derived from its parent's
+//! (transferred with the message) and the ids it serves. A session's `store` cap is the
+//! root's attenuated to `{session}` (a session handle: the session row, its overlay, its
+//! runs); a run's is the session's narrowed to `{session, run}`, so the run and its loops
+//! open only their own slice of the database. Only the session holds the `fs` and `exec`
+//! devices whole: a run asks it for each loop's caps ([`LoopCaps`]), which it derives from
+//! the session's project root and membership overlay **read from the store then** — so a
+//! `session.set_root` or `session.constrain` reaches a started run at its next loop — with
+//! ask mode's attenuation (read-only `fs`, no `exec`).
+//!
 //! Loops are queued as `loops` rows (status 100) by the host, so a request survives a run
 //! process that is not up yet; `run` wakes the drain, which claims them 100 → 102 in order.
 //!
 //! **Invariants:** one loop per run at a time (the drain is the run's own mailbox loop); a
 //! loop that dies without writing its status gets one from its run — 499 when it was
-//! cancelled, 413 when its token quota ran out, 504 past its deadline, 500 with the cause
-//! otherwise — so no loop is left 102 by a dead process.
+//! cancelled, 413 when a token quota ran out, 504 past its deadline, 500 with the cause
+//! otherwise — so no loop is left 102 by a dead process; a run the session cannot start has
+//! its queued loops ended 508, never left 100; an idle run exits only when its session has
+//! sent it nothing it has not read (the [`Idle`] handshake), so no message is lost with it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use agentos_abi::sys::Attenuation;
 use agentos_abi::{
-    Body, CapRef, ExitReason, Image, Message, Pid, Quota, Right, Rights, SendOpts, SpawnOpts,
-    SysMsg, Syscalls, Value,
+    Body, CapRef, ExitReason, Image, Message, Meter, Pid, Quota, Right, Rights, Select, SendOpts,
+    SpawnOpts, SysError, SysMsg, Syscalls, Value,
 };
 
 use super::proposal::{Proposed, Resolution, Resolver};
@@ -33,10 +54,10 @@ use super::{EngineConfig, LoopFlags};
 use crate::schemes::dispatch::Devices;
 use crate::schemes::entry::entry_key;
 use crate::schemes::file::FsHandle;
-use crate::schemes::run::RunControl;
+use crate::schemes::run::{RunAnswer, RunControl, RunRequest};
 use crate::schemes::world::{channel, store_call};
-use crate::store::device::{StoreRequest, StoreScope, STORE_DEVICE};
-use crate::store::{status, EntryWrite, LoopId, LoopRow, RunId, SessionId};
+use crate::store::device::{session_cap_scope, StoreRequest, StoreScope, STORE_DEVICE};
+use crate::store::{status, EntryWrite, LoopId, LoopRow, RunId, RunRow, SessionId, SessionRow};
 
 /// The LLM device name the engine uses.
 pub const LLM_DEVICE: &str = "llm";
@@ -46,6 +67,10 @@ pub const FS_DEVICE: &str = "fs";
 
 /// The subprocess device name (optional: without it no loop can EXEC).
 pub const EXEC_DEVICE: &str = "exec";
+
+/// How long a run waits for its session to grant a loop's caps, and a loop for its session
+/// to answer a run:// request, in kernel-clock ms.
+const ASK_TIMEOUT_MS: u64 = 60_000;
 
 /// The device caps the engine root boots with.
 #[derive(Clone, Copy)]
@@ -57,18 +82,23 @@ struct Booted {
     exec: Option<CapRef>,
 }
 
-/// What the host tells the engine root (delivered with `Kernel::deliver_external`).
+/// What the host tells the engine root (delivered with `Kernel::deliver_external`); the
+/// root hands it to the session's process.
 #[derive(Debug, Clone, PartialEq)]
 pub enum HostCmd {
     /// A loop was queued on a run: wake its drain (spawning the run process if needed).
     Run {
-        /// What the run process is granted if it must be spawned.
-        grant: RunGrant,
+        /// The run's session.
+        session_id: SessionId,
+        /// The run.
+        run_id: RunId,
     },
     /// Speak into a run: folded into its active loop, else queued as a new loop.
     Inject {
-        /// What the run process is granted if it must be spawned.
-        grant: RunGrant,
+        /// The run's session.
+        session_id: SessionId,
+        /// The run.
+        run_id: RunId,
         /// The prompt.
         prompt: String,
         /// Flags for a loop this queues.
@@ -76,11 +106,15 @@ pub enum HostCmd {
     },
     /// Cancel the run's active loop (it ends 499).
     Cancel {
+        /// The run's session.
+        session_id: SessionId,
         /// The run.
         run_id: RunId,
     },
     /// Resolve a pending proposal of the run's active loop.
     Resolve {
+        /// The run's session.
+        session_id: SessionId,
         /// The run.
         run_id: RunId,
         /// The decision.
@@ -88,30 +122,198 @@ pub enum HostCmd {
     },
 }
 
-/// Who a run is and what the engine root grants it: its store slice, and the session's
-/// project root for its `fs` cap (none: a headless session holds no `fs` cap).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunGrant {
-    /// The session.
-    pub session_id: SessionId,
-    /// The run.
-    pub run_id: RunId,
-    /// The session's project root.
-    pub project_root: Option<String>,
-    /// The session's membership overlay `(effect, glob)`: `pick`, `hide`, `view`, `repo`.
-    pub overlay: Vec<(String, String)>,
-}
+impl HostCmd {
+    /// The session the command is for.
+    pub fn session_id(&self) -> SessionId {
+        match self {
+            HostCmd::Run { session_id, .. }
+            | HostCmd::Inject { session_id, .. }
+            | HostCmd::Cancel { session_id, .. }
+            | HostCmd::Resolve { session_id, .. } => *session_id,
+        }
+    }
 
-impl RunGrant {
-    /// The `fs` cap scope of this grant's session (see [`fs_scope`]).
-    fn fs_scope(&self, root: &str) -> agentos_abi::Scope {
-        fs_scope(root, &self.overlay)
+    /// Whether the command needs the session's process up (cancel and resolve only act on
+    /// a run that is running).
+    fn starts(&self) -> bool {
+        matches!(self, HostCmd::Run { .. } | HostCmd::Inject { .. })
     }
 }
 
-/// The `fs` cap scope of a session: its project root, and its membership overlay
-/// `(effect, glob)` as newline-separated lists (`repo` constraints become the driver's
-/// `repos`). A run's `fs` cap and the host's `Engine::members` use this one mapping.
+/// What a run process takes in its mailbox (from its session).
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunMsg {
+    /// Drain queued loops.
+    Run,
+    /// Inject a prompt.
+    Inject {
+        /// The prompt.
+        prompt: String,
+        /// Flags for a loop this queues.
+        flags: String,
+    },
+    /// Cancel the active loop.
+    Cancel,
+    /// A host decision on a proposal of the active loop.
+    Resolve(Resolution),
+}
+
+/// A run → its session: grant the caps of a loop about to start (the reply carries the
+/// request's correlation id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoopCaps {
+    /// The loop is in ask mode: a read-only `fs` cap, no `exec` cap.
+    pub ask: bool,
+}
+
+/// A session → a run: the caps of its next loop (transferred with the message), derived
+/// from the session's project root and overlay as the store holds them now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LoopCapsGranted(Result<(Option<CapRef>, Option<CapRef>), String>);
+
+/// A run → its session: nothing to do. `seen` counts the messages the run has taken from
+/// its session since it started; when the session has sent exactly that many, nothing is on
+/// its way and the session ends the run (it is spawned again when needed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Idle {
+    /// Messages taken from the session.
+    pub seen: u64,
+}
+
+/// A session process's authority, sent once by the root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SessionStart {
+    session_id: SessionId,
+    store: CapRef,
+    llm: CapRef,
+    spawn: CapRef,
+    fs: Option<CapRef>,
+    exec: Option<CapRef>,
+}
+
+/// A run process's authority, sent once by its session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RunStart {
+    scope: StoreScope,
+    store: CapRef,
+    llm: CapRef,
+    spawn: CapRef,
+    /// The run's session (its loop grants, its run:// requests, its idle notes).
+    session: CapRef,
+}
+
+/// A loop process's authority, sent once by its run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LoopStart {
+    store: CapRef,
+    llm: CapRef,
+    spawn: Option<CapRef>,
+    fs: Option<CapRef>,
+    exec: Option<CapRef>,
+    loop_id: LoopId,
+}
+
+/// Shared by every engine process: the config.
+pub struct EngineShared {
+    /// The config.
+    pub config: Arc<EngineConfig>,
+}
+
+/// Why a child could not be started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum StartError {
+    /// The account chain refused the spawn (a `children` quota is spent).
+    Quota(Meter),
+    /// Anything else (a cap the kernel refused, a dead child).
+    Other(String),
+}
+
+impl StartError {
+    /// The status and message a loop that could not be started ends with.
+    fn status(&self) -> (u16, String) {
+        match self {
+            StartError::Quota(m) => (
+                status::RUN_CAP,
+                format!(
+                    "508 the session's {} quota is spent: no process for this run",
+                    m.name()
+                ),
+            ),
+            StartError::Other(e) => (status::FAILED, format!("cannot start: {e}")),
+        }
+    }
+}
+
+impl From<SysError> for StartError {
+    fn from(e: SysError) -> Self {
+        match e {
+            SysError::Quota(m) => StartError::Quota(m),
+            other => StartError::Other(other.to_string()),
+        }
+    }
+}
+
+fn boot_caps(m: &Message) -> Option<Booted> {
+    let Some(SysMsg::Boot { spawn, devices, .. }) = m.sys() else {
+        return None;
+    };
+    let find = |n: &str| devices.iter().find(|(d, _)| &**d == n).map(|(_, c)| *c);
+    Some(Booted {
+        spawn: *spawn,
+        store: find(STORE_DEVICE)?,
+        llm: find(LLM_DEVICE)?,
+        fs: find(FS_DEVICE),
+        exec: find(EXEC_DEVICE),
+    })
+}
+
+/// A copy of `cap` narrowed by `how` (the kernel refuses a widening).
+fn derive<S: Syscalls>(sys: &S, cap: CapRef, how: Attenuation) -> Result<CapRef, SysError> {
+    sys.attenuate(cap, how)
+}
+
+fn scoped(scope: agentos_abi::Scope) -> Attenuation {
+    Attenuation {
+        scope: Some(scope),
+        ..Attenuation::default()
+    }
+}
+
+/// Spawns `image` with `quota` (an account under the caller's), monitors it and hands it
+/// `start` with `caps` (derived for it by the caller; ownership moves).
+async fn start_child<S: Syscalls, T: Send + Sync + 'static>(
+    sys: &S,
+    image: Image<S>,
+    quota: Quota,
+    start: T,
+    caps: Vec<CapRef>,
+) -> Result<(Pid, CapRef), StartError> {
+    let child = sys
+        .spawn(
+            image,
+            SpawnOpts {
+                quota,
+                ..SpawnOpts::default()
+            },
+        )
+        .await?;
+    sys.monitor(child.cap).await?;
+    sys.send(
+        child.cap,
+        Body::local(start),
+        SendOpts {
+            caps,
+            ..SendOpts::default()
+        },
+    )
+    .await
+    .map_err(|e| StartError::Other(e.to_string()))?;
+    Ok((child.pid, child.cap))
+}
+
+/// The `fs` cap scope of a session: its root, and the overlay as newline-separated lists
+/// (`repo` constraints become the driver's `repos`). A loop's `fs` cap and the host's
+/// `Engine::members` use this one mapping.
 pub(crate) fn fs_scope(root: &str, overlay: &[(String, String)]) -> agentos_abi::Scope {
     let mut scope = agentos_abi::Scope::new().with(agentos_abi::Scope::ROOT, root);
     for (effect, key) in [
@@ -132,219 +334,9 @@ pub(crate) fn fs_scope(root: &str, overlay: &[(String, String)]) -> agentos_abi:
     scope
 }
 
-/// What a run process takes in its mailbox.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RunMsg {
-    /// Drain queued loops.
-    Run,
-    /// Inject a prompt.
-    Inject {
-        /// The prompt.
-        prompt: String,
-        /// Flags for a loop this queues.
-        flags: String,
-    },
-    /// Cancel the active loop.
-    Cancel,
-    /// A host decision on a proposal of the active loop.
-    Resolve(Resolution),
-}
-
-/// A child's authority and identity, sent once when it is spawned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Start {
-    scope: StoreScope,
-    store: CapRef,
-    llm: CapRef,
-    spawn: Option<CapRef>,
-    fs: Option<CapRef>,
-    exec: Option<CapRef>,
-    /// The engine root (a run forwards its loops' [`RunControl`] there).
-    root: Option<CapRef>,
-    loop_id: LoopId,
-}
-
-/// The caps a child is started with, each already derived for it by its parent.
-#[derive(Clone, Copy)]
-struct Grant {
-    store: CapRef,
-    llm: CapRef,
-    spawn: Option<CapRef>,
-    fs: Option<CapRef>,
-    exec: Option<CapRef>,
-    root: Option<CapRef>,
-}
-
-/// Shared by every engine process: the config.
-pub struct EngineShared {
-    /// The config.
-    pub config: Arc<EngineConfig>,
-}
-
-fn boot_caps(m: &Message) -> Option<Booted> {
-    let Some(SysMsg::Boot { spawn, devices, .. }) = m.sys() else {
-        return None;
-    };
-    let find = |n: &str| devices.iter().find(|(d, _)| &**d == n).map(|(_, c)| *c);
-    Some(Booted {
-        spawn: *spawn,
-        store: find(STORE_DEVICE)?,
-        llm: find(LLM_DEVICE)?,
-        fs: find(FS_DEVICE),
-        exec: find(EXEC_DEVICE),
-    })
-}
-
-/// A copy of `cap` narrowed by `how` (the kernel refuses a widening).
-fn derive<S: Syscalls>(sys: &S, cap: CapRef, how: Attenuation) -> Result<CapRef, String> {
-    sys.attenuate(cap, how).map_err(|e| e.to_string())
-}
-
-/// Spawns `image`, monitors it and hands it `grant` (caps its parent derived for it) in
-/// its `Start`.
-async fn start_child<S: Syscalls>(
-    sys: &S,
-    image: Image<S>,
-    quota: Quota,
-    scope: StoreScope,
-    grant: Grant,
-    loop_id: LoopId,
-) -> Result<(Pid, CapRef), String> {
-    let child = sys
-        .spawn(
-            image,
-            SpawnOpts {
-                quota,
-                ..SpawnOpts::default()
-            },
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    sys.monitor(child.cap).await.map_err(|e| e.to_string())?;
-    let mut caps = vec![grant.store, grant.llm];
-    caps.extend(grant.spawn);
-    caps.extend(grant.fs);
-    caps.extend(grant.exec);
-    caps.extend(grant.root);
-    let start = Start {
-        scope,
-        store: grant.store,
-        llm: grant.llm,
-        spawn: grant.spawn,
-        fs: grant.fs,
-        exec: grant.exec,
-        root: grant.root,
-        loop_id,
-    };
-    sys.send(
-        child.cap,
-        Body::local(start),
-        SendOpts {
-            caps,
-            ..SendOpts::default()
-        },
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    Ok((child.pid, child.cap))
-}
-
-/// What the root derives for a run: the store confined to `{session, run}`, the `fs` device
-/// confined to the session's project root (none for a headless session).
-fn run_grant<S: Syscalls>(sys: &S, g: &RunGrant, b: Booted) -> Result<Grant, String> {
-    let Booted {
-        spawn,
-        store,
-        llm,
-        fs,
-        exec,
-    } = b;
-    let scope = StoreScope {
-        session_id: g.session_id,
-        run_id: g.run_id,
-    };
-    let fs = match (fs, g.project_root.as_deref()) {
-        (Some(fs), Some(root)) => Some(derive(
-            sys,
-            fs,
-            Attenuation {
-                scope: Some(g.fs_scope(root)),
-                ..Attenuation::default()
-            },
-        )?),
-        _ => None,
-    };
-    let exec = match (exec, g.project_root.as_deref()) {
-        (Some(exec), Some(root)) => Some(derive(
-            sys,
-            exec,
-            Attenuation {
-                scope: Some(agentos_abi::Scope::new().with(agentos_abi::Scope::ROOT, root)),
-                ..Attenuation::default()
-            },
-        )?),
-        _ => None,
-    };
-    Ok(Grant {
-        store: derive(
-            sys,
-            store,
-            Attenuation {
-                scope: Some(scope.cap_scope()),
-                ..Attenuation::default()
-            },
-        )?,
-        llm: derive(sys, llm, Attenuation::default())?,
-        spawn: Some(
-            sys.derive(spawn, Right::Spawn.into())
-                .map_err(|e| e.to_string())?,
-        ),
-        fs,
-        exec,
-        root: Some(sys.self_cap()),
-    })
-}
-
-/// What a run derives for a loop, from the loop's flags (DESIGN.md "Flags are
-/// capabilities"): `mode=ask` gets a read-only `fs` cap and no `exec` cap; a loop that may
-/// EXEC also gets a spawn cap for its stream pumps.
-fn loop_grant<S: Syscalls>(sys: &S, run: &Start, flags: &LoopFlags) -> Result<Grant, String> {
-    let fs = match run.fs {
-        Some(fs) => Some(derive(
-            sys,
-            fs,
-            Attenuation {
-                rights: flags
-                    .is_ask()
-                    .then(|| Rights::of(&[Right::Open, Right::Read])),
-                ..Attenuation::default()
-            },
-        )?),
-        None => None,
-    };
-    let exec = match run.exec {
-        Some(e) if !flags.is_ask() => Some(derive(sys, e, Attenuation::default())?),
-        _ => None,
-    };
-    let spawn = match (run.spawn, exec) {
-        (Some(s), Some(_)) => Some(
-            sys.derive(s, Right::Spawn.into())
-                .map_err(|e| e.to_string())?,
-        ),
-        _ => None,
-    };
-    Ok(Grant {
-        store: derive(sys, run.store, Attenuation::default())?,
-        llm: derive(sys, run.llm, Attenuation::default())?,
-        spawn,
-        fs,
-        exec,
-        root: None,
-    })
-}
-
-/// The engine root: boots with the `store` and `llm` devices and a spawn cap, spawns a run
-/// process per run on demand and forwards host commands to it.
+/// The engine root: boots with the devices and a spawn cap, spawns a session process per
+/// session on demand (its account under the root's, with the configured session quota) and
+/// hands each host command to its session.
 pub fn root_image<S: Syscalls>(shared: Arc<EngineShared>) -> Image<S> {
     Image::new("engine", move |sys: S, _args: Value| {
         let shared = shared.clone();
@@ -353,143 +345,387 @@ pub fn root_image<S: Syscalls>(shared: Arc<EngineShared>) -> Image<S> {
             let booted = boot_caps(&boot).ok_or_else(|| {
                 agentos_abi::SysError::Driver("engine: boot grant lacks store or llm".into())
             })?;
-            let mut runs: HashMap<RunId, (Pid, CapRef, RunGrant)> = HashMap::new();
+            let mut sessions: HashMap<SessionId, (Pid, CapRef)> = HashMap::new();
             loop {
                 let m = sys.recv().await;
                 if let Some(SysMsg::Down { pid, .. }) = m.sys() {
                     let pid = *pid;
-                    runs.retain(|_, (p, ..)| *p != pid);
+                    sessions.retain(|_, (p, _)| *p != pid);
                     continue;
                 }
-                let from = m.from;
-                let cmd = match m.body.downcast::<HostCmd>() {
-                    // Host commands come from outside the kernel, never from a process.
-                    Ok(c) if from == Pid::KERNEL => c,
-                    Ok(_) => continue,
-                    Err(body) => match body.downcast::<RunControl>() {
-                        // A run acting on a sibling: the sibling gets what the asking run
-                        // holds (its session, project root and overlay), never more.
-                        Ok(c) => {
-                            let Some(asker) = runs
-                                .values()
-                                .find(|(p, ..)| *p == from)
-                                .map(|r| r.2.clone())
-                            else {
-                                continue;
-                            };
-                            let same_session = |id: RunId| {
-                                runs.get(&id)
-                                    .is_none_or(|r| r.2.session_id == asker.session_id)
-                            };
-                            let sibling = |run_id: RunId| RunGrant {
-                                run_id,
-                                ..asker.clone()
-                            };
-                            match c {
-                                RunControl::Wake { run_id } if same_session(run_id) => {
-                                    HostCmd::Run {
-                                        grant: sibling(run_id),
-                                    }
-                                }
-                                RunControl::Inject {
-                                    run_id,
-                                    prompt,
-                                    flags,
-                                } if same_session(run_id) => HostCmd::Inject {
-                                    grant: sibling(run_id),
-                                    prompt,
-                                    flags,
-                                },
-                                RunControl::Cancel { run_id } if same_session(run_id) => {
-                                    HostCmd::Cancel { run_id }
-                                }
-                                _ => continue,
-                            }
+                // Host commands come from outside the kernel, never from a process.
+                if m.from != Pid::KERNEL {
+                    continue;
+                }
+                let Ok(cmd) = m.body.downcast::<HostCmd>() else {
+                    continue;
+                };
+                let sid = cmd.session_id();
+                let cap = match sessions.get(&sid) {
+                    Some((_, c)) => *c,
+                    None if !cmd.starts() => continue,
+                    None => match start_session(&sys, &shared, booted, sid).await {
+                        Ok((pid, cap)) => {
+                            sessions.insert(sid, (pid, cap));
+                            cap
                         }
-                        Err(_) => continue,
+                        Err(e) => {
+                            sys.log(
+                                agentos_abi::sys::LogLevel::Error,
+                                &format!("engine: cannot start session {sid}: {e:?}"),
+                            );
+                            continue;
+                        }
                     },
                 };
-                let (grant, msg) = match cmd {
-                    HostCmd::Run { grant } => (grant, RunMsg::Run),
-                    HostCmd::Inject {
-                        grant,
-                        prompt,
-                        flags,
-                    } => (grant, RunMsg::Inject { prompt, flags }),
-                    HostCmd::Cancel { run_id } | HostCmd::Resolve { run_id, .. }
-                        if !runs.contains_key(&run_id) =>
-                    {
-                        continue
-                    }
-                    HostCmd::Cancel { run_id } => {
-                        let cap = runs[&run_id].1;
-                        let _ = sys
-                            .send(cap, Body::local(RunMsg::Cancel), SendOpts::default())
-                            .await;
-                        continue;
-                    }
-                    HostCmd::Resolve { run_id, resolution } => {
-                        let cap = runs[&run_id].1;
-                        let _ = sys
-                            .send(
-                                cap,
-                                Body::local(RunMsg::Resolve(resolution)),
-                                SendOpts::default(),
-                            )
-                            .await;
-                        continue;
-                    }
-                };
-                let run_id = grant.run_id;
-                let cap = match runs.get(&run_id) {
-                    Some((_, c, _)) => *c,
-                    None => {
-                        let scope = StoreScope {
-                            session_id: grant.session_id,
-                            run_id,
-                        };
-                        let started = match run_grant(&sys, &grant, booted) {
-                            Ok(g) => {
-                                start_child(
-                                    &sys,
-                                    run_image(shared.clone()),
-                                    Quota::default(),
-                                    scope,
-                                    g,
-                                    0,
-                                )
-                                .await
-                            }
-                            Err(e) => Err(e),
-                        };
-                        match started {
-                            Ok((pid, cap)) => {
-                                runs.insert(run_id, (pid, cap, grant.clone()));
-                                cap
-                            }
-                            Err(e) => {
-                                sys.log(
-                                    agentos_abi::sys::LogLevel::Error,
-                                    &format!("engine: cannot start run {run_id}: {e}"),
-                                );
-                                continue;
-                            }
-                        }
-                    }
-                };
-                let _ = sys.send(cap, Body::local(msg), SendOpts::default()).await;
+                let _ = sys.send(cap, Body::local(cmd), SendOpts::default()).await;
             }
         }
     })
 }
 
-async fn recv_start<S: Syscalls>(sys: &S) -> Start {
+/// Spawns the process of session `sid`: the store narrowed to the session, the other
+/// devices whole (it narrows them per loop), a spawn cap for its runs.
+async fn start_session<S: Syscalls>(
+    sys: &S,
+    shared: &Arc<EngineShared>,
+    b: Booted,
+    sid: SessionId,
+) -> Result<(Pid, CapRef), StartError> {
+    let start = SessionStart {
+        session_id: sid,
+        store: derive(sys, b.store, scoped(session_cap_scope(sid)))?,
+        llm: derive(sys, b.llm, Attenuation::default())?,
+        spawn: sys.derive(b.spawn, Right::Spawn.into())?,
+        fs: b
+            .fs
+            .map(|c| derive(sys, c, Attenuation::default()))
+            .transpose()?,
+        exec: b
+            .exec
+            .map(|c| derive(sys, c, Attenuation::default()))
+            .transpose()?,
+    };
+    let mut caps = vec![start.store, start.llm, start.spawn];
+    caps.extend(start.fs);
+    caps.extend(start.exec);
+    start_child(
+        sys,
+        session_image(shared.clone(), sid),
+        shared.config.session_quota,
+        start,
+        caps,
+    )
+    .await
+}
+
+async fn recv_start<S: Syscalls, T: Send + Sync + 'static>(sys: &S) -> (T, Pid) {
     loop {
         let m = sys.recv().await;
-        if let Ok(s) = m.body.downcast::<Start>() {
-            return s;
+        let from = m.from;
+        if let Ok(s) = m.body.downcast::<T>() {
+            return (s, from);
         }
     }
+}
+
+/// A run process as its session knows it.
+struct RunProc {
+    pid: Pid,
+    cap: CapRef,
+    /// Messages the session has sent it since it started (see [`Idle`]).
+    sent: u64,
+}
+
+/// The session's state: its caps, its open store handle, its live runs.
+struct Session<'a, S: Syscalls> {
+    sys: &'a S,
+    shared: &'a Arc<EngineShared>,
+    start: SessionStart,
+    store: CapRef,
+    runs: HashMap<RunId, RunProc>,
+}
+
+impl<S: Syscalls> Session<'_, S> {
+    /// Sends `body` to a live run, counting it.
+    async fn send(&mut self, run_id: RunId, body: Body, caps: Vec<CapRef>) -> bool {
+        let Some(r) = self.runs.get_mut(&run_id) else {
+            return false;
+        };
+        let opts = SendOpts {
+            caps,
+            ..SendOpts::default()
+        };
+        if self.sys.send(r.cap, body, opts).await.is_ok() {
+            r.sent += 1;
+            true
+        } else {
+            self.runs.remove(&run_id);
+            false
+        }
+    }
+
+    /// The run's process, spawned if it is not up. `Err((status, message))`: the run is not
+    /// this session's (404) or the session's quota leaves it no process (508; its queued
+    /// loops are ended 508 then, so none waits for a process that will not come).
+    async fn ensure(&mut self, run_id: RunId) -> Result<(), (u16, String)> {
+        if self.runs.contains_key(&run_id) {
+            return Ok(());
+        }
+        let sys = self.sys;
+        let run: Option<RunRow> = store_call(sys, self.store, &StoreRequest::SessionRun { run_id })
+            .await
+            .map_err(|e| (500, format!("500 {e}")))?;
+        if run.is_none() {
+            return Err((404, format!("404 no run {run_id} in this session")));
+        }
+        let scope = StoreScope {
+            session_id: self.start.session_id,
+            run_id,
+        };
+        let started = async {
+            let start = RunStart {
+                scope,
+                store: derive(sys, self.start.store, scoped(scope.cap_scope()))?,
+                llm: derive(sys, self.start.llm, Attenuation::default())?,
+                spawn: sys.derive(self.start.spawn, Right::Spawn.into())?,
+                session: sys.self_cap(),
+            };
+            let caps = vec![start.store, start.llm, start.spawn, start.session];
+            start_child(
+                sys,
+                run_image(self.shared.clone(), run_id),
+                Quota::default(),
+                start,
+                caps,
+            )
+            .await
+        }
+        .await;
+        match started {
+            Ok((pid, cap)) => {
+                self.runs.insert(run_id, RunProc { pid, cap, sent: 0 });
+                Ok(())
+            }
+            Err(e) => {
+                let (s, msg) = e.status();
+                let _: Result<usize, _> = store_call(
+                    sys,
+                    self.store,
+                    &StoreRequest::EndQueued {
+                        run_id,
+                        status: s,
+                        message: msg.clone(),
+                    },
+                )
+                .await;
+                sys.log(
+                    agentos_abi::sys::LogLevel::Warn,
+                    &format!("session {}: run {run_id}: {msg}", self.start.session_id),
+                );
+                Err((s, msg))
+            }
+        }
+    }
+
+    /// Delivers `msg` to the run, starting it if needed (a run that died meanwhile is
+    /// started again once).
+    async fn deliver(&mut self, run_id: RunId, msg: RunMsg) -> Result<(), (u16, String)> {
+        for _ in 0..2 {
+            self.ensure(run_id).await?;
+            if self
+                .send(run_id, Body::local(msg.clone()), Vec::new())
+                .await
+            {
+                return Ok(());
+            }
+        }
+        Err((500, format!("500 run {run_id}'s process is gone")))
+    }
+
+    /// Sends `msg` to the run if its process is up (cancel and resolve act on a running
+    /// loop only).
+    async fn if_live(&mut self, run_id: RunId, msg: RunMsg) {
+        let _ = self.send(run_id, Body::local(msg), Vec::new()).await;
+    }
+
+    async fn host(&mut self, cmd: HostCmd) {
+        let refused = match cmd {
+            HostCmd::Run { run_id, .. } => self.deliver(run_id, RunMsg::Run).await,
+            HostCmd::Inject {
+                run_id,
+                prompt,
+                flags,
+                ..
+            } => self.deliver(run_id, RunMsg::Inject { prompt, flags }).await,
+            HostCmd::Cancel { run_id, .. } => {
+                self.if_live(run_id, RunMsg::Cancel).await;
+                Ok(())
+            }
+            HostCmd::Resolve {
+                run_id, resolution, ..
+            } => {
+                self.if_live(run_id, RunMsg::Resolve(resolution)).await;
+                Ok(())
+            }
+        };
+        if let Err((_, why)) = refused {
+            self.sys.log(
+                agentos_abi::sys::LogLevel::Warn,
+                &format!("session {}: {why}", self.start.session_id),
+            );
+        }
+    }
+
+    /// A run's loop acts on a run of the session; the answer goes back through the run.
+    async fn control(&mut self, from: RunId, req: RunRequest) {
+        let refused = match req.control {
+            RunControl::Wake { run_id } => self.deliver(run_id, RunMsg::Run).await,
+            RunControl::Inject {
+                run_id,
+                prompt,
+                flags,
+            } => self.deliver(run_id, RunMsg::Inject { prompt, flags }).await,
+            RunControl::Cancel { run_id } => {
+                self.if_live(run_id, RunMsg::Cancel).await;
+                Ok(())
+            }
+        }
+        .err();
+        if let Some(loop_id) = req.loop_id {
+            let answer = RunAnswer {
+                loop_id,
+                id: req.id,
+                refused,
+            };
+            self.send(from, Body::local(answer), Vec::new()).await;
+        }
+    }
+
+    /// The caps of a run's next loop, from the session's root and overlay as they are now.
+    async fn loop_caps(&self, ask: bool) -> Result<(Option<CapRef>, Option<CapRef>), String> {
+        let sys = self.sys;
+        let session: SessionRow = store_call(sys, self.store, &StoreRequest::Session)
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(root) = session.project_root.as_deref() else {
+            return Ok((None, None));
+        };
+        let overlay: Vec<(String, String)> =
+            store_call(sys, self.store, &StoreRequest::Constraints)
+                .await
+                .map_err(|e| e.to_string())?;
+        let fs = match self.start.fs {
+            Some(fs) => Some(
+                derive(
+                    sys,
+                    fs,
+                    Attenuation {
+                        rights: ask.then(|| Rights::of(&[Right::Open, Right::Read])),
+                        scope: Some(fs_scope(root, &overlay)),
+                        ..Attenuation::default()
+                    },
+                )
+                .map_err(|e| e.to_string())?,
+            ),
+            None => None,
+        };
+        let exec = match self.start.exec {
+            Some(exec) if !ask => Some(
+                derive(
+                    sys,
+                    exec,
+                    scoped(agentos_abi::Scope::new().with(agentos_abi::Scope::ROOT, root)),
+                )
+                .map_err(|e| e.to_string())?,
+            ),
+            _ => None,
+        };
+        Ok((fs, exec))
+    }
+}
+
+/// A session: its process's account is the session's budget; it spawns the session's runs
+/// (their accounts under its own), grants their loops' caps and relays their run:// requests.
+pub fn session_image<S: Syscalls>(shared: Arc<EngineShared>, sid: SessionId) -> Image<S> {
+    Image::new(&format!("session:{sid}"), move |sys: S, _args: Value| {
+        let shared = shared.clone();
+        async move {
+            let (start, root): (SessionStart, Pid) = recv_start(&sys).await;
+            let _ = sys.register(&format!("session:{}", start.session_id));
+            let store = sys.open(start.store).await?;
+            let mut s = Session {
+                sys: &sys,
+                shared: &shared,
+                start,
+                store,
+                runs: HashMap::new(),
+            };
+            loop {
+                let m = sys.recv().await;
+                if let Some(SysMsg::Down { pid, .. }) = m.sys() {
+                    let pid = *pid;
+                    s.runs.retain(|_, r| r.pid != pid);
+                    continue;
+                }
+                let from = m.from;
+                let corr = m.corr;
+                if from == root {
+                    if let Ok(cmd) = m.body.downcast::<HostCmd>() {
+                        s.host(cmd).await;
+                    }
+                    continue;
+                }
+                // Everything else comes from the session's own runs.
+                let Some(run_id) = s
+                    .runs
+                    .iter()
+                    .find(|(_, r)| r.pid == from)
+                    .map(|(id, _)| *id)
+                else {
+                    continue;
+                };
+                let body = match m.body.downcast::<RunRequest>() {
+                    Ok(req) => {
+                        s.control(run_id, req).await;
+                        continue;
+                    }
+                    Err(b) => b,
+                };
+                let body = match body.downcast::<LoopCaps>() {
+                    Ok(LoopCaps { ask }) => {
+                        let granted = s.loop_caps(ask).await;
+                        let caps = match &granted {
+                            Ok((fs, exec)) => fs.iter().chain(exec.iter()).copied().collect(),
+                            Err(_) => Vec::new(),
+                        };
+                        if let Some(r) = s.runs.get_mut(&run_id) {
+                            let opts = SendOpts {
+                                caps,
+                                corr,
+                                ..SendOpts::default()
+                            };
+                            let body = Body::local(LoopCapsGranted(granted));
+                            if sys.send(r.cap, body, opts).await.is_ok() {
+                                r.sent += 1;
+                            }
+                        }
+                        continue;
+                    }
+                    Err(b) => b,
+                };
+                if let Ok(Idle { seen }) = body.downcast::<Idle>() {
+                    // Nothing on its way to the run: end it (a later message starts it
+                    // again). Otherwise it has mail to read and will say so again.
+                    if s.runs.get(&run_id).is_some_and(|r| r.sent == seen) {
+                        if let Some(r) = s.runs.remove(&run_id) {
+                            let _ = sys.signal(r.cap, Some(ExitReason::Normal)).await;
+                        }
+                    }
+                }
+            }
+        }
+    })
 }
 
 /// Why a loop process died, as the loop's status and message (when it wrote none itself).
@@ -510,134 +746,271 @@ fn exit_status(reason: &ExitReason, cancelled: bool) -> (u16, String) {
     }
 }
 
+/// The run's view of its session: its cap and pid, and how many messages it took from it.
+struct Upstream {
+    cap: CapRef,
+    pid: Pid,
+    seen: u64,
+    next_corr: u64,
+}
+
+impl Upstream {
+    /// Asks the session for a loop's caps and waits for them (they arrive owned by the run,
+    /// which hands them to the loop).
+    async fn loop_caps<S: Syscalls>(
+        &mut self,
+        sys: &S,
+        flags: &LoopFlags,
+    ) -> Result<(Option<CapRef>, Option<CapRef>), String> {
+        self.next_corr += 1;
+        let corr = self.next_corr;
+        sys.send(
+            self.cap,
+            Body::local(LoopCaps {
+                ask: flags.is_ask(),
+            }),
+            SendOpts {
+                corr: Some(corr),
+                ..SendOpts::default()
+            },
+        )
+        .await
+        .map_err(|e| format!("the session is gone: {e}"))?;
+        let deadline = sys.now().saturating_add(ASK_TIMEOUT_MS);
+        let m = sys
+            .recv_until(Select::Corr(corr), Some(deadline))
+            .await
+            .ok_or_else(|| "the session granted no caps in time".to_owned())?;
+        self.seen += 1;
+        match m.body.downcast::<LoopCapsGranted>() {
+            Ok(LoopCapsGranted(r)) => r,
+            Err(_) => Err("the session answered something else".into()),
+        }
+    }
+}
+
+/// The caps a run derives for a loop: its own store and llm, a spawn cap when the loop may
+/// EXEC (for its stream pumps), and the session's `fs`/`exec` grant, passed on whole.
+fn loop_start<S: Syscalls>(
+    sys: &S,
+    run: &RunStart,
+    loop_id: LoopId,
+    (fs, exec): (Option<CapRef>, Option<CapRef>),
+) -> Result<(LoopStart, Vec<CapRef>), SysError> {
+    let spawn = match exec {
+        Some(_) => Some(sys.derive(run.spawn, Right::Spawn.into())?),
+        None => None,
+    };
+    let start = LoopStart {
+        store: derive(sys, run.store, Attenuation::default())?,
+        llm: derive(sys, run.llm, Attenuation::default())?,
+        spawn,
+        fs,
+        exec,
+        loop_id,
+    };
+    let mut caps = vec![start.store, start.llm];
+    caps.extend(start.spawn);
+    caps.extend(start.fs);
+    caps.extend(start.exec);
+    Ok((start, caps))
+}
+
+/// The active loop of a run: its row, pid, cap, whether it was cancelled, its resolver.
+type Active = (LoopRow, Pid, CapRef, bool, Resolver);
+
+/// What a drain step did.
+enum Drained {
+    /// A loop started.
+    Started(Active),
+    /// A queued loop could not start and now has a terminal status: look again.
+    Ended,
+    /// Nothing to start (nothing queued, or the store failed).
+    Empty,
+}
+
+/// Claims the run's oldest queued loop and starts it.
+async fn drain<S: Syscalls>(
+    sys: &S,
+    shared: &Arc<EngineShared>,
+    start: &RunStart,
+    store: CapRef,
+    up: &mut Upstream,
+) -> Drained {
+    let next: Result<Option<LoopRow>, _> = store_call(sys, store, &StoreRequest::NextQueued).await;
+    let Some(lp) = next.ok().flatten() else {
+        return Drained::Empty;
+    };
+    let claimed: Result<bool, _> =
+        store_call(sys, store, &StoreRequest::Claim { loop_id: lp.id }).await;
+    match claimed {
+        Ok(true) => {}
+        // Not queued any more: look again.
+        Ok(false) => return Drained::Ended,
+        Err(_) => return Drained::Empty,
+    }
+    let flags = LoopFlags::from_json(&lp.flags).unwrap_or_default();
+    let quota = Quota {
+        tokens: flags.budget_tokens,
+        ..Quota::default()
+    };
+    let resolver = Resolver::for_flags(&flags);
+    let started = match up.loop_caps(sys, &flags).await {
+        Ok(granted) => match loop_start(sys, start, lp.id, granted) {
+            Ok((ls, caps)) => {
+                start_child(sys, loop_image(shared.clone(), lp.id), quota, ls, caps).await
+            }
+            Err(e) => Err(e.into()),
+        },
+        Err(e) => Err(StartError::Other(e)),
+    };
+    match started {
+        Ok((pid, cap)) => Drained::Started((lp, pid, cap, false, resolver)),
+        Err(e) => {
+            let (s, msg) = e.status();
+            let ended: Result<LoopRow, _> = store_call(
+                sys,
+                store,
+                &StoreRequest::SetStatus {
+                    loop_id: lp.id,
+                    status: s,
+                    message: Some(msg),
+                },
+            )
+            .await;
+            if ended.is_ok() {
+                Drained::Ended
+            } else {
+                Drained::Empty
+            }
+        }
+    }
+}
+
+/// A loop died: cancel what waits on it, give it a status if it wrote none, and tell the
+/// parent of a run a model spawned how it concluded (a SEND delta from `run://name`; it
+/// wakes an idle parent).
+async fn loop_ended<S: Syscalls>(
+    sys: &S,
+    store: CapRef,
+    up: &Upstream,
+    lp: &LoopRow,
+    reason: &ExitReason,
+    cancelled: bool,
+) {
+    let _: Result<usize, _> = store_call(
+        sys,
+        store,
+        &StoreRequest::CancelProposals { loop_id: lp.id },
+    )
+    .await;
+    let cur: Result<LoopRow, _> =
+        store_call(sys, store, &StoreRequest::Loop { loop_id: lp.id }).await;
+    if matches!(&cur, Ok(l) if !status::is_terminal(l.status)) {
+        let (s, msg) = exit_status(reason, cancelled);
+        let _: Result<LoopRow, _> = store_call(
+            sys,
+            store,
+            &StoreRequest::SetStatus {
+                loop_id: lp.id,
+                status: s,
+                message: Some(msg),
+            },
+        )
+        .await;
+    }
+    let ended: Result<LoopRow, _> =
+        store_call(sys, store, &StoreRequest::Loop { loop_id: lp.id }).await;
+    let me: Result<RunRow, _> = store_call(sys, store, &StoreRequest::Run).await;
+    if let (Ok(l), Ok(me)) = (ended, me) {
+        if let (Some(parent), crate::store::Origin::Model) = (me.parent_run_id, me.origin) {
+            let note = RunRequest {
+                loop_id: None,
+                id: 0,
+                control: RunControl::Inject {
+                    run_id: parent,
+                    prompt: format!(
+                        "run://{} concluded {}: {}",
+                        me.name,
+                        l.status,
+                        l.terminal_message.unwrap_or_default()
+                    ),
+                    flags: l.flags,
+                },
+            };
+            let _ = sys
+                .send(up.cap, Body::local(note), SendOpts::default())
+                .await;
+        }
+    }
+}
+
 /// A run: drains its queued loops one at a time; `inject` folds a prompt into the active
-/// loop (its next turn) or queues a loop; `cancel` kills the active loop.
-pub fn run_image<S: Syscalls>(shared: Arc<EngineShared>) -> Image<S> {
-    Image::new("run", move |sys: S, _args: Value| {
+/// loop (its next turn) or queues a loop; `cancel` kills the active loop; idle, it tells its
+/// session, which may end it.
+pub fn run_image<S: Syscalls>(shared: Arc<EngineShared>, run_id: RunId) -> Image<S> {
+    Image::new(&format!("run:{run_id}"), move |sys: S, _args: Value| {
         let shared = shared.clone();
         async move {
-            let start = recv_start(&sys).await;
+            let (start, session_pid): (RunStart, Pid) = recv_start(&sys).await;
             let scope = start.scope;
             let _ = sys.register(&format!("run:{}", scope.run_id));
             let store = sys.open(start.store).await?;
-            let spawn = start.spawn;
-            // The active loop: its row, pid, cap, whether it was cancelled, its resolver.
-            let mut active: Option<(LoopRow, Pid, CapRef, bool, Resolver)> = None;
+            let mut up = Upstream {
+                cap: start.session,
+                pid: session_pid,
+                seen: 0,
+                next_corr: 0,
+            };
+            let mut active: Option<Active> = None;
             loop {
                 if active.is_none() {
-                    // Drain: claim the oldest queued loop and start it.
-                    let next: Result<Option<LoopRow>, _> =
-                        store_call(&sys, store, &StoreRequest::NextQueued).await;
-                    if let Ok(Some(lp)) = next {
-                        let claimed: Result<bool, _> =
-                            store_call(&sys, store, &StoreRequest::Claim { loop_id: lp.id }).await;
-                        if matches!(claimed, Ok(true)) {
-                            let flags = LoopFlags::from_json(&lp.flags).unwrap_or_default();
-                            let quota = Quota {
-                                tokens: flags.budget_tokens,
-                                ..Quota::default()
-                            };
-                            let resolver = Resolver::for_flags(&flags);
-                            let started = match loop_grant(&sys, &start, &flags) {
-                                Ok(g) => {
-                                    start_child(
-                                        &sys,
-                                        loop_image(shared.clone()),
-                                        quota,
-                                        scope,
-                                        g,
-                                        lp.id,
-                                    )
-                                    .await
-                                }
-                                Err(e) => Err(e),
-                            };
-                            match started {
-                                Ok((pid, cap)) => active = Some((lp, pid, cap, false, resolver)),
-                                Err(e) => {
-                                    let _: Result<LoopRow, _> = store_call(
-                                        &sys,
-                                        store,
-                                        &StoreRequest::SetStatus {
-                                            loop_id: lp.id,
-                                            status: status::FAILED,
-                                            message: Some(format!("cannot start loop: {e}")),
-                                        },
-                                    )
-                                    .await;
-                                }
-                            }
-                            if active.is_none() {
-                                continue;
-                            }
+                    match drain(&sys, &shared, &start, store, &mut up).await {
+                        Drained::Started(a) => active = Some(a),
+                        // A loop that could not start may leave others queued.
+                        Drained::Ended => continue,
+                        Drained::Empty => {
+                            let idle = Idle { seen: up.seen };
+                            let _ = sys
+                                .send(up.cap, Body::local(idle), SendOpts::default())
+                                .await;
                         }
                     }
                 }
                 let m = sys.recv().await;
+                if m.from == up.pid {
+                    up.seen += 1;
+                }
                 if let Some(SysMsg::Down { pid, reason }) = m.sys() {
                     if let Some((lp, apid, _, cancelled, _)) = &active {
                         if apid == pid {
-                            // Nothing stays waiting on a dead loop.
-                            let _: Result<usize, _> = store_call(
-                                &sys,
-                                store,
-                                &StoreRequest::CancelProposals { loop_id: lp.id },
-                            )
-                            .await;
-                            let cur: Result<LoopRow, _> =
-                                store_call(&sys, store, &StoreRequest::Loop { loop_id: lp.id })
-                                    .await;
-                            if matches!(&cur, Ok(l) if !status::is_terminal(l.status)) {
-                                let (s, msg) = exit_status(reason, *cancelled);
-                                let _: Result<LoopRow, _> = store_call(
-                                    &sys,
-                                    store,
-                                    &StoreRequest::SetStatus {
-                                        loop_id: lp.id,
-                                        status: s,
-                                        message: Some(msg),
-                                    },
-                                )
-                                .await;
-                            }
-                            // A run a model spawned tells its parent how it concluded (a
-                            // SEND delta from run://name; it wakes an idle parent).
-                            let ended: Result<LoopRow, _> =
-                                store_call(&sys, store, &StoreRequest::Loop { loop_id: lp.id })
-                                    .await;
-                            let me: Result<crate::store::RunRow, _> =
-                                store_call(&sys, store, &StoreRequest::Run).await;
-                            if let (Ok(l), Ok(me), Some(root)) = (ended, me, start.root) {
-                                if let (Some(parent), crate::store::Origin::Model) =
-                                    (me.parent_run_id, me.origin)
-                                {
-                                    let note = RunControl::Inject {
-                                        run_id: parent,
-                                        prompt: format!(
-                                            "run://{} concluded {}: {}",
-                                            me.name,
-                                            l.status,
-                                            l.terminal_message.unwrap_or_default()
-                                        ),
-                                        flags: l.flags,
-                                    };
-                                    let _ = sys
-                                        .send(root, Body::local(note), SendOpts::default())
-                                        .await;
-                                }
-                            }
+                            loop_ended(&sys, store, &up, lp, reason, *cancelled).await;
                             active = None;
                         }
                     }
                     continue;
                 }
                 let from = m.from;
-                let body = match m.body.downcast::<RunControl>() {
-                    Ok(c) => {
+                let body = match m.body.downcast::<RunRequest>() {
+                    Ok(mut req) => {
                         // Only the active loop speaks for this run.
-                        if let (Some((_, pid, ..)), Some(root)) = (&active, start.root) {
+                        if let Some((lp, pid, ..)) = &active {
                             if *pid == from {
-                                let _ = sys.send(root, Body::local(c), SendOpts::default()).await;
+                                req.loop_id = Some(lp.id);
+                                let _ = sys
+                                    .send(up.cap, Body::local(req), SendOpts::default())
+                                    .await;
+                            }
+                        }
+                        continue;
+                    }
+                    Err(b) => b,
+                };
+                let body = match body.downcast::<RunAnswer>() {
+                    Ok(a) => {
+                        if let Some((lp, _, cap, ..)) = &active {
+                            if lp.id == a.loop_id {
+                                let _ = sys.send(*cap, Body::local(a), SendOpts::default()).await;
                             }
                         }
                         continue;
@@ -712,18 +1085,17 @@ pub fn run_image<S: Syscalls>(shared: Arc<EngineShared>) -> Image<S> {
                         }
                     }
                 }
-                let _ = spawn;
             }
         }
     })
 }
 
 /// A loop: opens its handles and runs turns until the loop has a terminal status.
-pub fn loop_image<S: Syscalls>(shared: Arc<EngineShared>) -> Image<S> {
-    Image::new("loop", move |sys: S, _args: Value| {
+pub fn loop_image<S: Syscalls>(shared: Arc<EngineShared>, loop_id: LoopId) -> Image<S> {
+    Image::new(&format!("loop:{loop_id}"), move |sys: S, _args: Value| {
         let shared = shared.clone();
         async move {
-            let start = recv_start(&sys).await;
+            let (start, _): (LoopStart, Pid) = recv_start(&sys).await;
             let store = sys.open(start.store).await?;
             let llm = sys.open(start.llm).await?;
             let mut devices = Devices::default();

@@ -27,9 +27,9 @@ use crate::schemes::dispatch::{dispatch, Action, Devices, DispatchCtx};
 use crate::schemes::effect::Effect;
 use crate::schemes::entry::entry_key;
 use crate::schemes::exec::{exec_call, stream_key, ExecRequest, StreamTable};
-use crate::schemes::file;
 use crate::schemes::world::{channel, store_call, TurnWorld, WorldError};
 use crate::schemes::SchemeRegistry;
+use crate::schemes::{copy, file};
 use crate::store::device::StoreRequest;
 use crate::store::{
     status, LogRow, LoopRow, Origin, RowId, RowOp, RowResolution, RowState, RowTarget, SessionRow,
@@ -52,6 +52,8 @@ pub struct LoopRunner<S: Syscalls> {
     cfg: Arc<EngineConfig>,
     lp: LoopRow,
     schemes: SchemeRegistry,
+    /// The GBNF sent with each generate (built from `schemes` under `TurnGrammar::Engine`).
+    grammar: Option<String>,
     log: Vec<LogRow>,
     /// `log` rendered row for row, re-rendered only when a row is opened or folded.
     rendered: Vec<RenderedRow>,
@@ -253,6 +255,11 @@ impl<S: Syscalls> LoopRunner<S> {
         let schemes = SchemeRegistry::builtin()
             .resolve_for_loop(&flags)
             .for_devices(&devices);
+        let grammar = match &cfg.grammar {
+            super::TurnGrammar::Off => None,
+            super::TurnGrammar::Engine => Some(super::loop_gbnf(&schemes)),
+            super::TurnGrammar::Fixed(g) => Some(g.clone()),
+        };
         let mut system = vec![
             Section::new(
                 "definition",
@@ -307,8 +314,10 @@ impl<S: Syscalls> LoopRunner<S> {
         };
         let me = crate::schemes::run::Me {
             run_id: lp.run_id,
+            loop_id: lp.id,
             flags: lp.flags.clone(),
             max_active_runs: cfg.max_active_runs,
+            asked: Default::default(),
         };
         Ok(LoopRunner {
             rendered,
@@ -320,6 +329,7 @@ impl<S: Syscalls> LoopRunner<S> {
             cfg,
             lp,
             schemes,
+            grammar,
             log,
             system,
             requirements,
@@ -392,7 +402,7 @@ impl<S: Syscalls> LoopRunner<S> {
     async fn generate(&mut self, packet: &Packet) -> Result<ChatReply, String> {
         let req = ChatRequest {
             messages: packet.messages(),
-            grammar: self.cfg.grammar.clone(),
+            grammar: self.grammar.clone(),
             max_tokens: Some(self.cfg.max_output_tokens),
             temperature: self.cfg.temperature,
             model: self.cfg.model.clone(),
@@ -796,6 +806,7 @@ impl<S: Syscalls> LoopRunner<S> {
         }
         let stale = match &effect {
             Effect::File(f) => file::stale_clobber_risk(&self.sys, self.devices.fs, f).await,
+            Effect::Copy(t) => copy::stale_clobber_risk(&self.sys, self.devices.fs, t).await,
             Effect::Exec(_) => false,
         };
         let segment = std::mem::take(&mut rows.rows);
@@ -893,6 +904,11 @@ impl<S: Syscalls> LoopRunner<S> {
         let e = match effect {
             Effect::File(f) => {
                 return file::apply(world, self.devices.fs, f)
+                    .await
+                    .map(|rx| (200, rx))
+            }
+            Effect::Copy(t) => {
+                return copy::apply(world, self.devices.fs, t)
                     .await
                     .map(|rx| (200, rx))
             }

@@ -1,5 +1,5 @@
 //! The session and loop methods: list, attach (by id, by run name, `plurnk` reserved),
-//! runs, prompts, rename, providers.list, loop.inject and loop.cancel.
+//! runs, prompts, rename, set_root, providers.list, loop.inject and loop.cancel.
 
 use serde_json::json;
 
@@ -99,5 +99,39 @@ fn inject_queues_on_an_idle_run_and_cancel_reports_nothing_to_cancel() {
                 break;
             }
         }
+    });
+}
+
+#[test]
+fn set_root_moves_the_attached_session_and_refuses_a_missing_directory() {
+    let d = start(one_turn_model());
+    let a = tempfile::tempdir().expect("tempdir");
+    let b = tempfile::tempdir().expect("tempdir");
+    let root = |p: &tempfile::TempDir| p.path().to_str().expect("utf-8").to_owned();
+    block_on(async {
+        let c = connect(&d.url).await;
+        c.call("session.create", json!({"projectRoot": root(&a)}))
+            .await
+            .expect("create");
+        let set = c
+            .call("session.set_root", json!({"projectRoot": root(&b)}))
+            .await
+            .expect("set_root");
+        assert_eq!(set["projectRoot"], root(&b));
+        let list = c.call("session.list", json!({})).await.expect("list");
+        assert_eq!(list["sessions"][0]["projectRoot"], root(&b));
+        let missing = format!("{}/nope", root(&b));
+        assert_eq!(
+            code(
+                c.call("session.set_root", json!({"projectRoot": missing}))
+                    .await
+            ),
+            -32602
+        );
+        c.call("session.set_root", json!({"projectRoot": null}))
+            .await
+            .expect("headless");
+        let list = c.call("session.list", json!({})).await.expect("list");
+        assert!(list["sessions"][0]["projectRoot"].is_null(), "{list}");
     });
 }

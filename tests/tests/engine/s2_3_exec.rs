@@ -205,3 +205,39 @@ fn ask_mode_has_no_exec_cap_so_exec_is_403() {
     assert_eq!(h.ops(&lp, 1), ops(&[("EXEC", 403)]));
     let _ = RowOp::Model;
 }
+
+/// PLURNK.md §1.9 (GBNF for constrained decoding): under the engine's grammar a loop holding
+/// the exec scheme is offered EXEC with its executors; a loop in ask mode (no exec cap) and
+/// a headless session's loop are not — the grammar follows the schemes the loop holds.
+#[test]
+fn the_grammar_offers_exec_only_to_a_loop_that_holds_the_exec_scheme() {
+    use agentos_engine::turn::TurnGrammar;
+    let p = project();
+    let done = "<<PLAN:done:PLAN\n<<SEND[200]:done:SEND";
+    let cfg = EngineConfig {
+        grammar: TurnGrammar::Engine,
+        ..EngineConfig::default()
+    };
+    let h = Harness::in_project(cfg.clone(), p.path(), &[done, done]);
+    h.run_loop("act", LoopOptions::default());
+    let ask = LoopOptions {
+        flags: LoopFlags {
+            mode: "ask".into(),
+            ..LoopFlags::default()
+        },
+        max_turns: None,
+    };
+    h.run_loop("ask", ask);
+    let headless = crate::common::harness_with(cfg, &[done]);
+    headless.run_loop("headless", LoopOptions::default());
+
+    let grammar = |h: &Harness, i: usize| h.provider.requests()[i].grammar.clone();
+    let act = grammar(&h, 0).expect("a grammar is sent");
+    assert!(act.contains("\"<<EXEC\""), "{act}");
+    assert!(act.contains("exec-signal ::= \"[\" (\"sh\" | \"python\" | \"node\") \"]\""));
+    for g in [grammar(&h, 1), grammar(&headless, 0)] {
+        let g = g.expect("a grammar is sent");
+        assert!(!g.contains("<<EXEC"), "{g}");
+        assert!(g.contains("\"<<READ\""), "{g}");
+    }
+}

@@ -1,15 +1,19 @@
 //! PLURNK.md §2.3 (`run://`, mid-E2 forms) and §3.9 (fork) — sibling runs as actors: spawn,
 //! collect (425 while running, then the deliverable), message, kill, fork (the fork's log
-//! is the parent's up to the fork), scratch written only by its owner, and the session's
-//! active-run cap (508). Several runs share one scripted model; each role's script is
+//! is the parent's up to the fork), scratch written only by its owner, the session's
+//! active-run cap (508), and the session's account: every run spends under it, so its quota
+//! stops a fork bomb (508 for a spawn it has no process slot for, 413 for a loop it cannot
+//! pay) before the machine. Several runs share one scripted model; each role's script is
 //! picked by its loop prompt.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use agentos_abi::device::{ChatReply, ChatRequest};
+use agentos_abi::device::{ChatReply, ChatRequest, TokenUsage};
+use agentos_abi::Quota;
 use agentos_drivers::llm::ScriptedReply;
-use agentos_engine::store::{LogRow, Origin, RowOp};
+use agentos_engine::store::{status, LogRow, Origin, RowOp, RowState};
+use agentos_engine::turn::proposal::Decision;
 use agentos_engine::turn::EngineConfig;
 use agentos_engine::LoopOptions;
 
@@ -349,4 +353,203 @@ fn env_delta_appears_in_a_sibling() {
     assert_eq!(delta.turn_seq, 1);
     // The writer does not see its own edit as a delta.
     assert!(h.rows(&w).iter().all(|r| r.source.is_none()));
+}
+
+/// `f` with every reply reporting 100 prompt + 10 completion tokens: each turn charges
+/// exactly 110 tokens up its account chain.
+fn costing(
+    f: impl Fn(&ChatRequest) -> ScriptedReply + Send + Sync + 'static,
+) -> impl Fn(&ChatRequest) -> ScriptedReply + Send + Sync + 'static {
+    move |req: &ChatRequest| {
+        f(req).map(|mut r| {
+            r.usage = Some(TokenUsage {
+                prompt_tokens: 100,
+                completion_tokens: 10,
+                cached_tokens: 0,
+            });
+            r
+        })
+    }
+}
+
+#[test]
+fn a_runs_spending_is_its_own_account_under_its_sessions() {
+    let p = agentos_tests::git_project(&[("notes.txt", b"alpha\n")]);
+    let h = Harness::in_project_fn(
+        EngineConfig::default(),
+        p.path(),
+        costing(roles(vec![
+            (
+                "PARK",
+                vec![
+                    "<<PLAN:edit:PLAN\n<<EDIT(notes.txt):beta:EDIT\n<<SEND[102]:proposed:SEND",
+                    "<<PLAN:done:PLAN\n<<SEND[200]:parked once:SEND",
+                ],
+            ),
+            ("QUICK", vec!["<<PLAN:done:PLAN\n<<SEND[200]:quick:SEND"]),
+        ])),
+    );
+    let quick = h.run_loop("QUICK", LoopOptions::default());
+    assert_eq!(quick.status, 200, "{quick:?}");
+    let session = h.engine.session_account(h.session.id).expect("session");
+    assert_eq!(session.parent.as_deref(), Some("engine"));
+    assert_eq!(session.usage.tokens, 110, "one turn of the main run");
+
+    // Another session spends under its own account, not this one's.
+    let other = h
+        .engine
+        .create_session(None, Some(p.path().to_str().unwrap()), "{}")
+        .expect("session 2");
+    let c = h
+        .engine
+        .create_run(other.id, "c", Origin::Client)
+        .expect("run c");
+    let lc = h
+        .engine
+        .start_loop(c.id, "QUICK", &LoopOptions::default())
+        .expect("start c");
+    assert_eq!(h.engine.wait_loop(lc.id, None).unwrap().status, 200);
+    assert_eq!(
+        h.engine.session_account(other.id).unwrap().usage.tokens,
+        110
+    );
+    assert_eq!(
+        h.engine.session_account(h.session.id).unwrap().usage.tokens,
+        110
+    );
+
+    // A second run of the session parks on a proposal: its process is alive, its account a
+    // child of the session's, holding exactly its own spending.
+    let b = h
+        .engine
+        .create_run(h.session.id, "b", Origin::Client)
+        .expect("run b");
+    let parked = h
+        .engine
+        .start_loop(b.id, "PARK", &LoopOptions::default())
+        .expect("start");
+    h.engine.kernel().run_for(1_000);
+    assert_eq!(h.engine.store().loop_row(parked.id).unwrap().status, 202);
+    let run_b = h.engine.run_account(b.id).expect("run b's process");
+    let expected_parent = format!("session:{}", h.session.id);
+    assert_eq!(run_b.parent.as_deref(), Some(expected_parent.as_str()));
+    assert_eq!(run_b.usage.tokens, 110, "run b's own turn");
+    assert_eq!(run_b.usage.children, 1, "its parked loop");
+    // The main run is idle: its process has exited; its spending stayed with the session.
+    assert_eq!(h.engine.run_account(h.run.id), None);
+    let session = h.engine.session_account(h.session.id).expect("session");
+    assert_eq!(session.usage.tokens, 220, "both runs' turns roll up");
+
+    // Run b resumes, takes one more turn and ends; the session has seen all three.
+    let row = h.engine.proposals(Some(b.id)).unwrap()[0].id;
+    h.engine.resolve(row, Decision::Reject, None).unwrap();
+    let parked = h.engine.wait_loop(parked.id, None).unwrap();
+    assert_eq!(parked.status, 200, "{parked:?}");
+    assert_eq!(
+        h.engine.store().log_row(row).unwrap().state,
+        Some(RowState::Failed)
+    );
+    assert_eq!(
+        h.engine.session_account(h.session.id).unwrap().usage.tokens,
+        330
+    );
+}
+
+#[test]
+fn a_fork_bomb_hits_the_session_quota_not_the_machine() {
+    let p = project();
+    const TOKENS: u64 = 2_200; // twenty turns at 110 tokens
+    let cfg = EngineConfig {
+        // The store's active-run cap out of the way: the account is what stops it.
+        max_active_runs: 100_000,
+        session_quota: Quota {
+            tokens: Some(TOKENS),
+            children: Some(4),
+            ..Quota::UNLIMITED
+        },
+        ..EngineConfig::default()
+    };
+    // Every loop whose prompt says BOMB forks itself twice; the conclusions its forks send
+    // back are acknowledged.
+    let h = Harness::in_project_fn(
+        cfg,
+        p.path(),
+        costing(|req: &ChatRequest| {
+            let user = req
+                .messages
+                .last()
+                .map(|m| m.content.as_str())
+                .unwrap_or("");
+            let prompt = user.split("\n## ").next().unwrap_or("");
+            Ok(ChatReply::text(if prompt.contains("BOMB") {
+                "<<PLAN:fork:PLAN\n<<COPY(run://self):BOMB:COPY\n<<COPY(run://self):BOMB:COPY\n<<SEND[200]:forked:SEND"
+            } else {
+                "<<PLAN:noted:PLAN\n<<SEND[200]:noted:SEND"
+            }))
+        }),
+    );
+    let first = h.run_loop("BOMB", LoopOptions::default());
+    assert_eq!(first.status, 200, "{first:?}");
+    // Let the bomb go off until nothing can run any more.
+    h.engine.kernel().run();
+
+    let runs = h.engine.store().runs(h.session.id).unwrap();
+    let mut loops = Vec::new();
+    let mut copies = Vec::new();
+    for r in &runs {
+        loops.extend(h.engine.store().loops(r.id).unwrap());
+        copies.extend(
+            h.engine
+                .log(r.id)
+                .unwrap()
+                .into_iter()
+                .filter(|row| row.op.as_str() == "COPY" && row.origin == Origin::Model),
+        );
+    }
+    // It stopped: every loop ended, and at most two forks per paid turn were made.
+    assert!(
+        loops.iter().all(|l| status::is_terminal(l.status)),
+        "{loops:?}"
+    );
+    assert!(runs.len() <= 1 + 2 * 20, "{} runs", runs.len());
+    // Spawns beyond the session's process slots were refused 508, naming the quota…
+    let refused: Vec<&LogRow> = copies.iter().filter(|r| r.status == 508).collect();
+    assert!(!refused.is_empty(), "no spawn hit the children quota");
+    assert!(
+        refused.iter().all(|r| r
+            .rx
+            .as_deref()
+            .is_some_and(|rx| rx.contains("children quota"))),
+        "{refused:?}"
+    );
+    // (the refused forks' loops ended 508 with the same reason, not left queued)…
+    assert!(loops.iter().any(|l| l.status == status::RUN_CAP
+        && l.terminal_message
+            .as_deref()
+            .is_some_and(|m| m.contains("children quota"))));
+    // …and once its tokens were spent, the loop that could not pay ended 413.
+    assert!(
+        loops.iter().any(|l| l.status == status::BUDGET
+            && l.terminal_message.as_deref() == Some("budget: tokens quota exhausted")),
+        "{loops:?}"
+    );
+    let session = h.engine.session_account(h.session.id).expect("session");
+    assert!(session.usage.tokens <= TOKENS, "{session:?}");
+    assert_eq!(
+        session.usage.children, 0,
+        "every run has exited: {session:?}"
+    );
+    assert!(runs.iter().all(|r| h.engine.run_account(r.id).is_none()));
+
+    // The machine is fine: another session runs a loop as usual.
+    let other = h.engine.create_session(None, None, "{}").unwrap();
+    let run = h
+        .engine
+        .create_run(other.id, "calm", Origin::Client)
+        .unwrap();
+    let lp = h
+        .engine
+        .start_loop(run.id, "hello", &LoopOptions::default())
+        .unwrap();
+    assert_eq!(h.engine.wait_loop(lp.id, None).unwrap().status, 200);
 }

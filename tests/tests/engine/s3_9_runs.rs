@@ -40,8 +40,15 @@ fn queued_loops_drain_one_at_a_time_in_order() {
     let log = h.engine.log(h.run.id).expect("log");
     let firsts: Vec<i64> = log.iter().map(|r| r.loop_seq).collect();
     assert!(firsts.windows(2).all(|w| w[0] <= w[1]), "{firsts:?}");
-    // The run is a named kernel process.
-    assert!(h.engine.kernel().ps().iter().any(|p| &*p.name == "run"));
+    // The run was a kernel process under its session's; idle, it has exited (its session
+    // starts it again for its next loop), while the session's account keeps what it spent.
+    assert_eq!(h.engine.run_account(h.run.id), None);
+    let session = h
+        .engine
+        .session_account(h.session.id)
+        .expect("the session's process");
+    assert_eq!(session.parent.as_deref(), Some("engine"));
+    assert!(session.usage.tokens > 0, "{session:?}");
 }
 
 #[test]
