@@ -909,10 +909,11 @@ impl Store {
                 r.get(0)
             })?;
         let mut st = conn.prepare_cached(&format!(
-            // `CROSS JOIN` keeps log_entries the outer loop: a rowid range from `after`, which
-            // before a turn is only what was written since the last one.
-            "SELECT {ROW_COLS}, r.name FROM log_entries e CROSS JOIN runs r CROSS JOIN loops l CROSS JOIN turns t \
-             WHERE r.id = e.run_id AND l.id = e.loop_id AND t.id = e.turn_id AND r.session_id = ?1 AND e.run_id <> ?2 AND e.id > ?3 AND e.op = 'EDIT' \
+            // `CROSS JOIN` fixes the plan: the session's runs (runs_session), then each run's
+            // rows after `after` (a range of log_entries_run) — only this session's new rows
+            // are read, however busy the other sessions are.
+            "SELECT {ROW_COLS}, r.name FROM runs r CROSS JOIN log_entries e CROSS JOIN loops l CROSS JOIN turns t \
+             WHERE r.session_id = ?1 AND r.id <> ?2 AND e.run_id = r.id AND e.id > ?3 AND l.id = e.loop_id AND t.id = e.turn_id AND e.op = 'EDIT' \
              AND e.origin IN ('model', 'client') AND e.status_rx IN (200, 201) \
              AND (e.scheme IS NULL OR e.scheme IN ('known', 'unknown')) \
              AND (e.state IS NULL OR e.state = 'resolved') ORDER BY e.id LIMIT {limit}"
