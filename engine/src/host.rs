@@ -1,18 +1,21 @@
 //! # The host API
 //!
 //! [`Engine`] is what a host — the CLI's `agentos run`, the daemon, a test — calls: create
-//! sessions and runs, start / inject / cancel a loop, read the log, subscribe to row
-//! writes, wait for a loop to end, resolve a proposal, list a session's project members. It
-//! owns a kernel with the engine's devices and boots the engine root process; everything a
-//! loop does happens in kernel processes through device I/O, and the host only queues work
-//! (rows in the store) and sends messages.
+//! sessions and runs, set a session's project root, start / inject / cancel a loop, run a
+//! client's own statements in a run ([`Engine::client_ops`], [`Engine::look`]), read the
+//! log, subscribe to row writes, wait for a loop to end, resolve a proposal, list a
+//! session's project members. It owns a kernel with the engine's devices and boots the
+//! engine root process; everything a loop does happens in kernel processes through device
+//! I/O, and the host only queues work (rows in the store) and sends messages.
 //!
 //! **Invariants:** the host never writes a run's rows (only sessions, runs, queued loops
-//! and session documents); a queued loop survives a run process that is not up yet;
-//! `wait_loop` never hangs on an idle deterministic kernel — it reports the loop stuck.
+//! and session documents) — a client's statements are dispatched by a process of the run;
+//! a queued loop survives a run process that is not up yet; `wait_loop` and `client_ops`
+//! never hang on an idle deterministic kernel — they report it.
 //!
-//! **API boundary:** [`Engine`], [`LoopOptions`], [`EngineError`], [`Account`]. The kernel must have an
-//! `llm` driver registered before [`Engine::start`].
+//! **API boundary:** [`Engine`], [`LoopOptions`], [`EngineError`], [`Account`], and the
+//! client ops' [`OpResult`]. The kernel must have an `llm` driver registered before
+//! [`Engine::start`].
 
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -28,9 +31,16 @@ use crate::store::{
     status, EntryKey, EntryWrite, LogQuery, LogRow, LoopId, LoopRow, Origin, RowId, RowState,
     RunId, RunRow, SessionId, SessionRow, Store, StoreError, StoreEvent, SubscriberId,
 };
+pub use crate::turn::client::OpResult;
+use crate::turn::client::{ClientAnswer, ClientJob, ClientRefusal, ReplyTo};
 use crate::turn::process::{root_image, EngineShared, HostCmd, EXEC_DEVICE, FS_DEVICE, LLM_DEVICE};
 use crate::turn::proposal::{Decision, Resolution};
 use crate::turn::{EngineConfig, LoopFlags};
+
+/// How long [`Engine::client_ops`] and [`Engine::look`] wait for the run's answer on a
+/// multi-threaded kernel (plurnk's `PLURNK_SERVICE_RPC_TIMEOUT` default, 30 s). The answer
+/// comes once the statements are dispatched and committed, not when proposals are decided.
+pub const CLIENT_ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why a host call failed.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +68,30 @@ pub enum EngineError {
     /// `resolve` named a row that is not a pending proposal.
     #[error("log row {0} is not a pending proposal")]
     NotPending(RowId),
+    /// Client statements were asked of a run whose loop is running or parked: a client
+    /// turn runs between loops, never inside one.
+    #[error("run {run_id} is busy with loop {loop_id}; client ops run between loops (wait for loop/terminated, or loop.cancel)")]
+    RunBusy {
+        /// The run.
+        run_id: RunId,
+        /// Its active loop.
+        loop_id: LoopId,
+    },
+    /// The request cannot be run as asked (a look that is not READs, a run of another
+    /// session).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The client statements were taken but failed before an answer (the text says why).
+    #[error("client ops failed: {0}")]
+    ClientOps(String),
+    /// The run did not answer client statements in time.
+    #[error("run {run_id} did not answer within {waited:?}")]
+    NoAnswer {
+        /// The run.
+        run_id: RunId,
+        /// How long the host waited.
+        waited: Duration,
+    },
     /// A session's project files could not be listed (its root is gone or unreadable, or an
     /// overlay pattern is malformed).
     #[error("the project files of session {session_id}: {message}")]
@@ -340,6 +374,96 @@ impl Engine {
                 outcome: outcome.map(str::to_owned),
             },
         })
+    }
+
+    /// Runs a client's statements (DSL text) as one client turn of `run_id`, which must be a
+    /// run of `session_id` (see [`crate::turn::client`]): dispatched with origin `client` by
+    /// a process of the run that holds its device caps, every row (parse errors as `error`
+    /// rows) committed in one transaction and notified as store events. Returns one result
+    /// per row, or per action that writes none (a successful OPEN/FOLD), in order. A
+    /// proposal answers 202 (state `proposed`) and is decided later through
+    /// [`Engine::resolve`]. Refused with [`EngineError::RunBusy`] while the run has a loop
+    /// running or parked. Blocks until the run answers (a deterministic kernel is driven
+    /// on this thread).
+    pub fn client_ops(
+        &self,
+        session_id: SessionId,
+        run_id: RunId,
+        text: &str,
+    ) -> Result<Vec<OpResult>, EngineError> {
+        self.client_job(session_id, run_id, text, false)
+    }
+
+    /// Runs READ statements for a client with no log row and no loop (PLURNK.md `op.look`),
+    /// in a child of the run holding read-only caps; allowed beside an active loop. Text that
+    /// is not one or more well-formed READs is [`EngineError::BadRequest`].
+    pub fn look(
+        &self,
+        session_id: SessionId,
+        run_id: RunId,
+        text: &str,
+    ) -> Result<Vec<OpResult>, EngineError> {
+        crate::turn::client::check_look(text).map_err(EngineError::BadRequest)?;
+        self.client_job(session_id, run_id, text, true)
+    }
+
+    fn client_job(
+        &self,
+        session_id: SessionId,
+        run_id: RunId,
+        text: &str,
+        look: bool,
+    ) -> Result<Vec<OpResult>, EngineError> {
+        if self.session_of(run_id)? != session_id {
+            return Err(EngineError::BadRequest(format!(
+                "run {run_id} is not in session {session_id}"
+            )));
+        }
+        let (reply, rx) = ReplyTo::channel();
+        self.tell(HostCmd::Client {
+            session_id,
+            run_id,
+            job: ClientJob {
+                text: text.to_owned(),
+                look,
+                reply,
+            },
+        })?;
+        let answer = self.await_answer(run_id, &rx)?;
+        answer.map_err(|r| match r {
+            ClientRefusal::Busy { loop_id } => EngineError::RunBusy { run_id, loop_id },
+            ClientRefusal::Failed(why) => EngineError::ClientOps(why),
+        })
+    }
+
+    /// Waits for a client job's answer: a deterministic kernel is run on this thread until
+    /// it is quiet (its clock is not advanced, so a proposal's deadline does not pass); a
+    /// multi-threaded one is waited on up to [`CLIENT_ANSWER_TIMEOUT`].
+    fn await_answer(
+        &self,
+        run_id: RunId,
+        rx: &mpsc::Receiver<ClientAnswer>,
+    ) -> Result<ClientAnswer, EngineError> {
+        let gone = || EngineError::ClientOps("the run's process ended before it answered".into());
+        if let Mode::Deterministic { .. } = self.kernel.mode() {
+            self.kernel.run_for(0);
+            return match rx.try_recv() {
+                Ok(a) => Ok(a),
+                Err(mpsc::TryRecvError::Disconnected) => Err(gone()),
+                Err(mpsc::TryRecvError::Empty) => Err(EngineError::NoAnswer {
+                    run_id,
+                    waited: Duration::ZERO,
+                }),
+            };
+        }
+        match rx.recv_timeout(CLIENT_ANSWER_TIMEOUT) {
+            Ok(a) => Ok(a),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(gone()),
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(EngineError::NoAnswer {
+                run_id,
+                waited: CLIENT_ANSWER_TIMEOUT,
+            }),
+        }
     }
 
     /// A session's project members after its membership overlay (PLURNK.md §2.3): what a

@@ -10,6 +10,8 @@
 //! an in-flight model call, and the run records 499.
 //!
 //! - [`process`]: the root, session, run and loop process images and their messages.
+//! - [`client`]: client ops (`op.*`) — a client turn as a client loop of the run, a look
+//!   with read-only caps and no row.
 //! - [`runner`]: one loop's turns (the rails wired: strikes, cycles, idle and premature
 //!   steers, max commands, max turns, the grinder, provider failures).
 //! - [`packet`]: the request packet — sections, slots, the budget readout.
@@ -23,6 +25,7 @@
 //! **API boundary:** [`EngineConfig`], [`LoopFlags`], the process images (used by
 //! [`crate::host::Engine`]), and the packet/render functions (used by the bench and tests).
 
+pub mod client;
 pub mod docs;
 pub mod packet;
 pub mod process;

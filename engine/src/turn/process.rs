@@ -1,14 +1,16 @@
 //! The engine's processes: the root, one process per session, one per run, one child per
-//! loop.
+//! loop (a client's statements included), one per look.
 //!
 //! ```text
 //! engine (root)      holds spawn + the device caps; spawns a session process on demand
 //!   └─ session:<id>  its account is the session's budget (EngineConfig::session_quota);
 //!        │           spawns run processes, grants each loop its fs/exec caps from the
 //!        │           session as it is when the loop starts, relays run:// requests
-//!        └─ run:<id>   its mailbox serializes run / inject / cancel; drains queued loops;
-//!             │        exits when idle (its session reaps it) and is spawned again on demand
-//!             └─ loop:<id>   one at a time; turns until a terminal status; killed on cancel
+//!        └─ run:<id>   its mailbox serializes run / inject / cancel / client; drains queued
+//!             │        loops; exits when idle (its session reaps it), spawned again on demand
+//!             ├─ loop:<id>     a model loop; turns until a terminal status; killed on cancel
+//!             ├─ client:<id>   a client loop (op.*): one client turn, no llm cap; same slot
+//!             └─ look:<run>    a look (op.look): read-only caps, no loop, beside the others
 //! ```
 //!
 //! **Accounts follow the tree** (DESIGN.md "Hierarchy → kernel"): a process's account is a
@@ -31,13 +33,21 @@
 //!
 //! Loops are queued as `loops` rows (status 100) by the host, so a request survives a run
 //! process that is not up yet; `run` wakes the drain, which claims them 100 → 102 in order.
+//! A client turn (see [`super::client`]) reaches the run like `inject`, through its session
+//! (which starts the run if needed): the run queues and claims it itself when it is idle — a
+//! client loop (default flags, `max_turns` 1) whose `fs`/`exec` caps the session grants
+//! like any loop's, from the session as it is then — and refuses it while a loop is running
+//! or parked. A look asks the session for ask mode's caps (a read-only `fs` cap, no `exec`),
+//! narrows the run's store cap to reading, and runs beside whatever else the run does.
 //!
-//! **Invariants:** one loop per run at a time (the drain is the run's own mailbox loop); a
-//! loop that dies without writing its status gets one from its run — 499 when it was
+//! **Invariants:** one loop per run at a time, client loops included (the drain and the
+//! client turns are the run's own mailbox loop); a loop that dies without writing its status gets one from its run — 499 when it was
 //! cancelled, 413 when a token quota ran out, 504 past its deadline, 500 with the cause
 //! otherwise — so no loop is left 102 by a dead process; a run the session cannot start has
 //! its queued loops ended 508, never left 100; an idle run exits only when its session has
-//! sent it nothing it has not read (the [`Idle`] handshake), so no message is lost with it.
+//! sent it nothing it has not read (the [`Idle`] handshake) and no child of it is still up (a
+//! look, a loop past its last commit), so no message and no answer is lost with it; a look
+//! holds no cap that can write.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -48,6 +58,7 @@ use agentos_abi::{
     SpawnOpts, SysError, SysMsg, Syscalls, Value,
 };
 
+use super::client::{ClientJob, ClientRefusal};
 use super::proposal::{Proposed, Resolution, Resolver};
 use super::runner::{LoopRunner, Pumps};
 use super::{EngineConfig, LoopFlags};
@@ -120,6 +131,15 @@ pub enum HostCmd {
         /// The decision.
         resolution: Resolution,
     },
+    /// Client statements for the run: a client loop, or a look (see [`super::client`]).
+    Client {
+        /// The run's session.
+        session_id: SessionId,
+        /// The run.
+        run_id: RunId,
+        /// The statements and where the answer goes.
+        job: ClientJob,
+    },
 }
 
 impl HostCmd {
@@ -129,14 +149,18 @@ impl HostCmd {
             HostCmd::Run { session_id, .. }
             | HostCmd::Inject { session_id, .. }
             | HostCmd::Cancel { session_id, .. }
-            | HostCmd::Resolve { session_id, .. } => *session_id,
+            | HostCmd::Resolve { session_id, .. }
+            | HostCmd::Client { session_id, .. } => *session_id,
         }
     }
 
     /// Whether the command needs the session's process up (cancel and resolve only act on
     /// a run that is running).
     fn starts(&self) -> bool {
-        matches!(self, HostCmd::Run { .. } | HostCmd::Inject { .. })
+        matches!(
+            self,
+            HostCmd::Run { .. } | HostCmd::Inject { .. } | HostCmd::Client { .. }
+        )
     }
 }
 
@@ -156,6 +180,9 @@ pub enum RunMsg {
     Cancel,
     /// A host decision on a proposal of the active loop.
     Resolve(Resolution),
+    /// Client statements: a client loop when the run is idle (refused while a loop is
+    /// running or parked), or a look beside whatever runs.
+    Client(ClientJob),
 }
 
 /// A run → its session: grant the caps of a loop about to start (the reply carries the
@@ -202,15 +229,25 @@ struct RunStart {
     session: CapRef,
 }
 
-/// A loop process's authority, sent once by its run.
+/// A loop process's authority, sent once by its run (no `llm` cap for a client loop or a
+/// look).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct LoopStart {
     store: CapRef,
-    llm: CapRef,
+    llm: Option<CapRef>,
     spawn: Option<CapRef>,
     fs: Option<CapRef>,
     exec: Option<CapRef>,
     loop_id: LoopId,
+}
+
+/// A client process's authority and job, sent once by its run: a client loop's (`loop_id`
+/// its claimed loop) or a look's (read-only caps, `loop_id` 0).
+#[derive(Debug)]
+struct ClientStart {
+    caps: LoopStart,
+    run_id: RunId,
+    job: ClientJob,
 }
 
 /// Shared by every engine process: the config.
@@ -568,6 +605,15 @@ impl<S: Syscalls> Session<'_, S> {
                 self.if_live(run_id, RunMsg::Resolve(resolution)).await;
                 Ok(())
             }
+            HostCmd::Client { run_id, job, .. } => {
+                let reply = job.reply.clone();
+                let r = self.deliver(run_id, RunMsg::Client(job)).await;
+                // The host waits for an answer: a run that cannot take the job says why.
+                if let Err((_, why)) = &r {
+                    reply.send(Err(ClientRefusal::Failed(why.clone())));
+                }
+                r
+            }
         };
         if let Err((_, why)) = refused {
             self.sys.log(
@@ -760,15 +806,13 @@ impl Upstream {
     async fn loop_caps<S: Syscalls>(
         &mut self,
         sys: &S,
-        flags: &LoopFlags,
+        ask: bool,
     ) -> Result<(Option<CapRef>, Option<CapRef>), String> {
         self.next_corr += 1;
         let corr = self.next_corr;
         sys.send(
             self.cap,
-            Body::local(LoopCaps {
-                ask: flags.is_ask(),
-            }),
+            Body::local(LoopCaps { ask }),
             SendOpts {
                 corr: Some(corr),
                 ..SendOpts::default()
@@ -789,35 +833,80 @@ impl Upstream {
     }
 }
 
-/// The caps a run derives for a loop: its own store and llm, a spawn cap when the loop may
-/// EXEC (for its stream pumps), and the session's `fs`/`exec` grant, passed on whole.
+/// The caps a run derives for a loop: its own store, its llm for a model loop (`model`; a
+/// client loop never asks a model), a spawn cap when the loop may EXEC (for its stream
+/// pumps), and the session's `fs`/`exec` grant, passed on whole.
 fn loop_start<S: Syscalls>(
     sys: &S,
     run: &RunStart,
     loop_id: LoopId,
     (fs, exec): (Option<CapRef>, Option<CapRef>),
+    model: bool,
 ) -> Result<(LoopStart, Vec<CapRef>), SysError> {
     let spawn = match exec {
         Some(_) => Some(sys.derive(run.spawn, Right::Spawn.into())?),
         None => None,
     };
+    let llm = match model {
+        true => Some(derive(sys, run.llm, Attenuation::default())?),
+        false => None,
+    };
     let start = LoopStart {
         store: derive(sys, run.store, Attenuation::default())?,
-        llm: derive(sys, run.llm, Attenuation::default())?,
+        llm,
         spawn,
         fs,
         exec,
         loop_id,
     };
-    let mut caps = vec![start.store, start.llm];
+    let mut caps = vec![start.store];
+    caps.extend(start.llm);
     caps.extend(start.spawn);
     caps.extend(start.fs);
     caps.extend(start.exec);
     Ok((start, caps))
 }
 
-/// The active loop of a run: its row, pid, cap, whether it was cancelled, its resolver.
-type Active = (LoopRow, Pid, CapRef, bool, Resolver);
+/// What a run derives for a look from the session's ask-mode grant: its store cap narrowed
+/// to reading, the read-only `fs` cap — no `exec`, `llm` or spawn cap: a look changes
+/// nothing.
+fn look_start<S: Syscalls>(
+    sys: &S,
+    run: &RunStart,
+    (fs, _exec): (Option<CapRef>, Option<CapRef>),
+) -> Result<(LoopStart, Vec<CapRef>), SysError> {
+    let start = LoopStart {
+        store: derive(
+            sys,
+            run.store,
+            Attenuation {
+                rights: Some(Rights::of(&[Right::Open, Right::Read])),
+                ..Attenuation::default()
+            },
+        )?,
+        llm: None,
+        spawn: None,
+        fs,
+        exec: None,
+        loop_id: 0,
+    };
+    let mut caps = vec![start.store];
+    caps.extend(start.fs);
+    Ok((start, caps))
+}
+
+/// The loop a run is running (or parked on).
+struct Active {
+    lp: LoopRow,
+    pid: Pid,
+    cap: CapRef,
+    /// Cancel asked for it (its death is then 499).
+    cancelled: bool,
+    resolver: Resolver,
+    /// A client loop: a model's parent run hears nothing of it, an inject does not fold
+    /// into it.
+    client: bool,
+}
 
 /// What a drain step did.
 enum Drained {
@@ -855,8 +944,8 @@ async fn drain<S: Syscalls>(
         ..Quota::default()
     };
     let resolver = Resolver::for_flags(&flags);
-    let started = match up.loop_caps(sys, &flags).await {
-        Ok(granted) => match loop_start(sys, start, lp.id, granted) {
+    let started = match up.loop_caps(sys, flags.is_ask()).await {
+        Ok(granted) => match loop_start(sys, start, lp.id, granted, true) {
             Ok((ls, caps)) => {
                 start_child(sys, loop_image(shared.clone(), lp.id), quota, ls, caps).await
             }
@@ -865,7 +954,14 @@ async fn drain<S: Syscalls>(
         Err(e) => Err(StartError::Other(e)),
     };
     match started {
-        Ok((pid, cap)) => Drained::Started((lp, pid, cap, false, resolver)),
+        Ok((pid, cap)) => Drained::Started(Active {
+            lp,
+            pid,
+            cap,
+            cancelled: false,
+            resolver,
+            client: false,
+        }),
         Err(e) => {
             let (s, msg) = e.status();
             let ended: Result<LoopRow, _> = store_call(
@@ -888,16 +984,16 @@ async fn drain<S: Syscalls>(
 }
 
 /// A loop died: cancel what waits on it, give it a status if it wrote none, and tell the
-/// parent of a run a model spawned how it concluded (a SEND delta from `run://name`; it
-/// wakes an idle parent).
+/// parent of a run a model spawned how its model loop concluded (a SEND delta from
+/// `run://name`; it wakes an idle parent).
 async fn loop_ended<S: Syscalls>(
     sys: &S,
     store: CapRef,
     up: &Upstream,
-    lp: &LoopRow,
+    a: &Active,
     reason: &ExitReason,
-    cancelled: bool,
 ) {
+    let lp = &a.lp;
     let _: Result<usize, _> = store_call(
         sys,
         store,
@@ -907,7 +1003,7 @@ async fn loop_ended<S: Syscalls>(
     let cur: Result<LoopRow, _> =
         store_call(sys, store, &StoreRequest::Loop { loop_id: lp.id }).await;
     if matches!(&cur, Ok(l) if !status::is_terminal(l.status)) {
-        let (s, msg) = exit_status(reason, cancelled);
+        let (s, msg) = exit_status(reason, a.cancelled);
         let _: Result<LoopRow, _> = store_call(
             sys,
             store,
@@ -918,6 +1014,9 @@ async fn loop_ended<S: Syscalls>(
             },
         )
         .await;
+    }
+    if a.client {
+        return;
     }
     let ended: Result<LoopRow, _> =
         store_call(sys, store, &StoreRequest::Loop { loop_id: lp.id }).await;
@@ -945,9 +1044,130 @@ async fn loop_ended<S: Syscalls>(
     }
 }
 
+/// What a client job started in the run.
+enum ClientStarted {
+    /// A look, beside whatever runs: its process.
+    Look(Pid),
+    /// A client loop: the run's active loop now.
+    Loop(Active),
+    /// Nothing (the job was answered: refused, or it could not start).
+    Nothing,
+}
+
+/// Starts a client job (see [`super::client`]): a look in a child with read-only caps, or —
+/// when the run has no active loop — a client loop the run queues and claims itself (the
+/// drain is this process, so nothing else claims it), its caps granted by the session as it
+/// is now, like any loop's. A busy run answers [`ClientRefusal::Busy`].
+async fn start_client<S: Syscalls>(
+    sys: &S,
+    shared: &Arc<EngineShared>,
+    start: &RunStart,
+    store: CapRef,
+    up: &mut Upstream,
+    active: Option<&Active>,
+    job: ClientJob,
+) -> ClientStarted {
+    let fail = |job: &ClientJob, why: String| job.reply.send(Err(ClientRefusal::Failed(why)));
+    let run_id = start.scope.run_id;
+    if job.look {
+        let started = match up.loop_caps(sys, true).await {
+            Ok(granted) => match look_start(sys, start, granted) {
+                Ok((caps, transfer)) => {
+                    let image = client_image(shared.clone(), format!("look:{run_id}"));
+                    let cs = ClientStart {
+                        caps,
+                        run_id,
+                        job: job.clone(),
+                    };
+                    start_child(sys, image, Quota::default(), cs, transfer).await
+                }
+                Err(e) => Err(e.into()),
+            },
+            Err(e) => Err(StartError::Other(e)),
+        };
+        return match started {
+            Ok((pid, _)) => ClientStarted::Look(pid),
+            Err(e) => {
+                fail(&job, format!("cannot start the look: {}", e.status().1));
+                ClientStarted::Nothing
+            }
+        };
+    }
+    if let Some(a) = active {
+        job.reply
+            .send(Err(ClientRefusal::Busy { loop_id: a.lp.id }));
+        return ClientStarted::Nothing;
+    }
+    let flags = LoopFlags::default();
+    let queued: Result<LoopRow, _> = store_call(
+        sys,
+        store,
+        &StoreRequest::Queue {
+            prompt: job.text.clone(),
+            flags: flags.to_json(),
+            max_turns: Some(1),
+        },
+    )
+    .await;
+    let lp = match queued {
+        Ok(lp) => lp,
+        Err(e) => {
+            fail(&job, format!("cannot queue the client loop: {e}"));
+            return ClientStarted::Nothing;
+        }
+    };
+    let claimed: Result<bool, _> =
+        store_call(sys, store, &StoreRequest::Claim { loop_id: lp.id }).await;
+    if !matches!(claimed, Ok(true)) {
+        fail(&job, format!("client loop {} was not claimed", lp.id));
+        return ClientStarted::Nothing;
+    }
+    let started = match up.loop_caps(sys, flags.is_ask()).await {
+        Ok(granted) => match loop_start(sys, start, lp.id, granted, false) {
+            Ok((caps, transfer)) => {
+                let image = client_image(shared.clone(), format!("client:{}", lp.id));
+                let cs = ClientStart {
+                    caps,
+                    run_id,
+                    job: job.clone(),
+                };
+                start_child(sys, image, Quota::default(), cs, transfer).await
+            }
+            Err(e) => Err(e.into()),
+        },
+        Err(e) => Err(StartError::Other(e)),
+    };
+    match started {
+        Ok((pid, cap)) => ClientStarted::Loop(Active {
+            lp,
+            pid,
+            cap,
+            cancelled: false,
+            resolver: Resolver::for_flags(&flags),
+            client: true,
+        }),
+        Err(e) => {
+            let (s, msg) = e.status();
+            let _: Result<LoopRow, _> = store_call(
+                sys,
+                store,
+                &StoreRequest::SetStatus {
+                    loop_id: lp.id,
+                    status: s,
+                    message: Some(msg.clone()),
+                },
+            )
+            .await;
+            fail(&job, format!("cannot start the client loop: {msg}"));
+            ClientStarted::Nothing
+        }
+    }
+}
+
 /// A run: drains its queued loops one at a time; `inject` folds a prompt into the active
-/// loop (its next turn) or queues a loop; `cancel` kills the active loop; idle, it tells its
-/// session, which may end it.
+/// model loop (its next turn) or queues a loop; `cancel` kills the active loop; client
+/// statements run as a client loop between loops, a look beside them; idle (no loop, no
+/// child up), it tells its session, which may end it.
 pub fn run_image<S: Syscalls>(shared: Arc<EngineShared>, run_id: RunId) -> Image<S> {
     Image::new(&format!("run:{run_id}"), move |sys: S, _args: Value| {
         let shared = shared.clone();
@@ -963,18 +1183,25 @@ pub fn run_image<S: Syscalls>(shared: Arc<EngineShared>, run_id: RunId) -> Image
                 next_corr: 0,
             };
             let mut active: Option<Active> = None;
+            // Loops past their last commit (a terminal status) whose process has not ended
+            // yet: they no longer hold the run, their end is still recorded.
+            let mut finishing: Vec<Active> = Vec::new();
+            // Looks still running.
+            let mut looks: Vec<Pid> = Vec::new();
             loop {
                 if active.is_none() {
                     match drain(&sys, &shared, &start, store, &mut up).await {
                         Drained::Started(a) => active = Some(a),
                         // A loop that could not start may leave others queued.
                         Drained::Ended => continue,
-                        Drained::Empty => {
+                        // Idle once no child is up either (ending the run would end it).
+                        Drained::Empty if looks.is_empty() && finishing.is_empty() => {
                             let idle = Idle { seen: up.seen };
                             let _ = sys
                                 .send(up.cap, Body::local(idle), SendOpts::default())
                                 .await;
                         }
+                        Drained::Empty => {}
                     }
                 }
                 let m = sys.recv().await;
@@ -982,11 +1209,19 @@ pub fn run_image<S: Syscalls>(shared: Arc<EngineShared>, run_id: RunId) -> Image
                     up.seen += 1;
                 }
                 if let Some(SysMsg::Down { pid, reason }) = m.sys() {
-                    if let Some((lp, apid, _, cancelled, _)) = &active {
-                        if apid == pid {
-                            loop_ended(&sys, store, &up, lp, reason, *cancelled).await;
-                            active = None;
-                        }
+                    let pid = *pid;
+                    looks.retain(|p| *p != pid);
+                    let ended = if active.as_ref().is_some_and(|a| a.pid == pid) {
+                        active.take()
+                    } else {
+                        finishing
+                            .iter()
+                            .position(|a| a.pid == pid)
+                            .map(|i| finishing.swap_remove(i))
+                    };
+                    // None: a look that finished, or a stale monitor.
+                    if let Some(a) = ended {
+                        loop_ended(&sys, store, &up, &a, reason).await;
                     }
                     continue;
                 }
@@ -994,9 +1229,9 @@ pub fn run_image<S: Syscalls>(shared: Arc<EngineShared>, run_id: RunId) -> Image
                 let body = match m.body.downcast::<RunRequest>() {
                     Ok(mut req) => {
                         // Only the active loop speaks for this run.
-                        if let Some((lp, pid, ..)) = &active {
-                            if *pid == from {
-                                req.loop_id = Some(lp.id);
+                        if let Some(a) = &active {
+                            if a.pid == from {
+                                req.loop_id = Some(a.lp.id);
                                 let _ = sys
                                     .send(up.cap, Body::local(req), SendOpts::default())
                                     .await;
@@ -1007,10 +1242,11 @@ pub fn run_image<S: Syscalls>(shared: Arc<EngineShared>, run_id: RunId) -> Image
                     Err(b) => b,
                 };
                 let body = match body.downcast::<RunAnswer>() {
-                    Ok(a) => {
-                        if let Some((lp, _, cap, ..)) = &active {
-                            if lp.id == a.loop_id {
-                                let _ = sys.send(*cap, Body::local(a), SendOpts::default()).await;
+                    Ok(ans) => {
+                        if let Some(a) = &active {
+                            if a.lp.id == ans.loop_id {
+                                let _ =
+                                    sys.send(a.cap, Body::local(ans), SendOpts::default()).await;
                             }
                         }
                         continue;
@@ -1021,11 +1257,11 @@ pub fn run_image<S: Syscalls>(shared: Arc<EngineShared>, run_id: RunId) -> Image
                     Ok(p) => {
                         // A parked loop: its resolver may answer at once (yolo,
                         // noProposals); a human one waits for the host.
-                        if let Some((lp, _, cap, _, resolver)) = &active {
-                            if lp.id == p.loop_id {
-                                if let Some(r) = resolver.decide(&p) {
+                        if let Some(a) = &active {
+                            if a.lp.id == p.loop_id {
+                                if let Some(r) = a.resolver.decide(&p) {
                                     let _ =
-                                        sys.send(*cap, Body::local(r), SendOpts::default()).await;
+                                        sys.send(a.cap, Body::local(r), SendOpts::default()).await;
                                 }
                             }
                         }
@@ -1039,19 +1275,20 @@ pub fn run_image<S: Syscalls>(shared: Arc<EngineShared>, run_id: RunId) -> Image
                 match msg {
                     RunMsg::Run => {}
                     RunMsg::Inject { prompt, flags } => match &active {
-                        Some((lp, ..)) => {
+                        Some(a) if !a.client => {
                             // The loop's own prompt is n = 1; injected ones follow.
                             let seen: Vec<(i64, String)> = store_call(
                                 &sys,
                                 store,
                                 &StoreRequest::Prompts {
-                                    loop_seq: lp.sequence,
+                                    loop_seq: a.lp.sequence,
                                 },
                             )
                             .await
                             .unwrap_or_default();
                             let n = seen.last().map_or(1, |(n, _)| *n).max(1) + 1;
-                            let key = entry_key("plurnk", &format!("/prompt/{}/{n}", lp.sequence));
+                            let key =
+                                entry_key("plurnk", &format!("/prompt/{}/{n}", a.lp.sequence));
                             let w = EntryWrite::Put {
                                 key,
                                 channel: channel("body", prompt, "text/markdown"),
@@ -1060,7 +1297,9 @@ pub fn run_image<S: Syscalls>(shared: Arc<EngineShared>, run_id: RunId) -> Image
                             let _: Result<(), _> =
                                 store_call(&sys, store, &StoreRequest::Write(vec![w])).await;
                         }
-                        None => {
+                        // No model loop to fold it into (a client loop asks no model): it
+                        // queues, and the drain starts it when the run is free.
+                        _ => {
                             let _: Result<LoopRow, _> = store_call(
                                 &sys,
                                 store,
@@ -1074,14 +1313,42 @@ pub fn run_image<S: Syscalls>(shared: Arc<EngineShared>, run_id: RunId) -> Image
                         }
                     },
                     RunMsg::Cancel => {
-                        if let Some((_, _, cap, cancelled, _)) = &mut active {
-                            *cancelled = true;
-                            let _ = sys.signal(*cap, None).await;
+                        if let Some(a) = &mut active {
+                            a.cancelled = true;
+                            let _ = sys.signal(a.cap, None).await;
                         }
                     }
                     RunMsg::Resolve(r) => {
-                        if let Some((_, _, cap, ..)) = &active {
-                            let _ = sys.send(*cap, Body::local(r), SendOpts::default()).await;
+                        if let Some(a) = &active {
+                            let _ = sys.send(a.cap, Body::local(r), SendOpts::default()).await;
+                        }
+                    }
+                    RunMsg::Client(job) => {
+                        // The store says whether the active loop still holds the run: one
+                        // past its last commit only has to exit (its `loop/terminated` may
+                        // reach a client before its process is down).
+                        if let (Some(a), false) = (&active, job.look) {
+                            let cur: Result<LoopRow, _> =
+                                store_call(&sys, store, &StoreRequest::Loop { loop_id: a.lp.id })
+                                    .await;
+                            if matches!(&cur, Ok(l) if status::is_terminal(l.status)) {
+                                finishing.extend(active.take());
+                            }
+                        }
+                        let started = start_client(
+                            &sys,
+                            &shared,
+                            &start,
+                            store,
+                            &mut up,
+                            active.as_ref(),
+                            job,
+                        )
+                        .await;
+                        match started {
+                            ClientStarted::Look(pid) => looks.push(pid),
+                            ClientStarted::Loop(a) => active = Some(a),
+                            ClientStarted::Nothing => {}
                         }
                     }
                 }
@@ -1090,31 +1357,44 @@ pub fn run_image<S: Syscalls>(shared: Arc<EngineShared>, run_id: RunId) -> Image
     })
 }
 
-/// A loop: opens its handles and runs turns until the loop has a terminal status.
+/// Opens a loop's device handles beyond the store (`fs` writable or not by its cap's
+/// rights; `exec` only with a spawn cap for its pumps) and what its pumps need.
+async fn open_devices<S: Syscalls>(
+    sys: &S,
+    start: &LoopStart,
+) -> Result<(Devices, Option<Pumps>), SysError> {
+    let mut devices = Devices::default();
+    let mut pumps = None;
+    // The spawn cap the loop holds lets it start stream pumps.
+    if let (Some(exec), Some(_)) = (start.exec, start.spawn) {
+        devices.exec = Some(sys.open(exec).await?);
+        pumps = Some(Pumps {
+            exec_device: exec,
+            store_device: start.store,
+        });
+    }
+    if let Some(fs) = start.fs {
+        let writable = sys.cap_info(fs).is_ok_and(|i| i.rights.has(Right::Write));
+        devices.fs = Some(FsHandle {
+            cap: sys.open(fs).await?,
+            writable,
+        });
+    }
+    Ok((devices, pumps))
+}
+
+/// A model loop: opens its handles and runs turns until the loop has a terminal status.
 pub fn loop_image<S: Syscalls>(shared: Arc<EngineShared>, loop_id: LoopId) -> Image<S> {
     Image::new(&format!("loop:{loop_id}"), move |sys: S, _args: Value| {
         let shared = shared.clone();
         async move {
             let (start, _): (LoopStart, Pid) = recv_start(&sys).await;
             let store = sys.open(start.store).await?;
-            let llm = sys.open(start.llm).await?;
-            let mut devices = Devices::default();
-            let mut pumps = None;
-            // The spawn cap the loop holds lets it start stream pumps.
-            if let (Some(exec), Some(_)) = (start.exec, start.spawn) {
-                devices.exec = Some(sys.open(exec).await?);
-                pumps = Some(Pumps {
-                    exec_device: exec,
-                    store_device: start.store,
-                });
-            }
-            if let Some(fs) = start.fs {
-                let writable = sys.cap_info(fs).is_ok_and(|i| i.rights.has(Right::Write));
-                devices.fs = Some(FsHandle {
-                    cap: sys.open(fs).await?,
-                    writable,
-                });
-            }
+            let llm = match start.llm {
+                Some(l) => Some(sys.open(l).await?),
+                None => None,
+            };
+            let (devices, pumps) = open_devices(&sys, &start).await?;
             let runner = LoopRunner::load(
                 sys.clone(),
                 store,
@@ -1130,6 +1410,52 @@ pub fn loop_image<S: Syscalls>(shared: Arc<EngineShared>, loop_id: LoopId) -> Im
                 .run()
                 .await
                 .map_err(|e| agentos_abi::SysError::Driver(e.to_string()))?;
+            Ok(())
+        }
+    })
+}
+
+/// A client job's process (see [`super::client`]), named `name`: a look (read-only caps, no
+/// loop) answers its READs and ends; a client loop runs its one client turn, answering once
+/// its rows are committed, and ends when its proposals are settled.
+pub fn client_image<S: Syscalls>(shared: Arc<EngineShared>, name: String) -> Image<S> {
+    Image::new(&name, move |sys: S, _args: Value| {
+        let shared = shared.clone();
+        async move {
+            let (cs, _): (ClientStart, Pid) = recv_start(&sys).await;
+            let ClientStart {
+                caps: start,
+                run_id,
+                job,
+            } = cs;
+            let failed = |e: &dyn std::fmt::Display| {
+                job.reply.send(Err(ClientRefusal::Failed(e.to_string())));
+                SysError::Driver(e.to_string())
+            };
+            let store = sys.open(start.store).await.map_err(|e| failed(&e))?;
+            let (devices, pumps) = open_devices(&sys, &start).await.map_err(|e| failed(&e))?;
+            if job.look {
+                let answer =
+                    super::client::look(&sys, store, &devices, run_id, &shared.config, &job.text)
+                        .await;
+                job.reply.send(answer);
+                return Ok(());
+            }
+            let runner = LoopRunner::load(
+                sys.clone(),
+                store,
+                None,
+                shared.config.clone(),
+                start.loop_id,
+                devices,
+                pumps,
+            )
+            .await
+            .map_err(|e| failed(&e))?;
+            runner
+                .client(&job.reply)
+                .await
+                .map_err(|e| SysError::Driver(e.to_string()))?;
             Ok(())
         }
     })

@@ -36,6 +36,8 @@ use crate::store::{
     TurnCommit, TurnCommitted, TurnId, TurnRow, TurnUsage,
 };
 
+mod client;
+
 /// Why a loop process stopped early (the run records the loop as 500 with this).
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
@@ -48,7 +50,8 @@ pub enum RunnerError {
 pub struct LoopRunner<S: Syscalls> {
     sys: S,
     store: CapRef,
-    llm: CapRef,
+    /// The LLM device handle (a client loop holds none).
+    llm: Option<CapRef>,
     cfg: Arc<EngineConfig>,
     lp: LoopRow,
     schemes: SchemeRegistry,
@@ -238,11 +241,12 @@ fn foist(op: Op, target: crate::grammar::ParsedPath, body: Option<Body>) -> Stat
 }
 
 impl<S: Syscalls> LoopRunner<S> {
-    /// Loads a claimed loop: its row, its session, the run's log so far.
+    /// Loads a claimed loop: its row, its session, the run's log so far. `llm` is `None`
+    /// for a client loop, which never asks a model.
     pub async fn load(
         sys: S,
         store: CapRef,
-        llm: CapRef,
+        llm: Option<CapRef>,
         cfg: Arc<EngineConfig>,
         loop_id: i64,
         devices: Devices,
@@ -408,6 +412,9 @@ impl<S: Syscalls> LoopRunner<S> {
             model: self.cfg.model.clone(),
             ..ChatRequest::default()
         };
+        let Some(llm) = self.llm else {
+            return Err("this loop holds no llm device".into());
+        };
         let mut v = Some(req.to_value());
         let mut last = String::new();
         for attempt in 0..=self.cfg.provider_retries {
@@ -417,7 +424,7 @@ impl<S: Syscalls> LoopRunner<S> {
             } else {
                 v.clone().unwrap_or_default()
             };
-            match self.sys.read(self.llm, this).await {
+            match self.sys.read(llm, this).await {
                 Ok(out) => {
                     return ChatReply::from_value(out).map_err(|e| format!("provider reply: {e}"))
                 }
@@ -451,9 +458,16 @@ impl<S: Syscalls> LoopRunner<S> {
         let mut folds: Vec<(i64, bool)> = Vec::new();
         let mut turn_errors = 0u32;
 
-        // Turn 1: foist the operator docs (first loop of the run), the prompt, the catalog.
+        // Turn 1: foist the operator docs (first model loop of the run: no prompt row yet —
+        // client loops write none), the prompt, the catalog.
         if self.turn_seq == 1 {
-            if self.lp.sequence == 1 {
+            let prompted = self.log.iter().any(|r| {
+                r.op == RowOp::Op(Op::Edit)
+                    && r.target.as_ref().is_some_and(|t| {
+                        t.scheme.as_deref() == Some("plurnk") && t.pathname.starts_with("/prompt/")
+                    })
+            });
+            if !prompted {
                 for (alias, _) in &self.cfg.operator_docs {
                     let st = foist(
                         Op::Read,
@@ -824,6 +838,33 @@ impl<S: Syscalls> LoopRunner<S> {
         let Some(&row_id) = committed.row_ids.get(i) else {
             return Ok(());
         };
+        self.settle(world, row_id, &effect, stale, turn.sequence, at)
+            .await?;
+        let _: LoopRow = store_call(
+            &self.sys,
+            self.store,
+            &StoreRequest::SetStatus {
+                loop_id: self.lp.id,
+                status: status::RUNNING,
+                message: None,
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Waits for the decision on the committed proposed row `row_id` (or the timeout),
+    /// applies an accept through the device and records the resolution on the row (in the
+    /// store and in this loop's log). `ordinal` is the row's ordinal in turn `turn_seq`.
+    async fn settle(
+        &mut self,
+        world: &mut TurnWorld<'_, S>,
+        row_id: RowId,
+        effect: &Effect,
+        stale: bool,
+        turn_seq: i64,
+        ordinal: usize,
+    ) -> Result<(), RunnerError> {
         let resolution = match self.await_decision(row_id, stale).await {
             None => RowResolution {
                 state: RowState::Cancelled,
@@ -835,7 +876,7 @@ impl<S: Syscalls> LoopRunner<S> {
                 decision: Decision::Accept,
                 outcome,
                 ..
-            }) => match self.apply(world, &effect, turn.sequence, at).await {
+            }) => match self.apply(world, effect, turn_seq, ordinal).await {
                 Ok((status, rx)) => RowResolution {
                     state: RowState::Resolved,
                     status,
@@ -880,16 +921,6 @@ impl<S: Syscalls> LoopRunner<S> {
             self.rendered[k] = RenderedRow::of(&row);
             self.log[k] = row;
         }
-        let _: LoopRow = store_call(
-            &self.sys,
-            self.store,
-            &StoreRequest::SetStatus {
-                loop_id: self.lp.id,
-                status: status::RUNNING,
-                message: None,
-            },
-        )
-        .await?;
         Ok(())
     }
 

@@ -13,4 +13,5 @@ mod s3_2_rails;
 mod s3_3_turn;
 mod s3_5_budget;
 mod s3_9_runs;
+mod s4_2_client_ops;
 mod s5_store;
