@@ -5,7 +5,8 @@
 //! `discover` describes it; no method list is written anywhere else. Methods the engine
 //! cannot serve yet are registered as [`Imp::Unavailable`] with the reason: they answer
 //! −32601 ("not available in this build", JSON-RPC's own wording for the code) and
-//! `discover` marks them `available: false`, so a client never mistakes them for working.
+//! `discover` marks them `available: false`, so a client never mistakes them for working
+//! (this build serves every method of §4.2; the `op.*` family lives in `ops`).
 //!
 //! The envelope (§4.1): a method whose [`Init`] is `AutoCreate` called on an unattached
 //! connection first creates a session and its model run and attaches the connection (the
@@ -17,6 +18,8 @@
 //!
 //! **API boundary:** [`METHODS`], [`MethodSpec`], [`Init`], [`Imp`], and [`dispatch`] (used by
 //! the connection task). JSON stays in this module and `rpc`.
+
+mod ops;
 
 use std::sync::atomic::Ordering;
 
@@ -35,6 +38,10 @@ use crate::store::{
 };
 use crate::turn::LoopFlags;
 use crate::{EngineError, LoopOptions};
+use ops::{
+    op_copy, op_dispatch, op_edit, op_exec, op_find, op_fold, op_look, op_move, op_open, op_parse,
+    op_read, op_send,
+};
 
 /// What a method needs of the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,9 +124,6 @@ fn not_initialised() -> RpcError {
         "not initialised: call session.create or session.attach first",
     )
 }
-
-const UNAVAILABLE_OPS: &str =
-    "client-run op dispatch is not exposed by the engine's host API yet; send the op in a prompt";
 
 /// Every method, in the order `discover` lists them.
 pub static METHODS: &[MethodSpec] = &[
@@ -331,87 +335,131 @@ pub static METHODS: &[MethodSpec] = &[
     },
     MethodSpec {
         name: "op.find",
-        description: "FIND in the connection's client run.",
-        params: &[("scope", "string — where"), ("matcher?", "string — what")],
+        description: "FIND in the attached run as a client turn: {results, statement}.",
+        params: &[
+            ("scope", "string — where: an entry, a folder (trailing /), a glob or #regex#"),
+            ("matcher?", "string — what to look for in the content"),
+            ("tags?", "array — tag filter"),
+            ("lineRange?", "number|array — result range / score threshold <L>"),
+        ],
         init: Init::AutoCreate,
-        imp: Imp::Unavailable(UNAVAILABLE_OPS),
+        imp: Imp::Call(op_find),
     },
     MethodSpec {
         name: "op.read",
-        description: "READ in the connection's client run.",
-        params: &[("target", "string — what"), ("lineRange?", "array — <L>")],
+        description: "READ in the attached run as a client turn: {results, statement}.",
+        params: &[
+            ("target", "string — the entry, glob or folder"),
+            ("matcher?", "string — select matching lines"),
+            ("tags?", "array — tag filter"),
+            ("lineRange?", "number|array — lines <L>"),
+        ],
         init: Init::AutoCreate,
-        imp: Imp::Unavailable(UNAVAILABLE_OPS),
+        imp: Imp::Call(op_read),
     },
     MethodSpec {
         name: "op.edit",
-        description: "EDIT in the connection's client run.",
-        params: &[("target", "string — what"), ("content", "string — the body")],
+        description: "EDIT in the attached run as a client turn (a project file proposes 202): {results, statement}.",
+        params: &[
+            ("target", "string — the entry (#channel optional)"),
+            ("content", "string — the literal body (empty clears)"),
+            ("tags?", "array — tags to add"),
+            ("lineRange?", "number|array — lines <L> the content replaces"),
+        ],
         init: Init::AutoCreate,
-        imp: Imp::Unavailable(UNAVAILABLE_OPS),
+        imp: Imp::Call(op_edit),
     },
     MethodSpec {
         name: "op.copy",
-        description: "COPY in the connection's client run.",
-        params: &[("source", "string"), ("destination", "string")],
+        description: "COPY in the attached run as a client turn: {results, statement}.",
+        params: &[
+            ("source", "string — the entry copied"),
+            ("destination", "string — where it goes"),
+            ("tags?", "array — the copy's tags"),
+            ("lineRange?", "number|array — source lines <L>"),
+        ],
         init: Init::AutoCreate,
-        imp: Imp::Unavailable(UNAVAILABLE_OPS),
+        imp: Imp::Call(op_copy),
     },
     MethodSpec {
         name: "op.move",
-        description: "MOVE in the connection's client run.",
-        params: &[("source", "string"), ("destination", "string")],
+        description: "MOVE in the attached run as a client turn: {results, statement}.",
+        params: &[
+            ("source", "string — the entry moved"),
+            ("destination", "string — where it goes"),
+            ("tags?", "array — the moved entry's tags"),
+            ("lineRange?", "number|array — source lines <L>"),
+        ],
         init: Init::AutoCreate,
-        imp: Imp::Unavailable(UNAVAILABLE_OPS),
+        imp: Imp::Call(op_move),
     },
     MethodSpec {
         name: "op.open",
-        description: "OPEN in the connection's client run.",
-        params: &[("target", "string")],
+        description: "OPEN log rows of the attached run (a client turn; success writes no row): {results, statement}.",
+        params: &[
+            ("target", "string — log:///L/T/S rows (globs allowed)"),
+            ("matcher?", "string — rows whose result matches"),
+            ("tags?", "array — tag filter"),
+            ("lineRange?", "number|array — result range <L>"),
+        ],
         init: Init::AutoCreate,
-        imp: Imp::Unavailable(UNAVAILABLE_OPS),
+        imp: Imp::Call(op_open),
     },
     MethodSpec {
         name: "op.fold",
-        description: "FOLD in the connection's client run.",
-        params: &[("target", "string")],
+        description: "FOLD log rows of the attached run (a client turn; success writes no row): {results, statement}.",
+        params: &[
+            ("target", "string — log:///L/T/S rows (globs allowed)"),
+            ("matcher?", "string — rows whose result matches"),
+            ("tags?", "array — tag filter"),
+            ("lineRange?", "number|array — result range <L>"),
+        ],
         init: Init::AutoCreate,
-        imp: Imp::Unavailable(UNAVAILABLE_OPS),
+        imp: Imp::Call(op_fold),
     },
     MethodSpec {
         name: "op.send",
-        description: "SEND in the connection's client run.",
-        params: &[("recipient?", "string"), ("status?", "integer"), ("content", "string")],
+        description: "SEND in the attached run as a client turn (no recipient: logged, no effect): {results, statement}.",
+        params: &[
+            ("recipient?", "string — run://name, a stream, an entry (SEND[410] deletes)"),
+            ("status?", "integer — the HTTP-style status signal"),
+            ("content?", "string — the message"),
+        ],
         init: Init::AutoCreate,
-        imp: Imp::Unavailable(UNAVAILABLE_OPS),
+        imp: Imp::Call(op_send),
     },
     MethodSpec {
         name: "op.exec",
-        description: "EXEC in the connection's client run.",
-        params: &[("command", "string"), ("cwd?", "string"), ("runtime?", "string")],
+        description: "EXEC in the attached run as a client turn (proposes 202; loop.resolve decides): {results, statement}.",
+        params: &[
+            ("command", "string — the command or program"),
+            ("cwd?", "string — working directory in the project"),
+            ("runtime?", "string — sh (default), python, node"),
+            ("lineRange?", "number|array — <T,P>: timeout and poll seconds"),
+        ],
         init: Init::AutoCreate,
-        imp: Imp::Unavailable(UNAVAILABLE_OPS),
+        imp: Imp::Call(op_exec),
     },
     MethodSpec {
         name: "op.dispatch",
-        description: "Dispatches a statement AST in the connection's client run.",
-        params: &[("statement", "object — the AST")],
+        description: "Dispatches one statement AST (plurnk's PlurnkStatement shape) in the attached run as a client turn: {results, statement}.",
+        params: &[("statement", "object — {op, signal?, target?, lineMarker?, body?}")],
         init: Init::AutoCreate,
-        imp: Imp::Unavailable(UNAVAILABLE_OPS),
+        imp: Imp::Call(op_dispatch),
     },
     MethodSpec {
         name: "op.parse",
-        description: "Parses raw DSL and dispatches it as one turn.",
+        description: "Parses raw DSL and dispatches every statement as one client turn (parse errors become 400 error rows): {results}.",
         params: &[("text", "string — statements")],
         init: Init::AutoCreate,
-        imp: Imp::Unavailable(UNAVAILABLE_OPS),
+        imp: Imp::Call(op_parse),
     },
     MethodSpec {
         name: "op.look",
-        description: "READ with no log row (client inspection).",
-        params: &[("text", "string — a READ statement")],
+        description: "READ with no log row and no loop (client inspection, read-only caps): {results}.",
+        params: &[("text", "string — READ statements")],
         init: Init::AutoCreate,
-        imp: Imp::Unavailable(UNAVAILABLE_OPS),
+        imp: Imp::Call(op_look),
     },
 ];
 
@@ -484,6 +532,11 @@ fn engine_err(e: EngineError) -> RpcError {
     match e {
         EngineError::Store(s) => store_err(s),
         EngineError::NotRunning => RpcError::internal("the engine is not running"),
+        e @ EngineError::BadRequest(_) => RpcError::params(e.to_string()),
+        e @ EngineError::RunBusy { loop_id, .. } => {
+            RpcError::new(rpc::RUN_BUSY, e.to_string()).with_data(json!({ "loopId": loop_id }))
+        }
+        e @ EngineError::NoAnswer { .. } => RpcError::new(rpc::TIMEOUT, e.to_string()),
         other => RpcError::internal(other.to_string()),
     }
 }
@@ -499,6 +552,17 @@ fn store_err(e: StoreError) -> RpcError {
         StoreError::NotFound(what) => RpcError::params(format!("{what} not found")),
         StoreError::Conflict(m) | StoreError::Refused(m) => RpcError::params(m),
         other => RpcError::internal(other.to_string()),
+    }
+}
+
+/// Runs `f`, which blocks on the engine (a client op waits for its run's answer), without
+/// stalling the other tasks of this worker: on a multi-threaded runtime the worker hands
+/// its tasks off first.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 

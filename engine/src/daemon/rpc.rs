@@ -40,6 +40,9 @@ pub const SCHEME_UNAVAILABLE: i64 = -32005;
 pub const MIMETYPE_UNAVAILABLE: i64 = -32006;
 /// plurnk: timeout.
 pub const TIMEOUT: i64 = -32007;
+/// agentos: the run has a loop running or parked, so a client op (which runs between
+/// loops) is refused; `data.loopId` names the loop.
+pub const RUN_BUSY: i64 = -32008;
 
 /// A JSON-RPC error object.
 #[derive(Debug, Clone, PartialEq)]

@@ -109,3 +109,31 @@ pub fn code(r: Result<Value, agentos_engine::daemon::client::ClientError>) -> i6
         other => panic!("expected an RPC error, got {other:?}"),
     }
 }
+
+/// Collects notifications until one satisfies `done`; returns them all (that one last).
+pub async fn until(c: &Client, done: impl Fn(&Notification) -> bool) -> Vec<Notification> {
+    let mut out = Vec::new();
+    loop {
+        let n = next(c).await;
+        let stop = done(&n);
+        out.push(n);
+        if stop {
+            return out;
+        }
+    }
+}
+
+/// Collects notifications until a `log/entry` has arrived for every row id in `ids`;
+/// returns those entries by id order of `ids`.
+pub async fn rows_notified(c: &Client, ids: &[i64]) -> Vec<Value> {
+    let mut seen: std::collections::BTreeMap<i64, Value> = std::collections::BTreeMap::new();
+    while ids.iter().any(|i| !seen.contains_key(i)) {
+        let n = next(c).await;
+        if n.method == "log/entry" {
+            if let Some(id) = n.params["entry"]["id"].as_i64() {
+                seen.insert(id, n.params["entry"].clone());
+            }
+        }
+    }
+    ids.iter().map(|i| seen[i].clone()).collect()
+}
