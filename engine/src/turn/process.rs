@@ -54,7 +54,7 @@ use std::sync::Arc;
 
 use agentos_abi::sys::Attenuation;
 use agentos_abi::{
-    Body, CapRef, ExitReason, Image, Message, Meter, Pid, Quota, Right, Rights, Select, SendOpts,
+    Body, CapRef, ExitReason, Image, Message, Meter, Pid, Quota, Right, Rights, SendOpts,
     SpawnOpts, SysError, SysMsg, Syscalls, Value,
 };
 
@@ -821,8 +821,14 @@ impl Upstream {
         .await
         .map_err(|e| format!("the session is gone: {e}"))?;
         let deadline = sys.now().saturating_add(ASK_TIMEOUT_MS);
+        // From the session, not only by correlation id: a child's `Down` carries its
+        // monitor's reference as its id, and a look or a finishing loop may end meanwhile.
+        let session = self.pid;
         let m = sys
-            .recv_until(Select::Corr(corr), Some(deadline))
+            .recv_where(
+                move |m| m.from == session && m.corr == Some(corr),
+                Some(deadline),
+            )
             .await
             .ok_or_else(|| "the session granted no caps in time".to_owned())?;
         self.seen += 1;
