@@ -41,13 +41,13 @@
 //! narrows the run's store cap to reading, and runs beside whatever else the run does.
 //!
 //! **Invariants:** one loop per run at a time, client loops included (the drain and the
-//! client turns are the run's own mailbox loop); a loop that dies without writing its status gets one from its run — 499 when it was
-//! cancelled, 413 when a token quota ran out, 504 past its deadline, 500 with the cause
-//! otherwise — so no loop is left 102 by a dead process; a run the session cannot start has
-//! its queued loops ended 508, never left 100; an idle run exits only when its session has
-//! sent it nothing it has not read (the [`Idle`] handshake) and no child of it is still up (a
-//! look, a loop past its last commit), so no message and no answer is lost with it; a look
-//! holds no cap that can write.
+//! client turns are the run's own mailbox loop); a loop that dies without writing its status
+//! gets one from its run — 499 when it was cancelled, 413 when a token quota ran out, 504
+//! past its deadline, 500 with the cause otherwise — so no loop is left 102 by a dead
+//! process; a run the session cannot start has its queued loops ended 508, never left 100;
+//! an idle run exits only when its session has sent it nothing it has not read (the
+//! [`Idle`] handshake) and no child of it is still up (a look, a loop past its last commit),
+//! so no message and no answer is lost with it; a look holds no cap that can write.
 
 use std::collections::HashMap;
 use std::sync::Arc;
