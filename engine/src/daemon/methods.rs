@@ -848,6 +848,14 @@ struct RootParams {
 }
 
 fn session_set_root(conn: &mut Conn<'_>, p: Value) -> Result<Value, RpcError> {
+    // `projectRoot` is required: null means headless, a missing key is a mistake (an empty
+    // `{}` must not silently detach a session from its project).
+    if p.get("projectRoot").is_none() {
+        return Err(RpcError::new(
+            rpc::INVALID_PARAMS,
+            "projectRoot is required: a directory, or null for a headless session",
+        ));
+    }
     let p: RootParams = args(p)?;
     let (sid, _) = conn.attached()?;
     conn.daemon

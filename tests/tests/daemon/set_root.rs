@@ -105,12 +105,15 @@ fn set_root_refuses_what_is_not_an_existing_directory() {
             json!({"projectRoot": file.to_str().expect("utf-8")}),
             json!({"projectRoot": ""}),
             json!({"projectRoot": 5}),
+            json!({}),
         ] {
             match c.call("session.set_root", p.clone()).await {
                 Err(agentos_engine::daemon::client::ClientError::Rpc(e)) => {
                     assert_eq!(e.code, -32602, "{p}: {e:?}");
                     assert!(
-                        e.message.contains("project root") || e.message.contains("invalid params"),
+                        e.message.contains("project root")
+                            || e.message.contains("projectRoot")
+                            || e.message.contains("invalid params"),
                         "{e:?}"
                     );
                 }
