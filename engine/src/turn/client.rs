@@ -97,6 +97,32 @@ impl OpResult {
             changed: Vec::new(),
         }
     }
+
+    /// The result of an action that writes no row (a look's READ, an OPEN or FOLD): its
+    /// target as resolved, else as written.
+    pub(crate) fn bare(
+        s: &Statement,
+        a: crate::schemes::dispatch::Action,
+        loop_id: Option<LoopId>,
+    ) -> OpResult {
+        let target = a
+            .target
+            .as_ref()
+            .map(|t| t.uri())
+            .or_else(|| s.target.as_ref().map(|t| t.raw().to_owned()));
+        OpResult {
+            row_id: None,
+            loop_id,
+            path: None,
+            op: s.op.keyword().to_owned(),
+            target,
+            status: a.status,
+            state: None,
+            changed: a.folds.iter().map(|(id, _)| *id).collect(),
+            body: a.rx,
+            mimetype: a.mimetype_rx,
+        }
+    }
 }
 
 /// Why a client job was not run.
@@ -221,23 +247,7 @@ pub async fn look<S: Syscalls>(
             me: &me,
         };
         for a in dispatch(&mut ctx, s).await {
-            let target = a
-                .target
-                .as_ref()
-                .map(|t| t.uri())
-                .or_else(|| s.target.as_ref().map(|t| t.raw().to_owned()));
-            out.push(OpResult {
-                row_id: None,
-                loop_id: None,
-                path: None,
-                op: s.op.keyword().to_owned(),
-                target,
-                status: a.status,
-                state: None,
-                body: a.rx,
-                mimetype: a.mimetype_rx,
-                changed: Vec::new(),
-            });
+            out.push(OpResult::bare(s, a, None));
         }
     }
     Ok(out)

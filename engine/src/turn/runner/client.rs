@@ -223,23 +223,8 @@ impl<S: Syscalls> LoopRunner<S> {
                 got.pending.push(Pending::Row(at));
                 rows.action(Origin::Client, s, a);
             } else {
-                let target = a
-                    .target
-                    .as_ref()
-                    .map(|t| t.uri())
-                    .or_else(|| s.target.as_ref().map(|t| t.raw().to_owned()));
-                got.pending.push(Pending::Bare(OpResult {
-                    row_id: None,
-                    loop_id: Some(rows.lp.id),
-                    path: None,
-                    op: s.op.keyword().to_owned(),
-                    target,
-                    status: a.status,
-                    state: None,
-                    body: a.rx,
-                    mimetype: a.mimetype_rx,
-                    changed: a.folds.iter().map(|(id, _)| *id).collect(),
-                }));
+                got.pending
+                    .push(Pending::Bare(OpResult::bare(s, a, Some(rows.lp.id))));
             }
         }
     }
