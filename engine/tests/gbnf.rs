@@ -129,10 +129,11 @@ fn plan_send_codes_and_suffixes() {
             );
         }
     }
-    // Bodies forbid their own close literal: no unit can complete ':EDIT1'.
+    // Bodies forbid their own close literal, in any letter case: no unit can complete
+    // ':EDIT1' (nor ':edit1').
     assert_eq!(
         rules["edit-s1-body-unit"],
-        "[^:] | \":\" [^:E] | \":E\" [^:D] | \":ED\" [^:I] | \":EDI\" [^:T] | \":EDIT\" [^:1]"
+        "[^:] | \":\" [^:Ee] | \":\" [Ee] [^:Dd] | \":\" [Ee] [Dd] [^:Ii] | \":\" [Ee] [Dd] [Ii] [^:Tt] | \":\" [Ee] [Dd] [Ii] [Tt] [^:1]"
     );
     // Matcher bodies are single-line and every repetition is bounded.
     assert!(rules["read-s-body-unit"].starts_with("[^:\\n]"));
@@ -582,4 +583,15 @@ fn the_engine_grammar_offers_exactly_the_ops_its_schemes_serve() {
     }
     // Nothing serves WORK or FORK in this build, so the grammar cannot emit them.
     assert!(!offered.contains("work-s") && !offered.contains("fork-s"));
+}
+
+/// No body can hold its own closer in another letter case (`:edit` in an EDIT body): the
+/// parser would take it as text, but a small model that writes `:edit` for `:EDIT` then
+/// runs to the token limit.
+#[test]
+fn no_body_holds_its_closer_in_another_case() {
+    let g = agentos_engine::turn::engine_gbnf();
+    assert!(!accepts(&g, &turn("<<EDIT(known:///a.md):tea:edit\n:EDIT")));
+    assert!(!accepts(&g, &turn("<<READ(known:///a.md):x:Read:READ")));
+    assert!(accepts(&g, &turn("<<EDIT(known:///a.md):tea: editor:EDIT")));
 }

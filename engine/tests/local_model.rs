@@ -383,6 +383,13 @@ fn a_real_model_edits_a_project_file_through_a_yolo_proposal() {
         .expect("the loop ends");
     let rows = engine.loop_log(lp.id).expect("log");
     eprintln!("{}", render::render_rows(&rows));
+    for r in rows.iter().filter(|r| r.op.as_str() == "model") {
+        eprintln!(
+            "--- model emission (turn {}):\n{}",
+            r.turn_seq,
+            r.rx.as_deref().unwrap_or("")
+        );
+    }
     kernel.shutdown(agentos_abi::ExitReason::Shutdown);
     let accepted = rows.iter().find(|r| {
         r.op.as_str() == "EDIT"

@@ -93,14 +93,27 @@ fn rule_name(op: Op, suffix: &str) -> String {
     }
 }
 
-/// Emits `unit` alternatives for a body that cannot contain `:tag`.
+/// Emits `unit` alternatives for a body that cannot contain `:tag` — in any letter case:
+/// the parser closes only on the exact tag, but a small model writes `:edit` for `:EDIT`
+/// about as often as not, and a body that may contain `:edit` runs on to the token limit.
 fn body_rules(out: &mut String, name: &str, tag: &str, single_line: bool, max: u32) {
     let nl = if single_line { "\\n" } else { "" };
     let chars: Vec<char> = tag.chars().collect();
+    let either = |c: char| -> String {
+        if c.is_ascii_alphabetic() {
+            format!("{}{}", c.to_ascii_uppercase(), c.to_ascii_lowercase())
+        } else {
+            c.to_string()
+        }
+    };
     let mut alts = vec![format!("[^:{nl}]")];
     for k in 0..chars.len() {
-        let prefix: String = chars[..k].iter().collect();
-        alts.push(format!("\":{prefix}\" [^:{}{nl}]", chars[k]));
+        let mut alt = String::from("\":\"");
+        for &c in &chars[..k] {
+            let _ = write!(alt, " [{}]", either(c));
+        }
+        let _ = write!(alt, " [^:{}{nl}]", either(chars[k]));
+        alts.push(alt);
     }
     let _ = writeln!(out, "{name}-unit ::= {}", alts.join(" | "));
     let _ = writeln!(out, "{name} ::= {name}-unit{{0,{max}}}");
