@@ -87,7 +87,14 @@ impl Client {
     pub async fn connect(url: &str) -> Result<Client, ClientError> {
         let (ws, _) =
             // Nagle off: a call is one small frame waiting for one small answer.
-            tokio_tungstenite::connect_async_with_config(url, None, true)
+            tokio_tungstenite::connect_async_with_config(
+                url,
+                Some(
+                    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+                        .read_buffer_size(super::READ_BUFFER),
+                ),
+                true,
+            )
                 .await
                 .map_err(|e| ClientError::Connect {
                     url: url.to_owned(),

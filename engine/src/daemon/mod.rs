@@ -333,6 +333,11 @@ impl Drop for Server {
     }
 }
 
+/// Bytes a WebSocket read asks the socket for. tungstenite zero-fills this much before every
+/// read (its default, 128 KiB, was an eighth of a ping's round trip); a JSON-RPC frame is
+/// small, and a larger one still arrives in more reads.
+pub(crate) const READ_BUFFER: usize = 8 * 1024;
+
 async fn root(
     State(st): State<AppState>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
@@ -342,6 +347,7 @@ async fn root(
             let max = st.daemon.config.max_message_bytes;
             ws.max_message_size(max)
                 .max_frame_size(max)
+                .read_buffer_size(READ_BUFFER)
                 .on_upgrade(move |socket| connection(st.daemon, socket, st.closing))
         }
         // Not an upgrade: the dashboard (one embedded page, no build step, no CDN).
