@@ -240,11 +240,12 @@ fn say(text: &str) {
     let _ = e.flush();
 }
 
-/// Sends `Wake::Interrupt` on every Ctrl-C, and on SIGTERM (so a killed `run` still cancels
-/// its loop and stops the local model it started), from a thread with a small runtime. On
-/// Unix the handlers are installed before this returns, so a Ctrl-C at any later moment (a
-/// proposal's question included) cancels rather than killing the process outright.
-fn ctrl_c_to(tx: mpsc::Sender<Wake>) {
+/// Calls `interrupted` on every Ctrl-C, and on SIGTERM (so a killed `run` still cancels its
+/// loop and stops the local model it started), from a thread with a small runtime, until it
+/// answers false. On Unix the handlers are installed before this returns, and a signal
+/// stream keeps what arrives between two waits, so a Ctrl-C at any later moment (a
+/// proposal's question included) cancels rather than killing the process or going unseen.
+fn ctrl_c_to(interrupted: impl Fn() -> bool + Send + 'static) {
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -274,7 +275,7 @@ fn ctrl_c_to(tx: mpsc::Sender<Wake>) {
                 };
                 #[cfg(not(unix))]
                 let got = tokio::signal::ctrl_c().await.is_ok();
-                if !got || tx.send(Wake::Interrupt).is_err() {
+                if !got || !interrupted() {
                     return;
                 }
             }
@@ -380,7 +381,7 @@ fn drive_embedded(a: &RunArgs, engine: &crate::Engine) -> Result<Outcome, (u8, S
         });
         (Review::default(), lines)
     });
-    ctrl_c_to(tx);
+    ctrl_c_to(move || tx.send(Wake::Interrupt).is_ok());
     let opts = LoopOptions {
         flags: a.flags(),
         max_turns: a.max_turns,
@@ -560,6 +561,10 @@ async fn drive_connected(a: &RunArgs, url: &str) -> Result<Outcome, (u8, String)
     let loop_id = started["loopId"].as_i64().unwrap_or(-1);
     let mut view = View::new(a.json);
     let mut interrupted = false;
+    // One signal listener for the whole run: a `ctrl_c()` made afresh in each turn of the
+    // select below missed a Ctrl-C that came while a branch ran (at the question, say).
+    let (sig_tx, mut sig_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    ctrl_c_to(move || sig_tx.send(()).is_ok());
     // The review: proposals arrive as `loop/proposal`, answers from a stdin reader thread.
     let (line_tx, mut line_rx) = tokio::sync::mpsc::unbounded_channel::<Option<String>>();
     let mut review = a.reviewing().then(|| {
@@ -628,7 +633,7 @@ async fn drive_connected(a: &RunArgs, url: &str) -> Result<Outcome, (u8, String)
                     act_connected(&client, lines, todo).await?;
                 }
             }
-            _ = tokio::signal::ctrl_c() => {
+            Some(()) = sig_rx.recv() => {
                 if interrupted {
                     eprintln!("agentos run: interrupted twice; exiting without waiting");
                     super::model::exit_now(130);
