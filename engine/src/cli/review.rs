@@ -23,10 +23,7 @@ use std::collections::VecDeque;
 use std::fmt::Write as _;
 
 use crate::store::{LogRow, RowId, RowTarget};
-use crate::turn::proposal::Decision;
-
-/// The outcome recorded when no one is left to ask (PLURNK.md §3.6 `noProposals`).
-pub(super) const NO_REVIEW_CHANNEL: &str = "no_review_channel";
+use crate::turn::proposal::{Decision, NO_REVIEW_CHANNEL};
 
 /// The question, after each proposal and each answer that is not a decision.
 const PROMPT: &str = "[a]ccept / [r]eject / [d]iff / [?] help: ";
@@ -62,7 +59,7 @@ impl Proposal {
 
     /// The proposal a daemon's `loop/proposal` notification carries (`None` without an id).
     pub fn of_notification(p: &serde_json::Value) -> Option<Proposal> {
-        let target = serde_json::from_value::<RowTarget>(p["target"].clone())
+        let target = <RowTarget as serde::Deserialize>::deserialize(&p["target"])
             .map(|t| t.uri())
             .unwrap_or_default();
         Some(Proposal {

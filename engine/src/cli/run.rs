@@ -681,7 +681,6 @@ async fn act_connected(
     Ok(())
 }
 
-/// Runs `agentos loop` (issue 12's verb): one loop, then its log as the model saw it.
 /// `agentos loop --record DIR`: the loop on a deterministic kernel in record mode.
 fn record_cmd(
     model: &Model,
@@ -730,6 +729,7 @@ fn record_cmd(
     }
 }
 
+/// Runs `agentos loop` (issue 12's verb): one loop, then its log as the model saw it.
 pub fn loop_cmd(a: LoopArgs) -> ExitCode {
     let model = match Model::choose(a.script.as_deref()) {
         Ok(m) => m,

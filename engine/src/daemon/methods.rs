@@ -612,7 +612,8 @@ impl<'a> RowWire<'a> {
 
 /// The inverse of [`row_json`] (clients rendering notified rows).
 pub fn row_from_json(v: &Value) -> Option<LogRow> {
-    serde_json::from_value(v.clone()).ok()
+    use serde::Deserialize;
+    LogRow::deserialize(v).ok()
 }
 
 fn run_json(r: &RunRow) -> Value {
@@ -984,7 +985,9 @@ fn session_constraints(conn: &mut Conn<'_>, _p: Value) -> Result<Value, RpcError
 /// `view` (read-only), else `pick` (only a pick brings it in), else `repo` — and its access.
 fn session_members(conn: &mut Conn<'_>, _p: Value) -> Result<Value, RpcError> {
     let (sid, _) = conn.attached()?;
-    let Some(listing) = conn.daemon.engine.members(sid).map_err(engine_err)? else {
+    // Git and a walk of the project: off the connection's async worker, like the ops.
+    let engine = &conn.daemon.engine;
+    let Some(listing) = blocking(|| engine.members(sid)).map_err(engine_err)? else {
         return Ok(json!({ "members": [], "hidden": [] }));
     };
     let members: Vec<Value> = listing

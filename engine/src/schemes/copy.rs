@@ -156,10 +156,6 @@ fn no_fs() -> Refusal {
     )
 }
 
-fn world_err(e: super::world::WorldError) -> Action {
-    Action::status(500, format!("500 {e}"))
-}
-
 /// The end `addr` names: an entry of an available scheme, or a project file.
 fn end_of(
     ctx: &DispatchCtx<'_, '_, impl Syscalls>,
@@ -242,7 +238,7 @@ async fn read_source<S: Syscalls>(
             channel,
             manifest,
         } => {
-            let Some(e) = ctx.world.entry(key).await.map_err(world_err)? else {
+            let Some(e) = ctx.world.entry(key).await.map_err(Action::internal)? else {
                 return Err(Action::status(404, format!("404 {} not found", key.uri())));
             };
             let name = channel.as_deref().unwrap_or(manifest.default_channel);
@@ -271,7 +267,7 @@ async fn read_source<S: Syscalls>(
         (true, Some(m)) => content::select_items(&whole, m),
         _ => content::slice_raw(&whole, marks),
     };
-    let content = sliced.map_err(|e| Action::status(e.status(), format!("{} {e}", e.status())))?;
+    let content = sliced.map_err(Action::content)?;
     Ok(Read {
         content,
         mimetype,
@@ -289,7 +285,7 @@ async fn read_dest<S: Syscalls>(ctx: &mut DispatchCtx<'_, '_, S>, dest: &End) ->
             manifest,
         } => {
             let name = channel.as_deref().unwrap_or(manifest.default_channel);
-            let e = ctx.world.entry(key).await.map_err(world_err)?;
+            let e = ctx.world.entry(key).await.map_err(Action::internal)?;
             let c = e.as_ref().and_then(|e| e.channel(name));
             Ok(Dest {
                 content: c.map(|c| c.content.clone()),

@@ -41,6 +41,16 @@ pub struct Action {
 }
 
 impl Action {
+    /// A 500 row for a failure of the store or the turn's world (not the model's doing).
+    pub(crate) fn internal(e: impl std::fmt::Display) -> Action {
+        Action::status(500, format!("500 {e}"))
+    }
+
+    /// The row of a content error: its status and the reason.
+    pub(crate) fn content(e: crate::content::ContentError) -> Action {
+        Action::status(e.status(), format!("{} {e}", e.status()))
+    }
+
     /// A row with `status` and a short reason as its result.
     pub fn status(status: u16, rx: impl Into<String>) -> Action {
         Action {

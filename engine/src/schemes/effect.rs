@@ -17,3 +17,19 @@ pub enum Effect {
     /// A COPY or MOVE that writes or deletes project files (the `fs` device), then entries.
     Copy(Transfer),
 }
+
+impl Effect {
+    /// Whether applying it now could clobber a change made since it was proposed (the disk
+    /// moved under a file it writes); `yolo` rejects such a proposal. A command has none.
+    pub async fn stale_clobber_risk<S: agentos_abi::Syscalls>(
+        &self,
+        sys: &S,
+        fs: Option<super::file::FsHandle>,
+    ) -> bool {
+        match self {
+            Effect::File(f) => super::file::stale_clobber_risk(sys, fs, f).await,
+            Effect::Copy(t) => super::copy::stale_clobber_risk(sys, fs, t).await,
+            Effect::Exec(_) => false,
+        }
+    }
+}

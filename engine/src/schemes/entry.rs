@@ -39,10 +39,6 @@ fn target_of(key: &EntryKey, channel: Option<&str>) -> RowTarget {
     }
 }
 
-fn content_err(e: ContentError) -> Action {
-    Action::status(e.status(), format!("{} {e}", e.status()))
-}
-
 fn tags_of(s: &Statement) -> Vec<String> {
     match &s.signal {
         Some(Signal::Tags(t)) => t.clone(),
@@ -108,7 +104,7 @@ pub async fn dispatch<S: Syscalls>(
             format!("501 {scheme}:// does not implement {}", s.op),
         )]),
     };
-    r.unwrap_or_else(|e| vec![Action::status(500, format!("500 {e}"))])
+    r.unwrap_or_else(|e| vec![Action::internal(e)])
 }
 
 type R<T> = Result<T, super::world::WorldError>;
@@ -154,7 +150,7 @@ async fn read<S: Syscalls>(
     if is_pattern(pathname) {
         let found = match matching(world, scheme, pathname, &tags_of(s)).await? {
             Ok(f) => f,
-            Err(e) => return Ok(vec![content_err(e)]),
+            Err(e) => return Ok(vec![Action::content(e)]),
         };
         if found.is_empty() {
             return Ok(vec![Action::status(
@@ -189,7 +185,7 @@ pub(super) fn read_entry(
     };
     if let Some(m) = matcher_of(s) {
         return match content::match_content(m, &c.content, &c.mimetype) {
-            Err(err) => content_err(err).at(target),
+            Err(err) => Action::content(err).at(target),
             Ok(out) if out.status == 203 => Action {
                 status: 203,
                 rx: Some(content::number_lines(&c.content, 1)),
@@ -216,7 +212,7 @@ pub(super) fn read_entry(
             .map(|sl| content::number_lines(&sl.text, sl.span.map_or(1, |sp| sp.first)))
     };
     match rx {
-        Err(err) => content_err(err).at(target),
+        Err(err) => Action::content(err).at(target),
         Ok(rx) => Action {
             status: 200,
             rx: Some(rx),
@@ -281,7 +277,7 @@ async fn find<S: Syscalls>(
 ) -> R<Action> {
     let found = match matching(world, scheme, pathname, &tags_of(s)).await? {
         Ok(f) => f,
-        Err(e) => return Ok(content_err(e)),
+        Err(e) => return Ok(Action::content(e)),
     };
     Ok(catalog(&found, s, manifest.default_channel))
 }
@@ -311,7 +307,7 @@ pub(super) fn catalog(found: &[Entry], s: &Statement, default_channel: &str) -> 
                 };
                 match content::match_content(m, &c.content, &c.mimetype) {
                     Err(err) if err.status() == 415 => continue,
-                    Err(err) => return content_err(err),
+                    Err(err) => return Action::content(err),
                     Ok(out) => {
                         for sp in out.spans {
                             let mut it = item.clone();
@@ -325,7 +321,7 @@ pub(super) fn catalog(found: &[Entry], s: &Statement, default_channel: &str) -> 
     }
     let items = match result_range(items, marks_of(s)) {
         Ok(i) => i,
-        Err(e) => return content_err(e),
+        Err(e) => return Action::content(e),
     };
     let status = if items.is_empty() { 204 } else { 200 };
     Action {
@@ -370,7 +366,7 @@ pub async fn regex_scope<S: Syscalls>(
                 (re.is_match(&e.key.pathname) || re.is_match(&e.key.uri()))
                     && tags.iter().all(|t| e.tags.contains(t))
             })),
-            Err(e) => return vec![Action::status(500, format!("500 {e}"))],
+            Err(e) => return vec![Action::internal(e)],
         }
     }
     match s.op {
@@ -422,7 +418,7 @@ async fn edit<S: Syscalls>(
     };
     let out = match outcome {
         Ok(o) => o,
-        Err(e) => return Ok(content_err(e).at(target)),
+        Err(e) => return Ok(Action::content(e).at(target)),
     };
     let mut tags = existing
         .as_ref()
@@ -464,7 +460,7 @@ async fn kill<S: Syscalls>(
     if is_pattern(pathname) {
         let found = match matching(world, scheme, pathname, &tags_of(s)).await? {
             Ok(f) => f,
-            Err(e) => return Ok(content_err(e)),
+            Err(e) => return Ok(Action::content(e)),
         };
         if found.is_empty() {
             return Ok(Action::status(

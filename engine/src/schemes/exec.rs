@@ -290,7 +290,7 @@ pub async fn dispatch<S: Syscalls>(
         Op::Read => {
             let e = match ctx.world.entry(&key).await {
                 Ok(e) => e,
-                Err(e) => return vec![Action::status(500, format!("500 {e}"))],
+                Err(e) => return vec![Action::internal(e)],
             };
             let Some(e) = e else {
                 return vec![

@@ -460,9 +460,7 @@ async fn edit<S: Syscalls>(
     let marks = s.line_marker.as_ref().map(|m| m.marks.as_slice());
     let out = match content::apply_edit(base.as_deref(), marks, s.body_raw()) {
         Ok(o) => o,
-        Err(e) => {
-            return Action::status(e.status(), format!("{} {e}", e.status())).at(target(path))
-        }
+        Err(e) => return Action::content(e).at(target(path)),
     };
     if out.status == 304 {
         return Action::status(304, format!("304 {path} unchanged")).at(target(path));

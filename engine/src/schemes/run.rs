@@ -32,7 +32,7 @@ use super::entry::read_entry;
 use super::world::{channel, store_call};
 use crate::grammar::{Op, Statement};
 use crate::store::device::StoreRequest;
-use crate::store::{status, EntryKey, LoopId, LoopRow, RowTarget, RunId, RunRow, Scope};
+use crate::store::{status, EntryKey, LoopId, LoopRow, RowTarget, RunId, RunRow};
 
 /// An action on a run of the same session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,20 +153,7 @@ fn target(name: &str, path: Option<&str>) -> RowTarget {
     }
 }
 
-fn scratch_key(path: &str) -> EntryKey {
-    EntryKey {
-        scope: Scope::Run,
-        scheme: Some("run".into()),
-        hostname: None,
-        pathname: path.to_owned(),
-    }
-}
-
 type R<T> = Result<T, Action>;
-
-fn store_err(e: impl std::fmt::Display) -> Action {
-    Action::status(500, format!("500 {e}"))
-}
 
 /// The run `name` designates (`self`/`.`: this run); `None` when there is none.
 async fn resolve<S: Syscalls>(ctx: &mut DispatchCtx<'_, '_, S>, name: &str) -> R<Option<RunRow>> {
@@ -176,7 +163,7 @@ async fn resolve<S: Syscalls>(ctx: &mut DispatchCtx<'_, '_, S>, name: &str) -> R
         return store_call(sys, store, &StoreRequest::Run)
             .await
             .map(Some)
-            .map_err(store_err);
+            .map_err(Action::internal);
     }
     store_call(
         sys,
@@ -186,7 +173,7 @@ async fn resolve<S: Syscalls>(ctx: &mut DispatchCtx<'_, '_, S>, name: &str) -> R
         },
     )
     .await
-    .map_err(store_err)
+    .map_err(Action::internal)
 }
 
 /// Dispatches an op on `run://name[/path]`.
@@ -213,7 +200,7 @@ async fn scratch<S: Syscalls>(
         return Ok(Action::status(404, format!("404 no run named {name}")));
     };
     let own = run.id == ctx.me.run_id;
-    let key = scratch_key(path);
+    let key = EntryKey::run("run", path);
     let t = target(name, Some(path));
     let manifest = ctx
         .schemes
@@ -222,7 +209,7 @@ async fn scratch<S: Syscalls>(
     match s.op {
         Op::Read => {
             let e = if own {
-                ctx.world.entry(&key).await.map_err(store_err)?
+                ctx.world.entry(&key).await.map_err(Action::internal)?
             } else {
                 store_call(
                     ctx.world.sys(),
@@ -233,7 +220,7 @@ async fn scratch<S: Syscalls>(
                     },
                 )
                 .await
-                .map_err(store_err)?
+                .map_err(Action::internal)?
             };
             Ok(match e {
                 Some(e) => read_entry(&e, s, None, manifest).at(t),
@@ -246,7 +233,7 @@ async fn scratch<S: Syscalls>(
         )
         .at(t)),
         Op::Edit => {
-            let existing = ctx.world.entry(&key).await.map_err(store_err)?;
+            let existing = ctx.world.entry(&key).await.map_err(Action::internal)?;
             let current = existing.as_ref().and_then(|e| e.channel("body"));
             let marks = s.line_marker.as_ref().map(|m| m.marks.as_slice());
             let out = crate::content::apply_edit(
@@ -254,7 +241,7 @@ async fn scratch<S: Syscalls>(
                 marks,
                 s.body_raw(),
             )
-            .map_err(|e| Action::status(e.status(), format!("{} {e}", e.status())))?;
+            .map_err(Action::content)?;
             let rx = crate::content::render_span(&out.content, out.span, 2);
             if out.status != 304 {
                 ctx.world
@@ -269,13 +256,15 @@ async fn scratch<S: Syscalls>(
             }
             .at(t))
         }
-        Op::Kill => Ok(match ctx.world.entry(&key).await.map_err(store_err)? {
-            Some(_) => {
-                ctx.world.delete(&key);
-                Action::ok(format!("deleted run://{name}{path}")).at(t)
-            }
-            None => Action::status(404, format!("404 run://{name}{path} not found")).at(t),
-        }),
+        Op::Kill => Ok(
+            match ctx.world.entry(&key).await.map_err(Action::internal)? {
+                Some(_) => {
+                    ctx.world.delete(&key);
+                    Action::ok(format!("deleted run://{name}{path}")).at(t)
+                }
+                None => Action::status(404, format!("404 run://{name}{path} not found")).at(t),
+            },
+        ),
         _ => Ok(Action::status(
             501,
             format!("501 run scratch takes READ, EDIT and KILL, not {}", s.op),
@@ -290,7 +279,7 @@ async fn loops_of<S: Syscalls>(ctx: &DispatchCtx<'_, '_, S>, run: RunId) -> R<Ve
         &StoreRequest::RunLoops { run_id: run },
     )
     .await
-    .map_err(store_err)
+    .map_err(Action::internal)
 }
 
 /// The 508 a spawn or fork answers when the session already runs its cap of active runs.
@@ -301,7 +290,7 @@ async fn at_cap<S: Syscalls>(ctx: &DispatchCtx<'_, '_, S>) -> R<Option<Action>> 
         &StoreRequest::ActiveRuns,
     )
     .await
-    .map_err(store_err)?;
+    .map_err(Action::internal)?;
     Ok((active >= ctx.me.max_active_runs).then(|| {
         Action::status(
             508,
@@ -348,7 +337,7 @@ async fn actor<S: Syscalls>(
                 Err(e) if e.0.contains("is live") => {
                     return Ok(Action::status(409, format!("409 run://{name} is live")).at(t))
                 }
-                Err(e) => return Err(store_err(e)),
+                Err(e) => return Err(Action::internal(e)),
             };
             if let Err(r) = control(sys, ctx.me, RunControl::Wake { run_id: run.id }).await {
                 return Ok(refused(r).at(t));
@@ -377,7 +366,7 @@ async fn actor<S: Syscalls>(
                 },
             )
             .await
-            .map_err(store_err)?;
+            .map_err(Action::internal)?;
             let t = target(&run.name, None);
             if let Err(r) = control(sys, ctx.me, RunControl::Wake { run_id: run.id }).await {
                 return Ok(refused(r).at(t));

@@ -375,6 +375,19 @@ impl StoreHandle {
         Ok(())
     }
 
+    /// `run` if it is one of `session_id`'s runs (`None` for another session's or none).
+    fn session_run(
+        &self,
+        session_id: SessionId,
+        run: RunId,
+    ) -> Result<Option<super::RunRow>, StoreError> {
+        match self.store.run(run) {
+            Ok(r) if r.session_id == session_id => Ok(Some(r)),
+            Ok(_) | Err(StoreError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// A session handle's requests (the rest are refused).
     fn serve_session(
         &self,
@@ -385,11 +398,7 @@ impl StoreHandle {
         match req {
             StoreRequest::Session => reply(s.session(session_id)),
             StoreRequest::Constraints => reply(s.constraints(session_id)),
-            StoreRequest::SessionRun { run_id } => reply(match s.run(run_id) {
-                Ok(r) if r.session_id == session_id => Ok(Some(r)),
-                Ok(_) | Err(StoreError::NotFound(_)) => Ok(None),
-                Err(e) => Err(e),
-            }),
+            StoreRequest::SessionRun { run_id } => reply(self.session_run(session_id, run_id)),
             StoreRequest::EndQueued {
                 run_id,
                 status,
@@ -412,11 +421,9 @@ impl StoreHandle {
         match req {
             StoreRequest::Session => reply(s.session(session_id)),
             StoreRequest::Constraints => reply(s.constraints(session_id)),
-            StoreRequest::SessionRun { run_id: other } => reply(match s.run(other) {
-                Ok(r) if r.session_id == session_id => Ok(Some(r)),
-                Ok(_) | Err(StoreError::NotFound(_)) => Ok(None),
-                Err(e) => Err(e),
-            }),
+            StoreRequest::SessionRun { run_id: other } => {
+                reply(self.session_run(session_id, other))
+            }
             StoreRequest::EndQueued { .. } => Err(DriverError::BadRequest(
                 "store: only a session handle ends another run's queued loops".into(),
             )),

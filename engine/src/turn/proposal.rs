@@ -60,6 +60,10 @@ pub struct Resolution {
     pub outcome: Option<String>,
 }
 
+/// The outcome of a proposal rejected because no one can review it (PLURNK.md §3.6
+/// `noProposals`; also `agentos run` without a terminal).
+pub const NO_REVIEW_CHANNEL: &str = "no_review_channel";
+
 /// Who decides a loop's proposals, from its flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resolver {
@@ -89,7 +93,7 @@ impl Resolver {
             Resolver::Human => return None,
             Resolver::Yolo if p.stale_clobber_risk => (Decision::Reject, "stale_clobber_risk"),
             Resolver::Yolo => (Decision::Accept, "yolo"),
-            Resolver::NoProposals => (Decision::Reject, "no_review_channel"),
+            Resolver::NoProposals => (Decision::Reject, NO_REVIEW_CHANNEL),
         };
         Some(Resolution {
             row_id: p.row_id,

@@ -172,6 +172,21 @@ impl TurnRows<'_> {
         self.push(r);
     }
 
+    /// The 400 row of a parse error (model and client turns word it alike).
+    fn parse_error(&mut self, origin: Origin, e: &crate::grammar::ParseError) {
+        let rx = format!("400 {} at {}:{}", e.message, e.line, e.column);
+        self.error(origin, "grammar", 400, rx);
+    }
+
+    /// The 400 row of a turn's unparsed tail.
+    fn unparsed_tail(&mut self, origin: Origin, t: &crate::grammar::UnparsedTail) {
+        let rx = format!(
+            "400 unparsed tail from {}:{}: {}",
+            t.from.line, t.from.column, t.reason
+        );
+        self.error(origin, "grammar", 400, rx);
+    }
+
     /// The row of a dispatched statement and its action.
     fn action(&mut self, origin: Origin, s: &Statement, a: Action) {
         let mut r = self.new_row(origin, RowOp::Op(s.op));
@@ -613,25 +628,12 @@ impl<S: Syscalls> LoopRunner<S> {
         for item in &parsed.result.items {
             if let Item::Error { error } = item {
                 if error.severity == crate::grammar::Severity::Error {
-                    rows.error(
-                        Origin::Model,
-                        "grammar",
-                        400,
-                        format!("400 {} at {}:{}", error.message, error.line, error.column),
-                    );
+                    rows.parse_error(Origin::Model, error);
                 }
             }
         }
         if let Some(t) = &parsed.result.unparsed_tail {
-            rows.error(
-                Origin::Model,
-                "grammar",
-                400,
-                format!(
-                    "400 unparsed tail from {}:{}: {}",
-                    t.from.line, t.from.column, t.reason
-                ),
-            );
+            rows.unparsed_tail(Origin::Model, t);
         }
 
         // The terminal SEND and the steers.
@@ -818,11 +820,7 @@ impl<S: Syscalls> LoopRunner<S> {
         if let Some(r) = rows.rows.get_mut(i) {
             r.state = Some(RowState::Proposed);
         }
-        let stale = match &effect {
-            Effect::File(f) => file::stale_clobber_risk(&self.sys, self.devices.fs, f).await,
-            Effect::Copy(t) => copy::stale_clobber_risk(&self.sys, self.devices.fs, t).await,
-            Effect::Exec(_) => false,
-        };
+        let stale = effect.stale_clobber_risk(&self.sys, self.devices.fs).await;
         let segment = std::mem::take(&mut rows.rows);
         rows.committed += segment.len();
         let committed = self

@@ -20,7 +20,7 @@ use serde_json::{json, Map, Value};
 use super::{args, blocking, engine_err, Conn};
 use crate::daemon::rpc::RpcError;
 use crate::grammar::{
-    parse, parse_path, render_statement, Body, Item, LineMarker, Op, Severity, Signal, Statement,
+    parse, parse_path, render_statement, Body, LineMarker, Op, Severity, Signal, Statement,
 };
 
 /// What the `[signal]` slot of an ergonomic op is built from.
@@ -270,16 +270,9 @@ fn render_checked(s: &Statement, method: &str) -> Result<String, RpcError> {
     if let Some(e) = parsed.errors().find(|e| e.severity == Severity::Error) {
         return Err(refuse(e.message.clone()));
     }
-    let statements: Vec<&Statement> = parsed
-        .items
-        .iter()
-        .filter_map(|i| match i {
-            Item::Statement { statement } => Some(statement),
-            _ => None,
-        })
-        .collect();
-    match statements.as_slice() {
-        [one] if one.op == s.op => Ok(text),
+    let mut statements = parsed.statements();
+    match (statements.next(), statements.next()) {
+        (Some(one), None) if one.op == s.op => Ok(text),
         _ => Err(refuse(format!("it renders as {text:?}"))),
     }
 }

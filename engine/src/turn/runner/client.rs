@@ -10,7 +10,6 @@ use crate::grammar::{parse, Item, Op, Severity, Statement};
 use crate::schemes::dispatch::{dispatch, DispatchCtx};
 use crate::schemes::effect::Effect;
 use crate::schemes::world::TurnWorld;
-use crate::schemes::{copy, file};
 use crate::store::{status, Origin, RowId, RowOp, RowState, TurnRow, TurnUsage};
 use crate::turn::client::{ClientRefusal, OpResult, ReplyTo};
 use crate::turn::stream::StreamClosed;
@@ -58,27 +57,14 @@ impl<S: Syscalls> LoopRunner<S> {
                 }
                 Item::Error { error } if error.severity == Severity::Error => {
                     got.pending.push(Pending::Row(rows.next_ordinal()));
-                    rows.error(
-                        Origin::Client,
-                        "grammar",
-                        400,
-                        format!("400 {} at {}:{}", error.message, error.line, error.column),
-                    );
+                    rows.parse_error(Origin::Client, error);
                 }
                 _ => {}
             }
         }
         if let Some(t) = &parsed.unparsed_tail {
             got.pending.push(Pending::Row(rows.next_ordinal()));
-            rows.error(
-                Origin::Client,
-                "grammar",
-                400,
-                format!(
-                    "400 unparsed tail from {}:{}: {}",
-                    t.from.line, t.from.column, t.reason
-                ),
-            );
+            rows.unparsed_tail(Origin::Client, t);
         }
         if got.pending.is_empty() {
             got.pending.push(Pending::Row(rows.next_ordinal()));
@@ -146,11 +132,7 @@ impl<S: Syscalls> LoopRunner<S> {
             let Some(&row_id) = committed.row_ids.get(at) else {
                 continue;
             };
-            let stale = match &effect {
-                Effect::File(f) => file::stale_clobber_risk(&self.sys, self.devices.fs, f).await,
-                Effect::Copy(t) => copy::stale_clobber_risk(&self.sys, self.devices.fs, t).await,
-                Effect::Exec(_) => false,
-            };
+            let stale = effect.stale_clobber_risk(&self.sys, self.devices.fs).await;
             self.settle(&mut world, row_id, &effect, stale, 1, at)
                 .await?;
         }
